@@ -1,0 +1,179 @@
+"""Spiking networks as a stack of (stateless synapse, stateful neuron) layers.
+
+Public entry points (the seams training, the fast engine and deploy rely on):
+
+* ``init_state(batch_size, device)``  -> tuple with one neuron state per layer
+* ``step(x_t, state)``                -> ``(out_t, new_state)``: one time step, all layers
+* ``forward_spikes(train)``           -> class scores from a given input train
+  ``[T, B, ...]`` (bypasses the encoder; used to check the seed network bit for bit)
+* ``forward(images, generator)``      -> encode on the model's device, then run T steps
+
+``mode="step"`` loops time outermost, exactly like the seed's code. ``mode="layer"``
+runs each layer over the whole sequence (one synapse call over ``T*B`` rows, then the
+neuron's ``multi_step``), which a fused engine accelerates; it gives the same spikes
+when synapses are per-sample (no BatchNorm in training mode: there it normalises over
+``T*B`` instead of ``B``, the usual multi-step convention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..encoders import Encoder
+from ..neurons import Neuron
+from ..readouts import check_readout, reduce_outputs
+
+MODES = ("step", "layer")
+
+
+class SpikingLayer(nn.Module):
+    """``synapse`` (Linear/Conv/BN/pool/dropout, no state) followed by ``neuron``."""
+
+    def __init__(self, synapse: nn.Module, neuron: Neuron):
+        super().__init__()
+        self.synapse = synapse
+        self.neuron = neuron
+
+    def step(self, x: torch.Tensor, state: Any):
+        return self.neuron.step(self.synapse(x), state)
+
+    def multi_step(self, x_seq: torch.Tensor, state: Any):
+        T, B = x_seq.shape[:2]
+        cur = self.synapse(x_seq.reshape(T * B, *x_seq.shape[2:]))
+        return self.neuron.multi_step(cur.reshape(T, B, *cur.shape[1:]), state)
+
+
+@dataclass
+class Record:
+    """What one forward pass did, for logging: per-layer output sequences ``[T, B, ...]``."""
+
+    spikes: list[torch.Tensor] = field(default_factory=list)
+    outputs: torch.Tensor | None = None
+
+    def firing_rates(self) -> list[float]:
+        return [float(s.float().mean()) for s in self.spikes]
+
+
+class SNNModel(nn.Module):
+    def __init__(self, layers: list[SpikingLayer], input_shape: tuple[int, ...],
+                 time_steps: int, encoder: Encoder | None = None, readout: str = "rate",
+                 mode: str = "step"):
+        super().__init__()
+        if isinstance(time_steps, bool) or not isinstance(time_steps, int) or time_steps < 1:
+            raise ValueError(f"time_steps={time_steps!r} is invalid: must be an integer >= 1")
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r} is unknown; accepted: {', '.join(MODES)}")
+        self.layers = nn.ModuleList(layers)
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.time_steps = time_steps
+        self.encoder = encoder
+        self.readout = check_readout(readout)
+        self.mode = mode
+        self.state_shapes = self._infer_state_shapes()
+
+    # -- shapes -------------------------------------------------------------------------
+    @property
+    def in_features(self) -> int:
+        n = 1
+        for d in self.input_shape:
+            n *= d
+        return n
+
+    @torch.no_grad()
+    def _infer_state_shapes(self) -> list[tuple[int, ...]]:
+        was_training = self.training
+        self.eval()
+        try:
+            x = torch.zeros(2, *self.input_shape)
+            shapes = []
+            for layer in self.layers:
+                x = layer.synapse(x)
+                shapes.append(tuple(x.shape[1:]))
+        finally:
+            self.train(was_training)
+        return shapes
+
+    def _as_input(self, x: torch.Tensor, lead: int) -> torch.Tensor:
+        """Check a batch's per-sample size and reshape it to ``input_shape``."""
+        per_sample = x.shape[lead:]
+        n = 1
+        for d in per_sample:
+            n *= d
+        if n != self.in_features or x.dim() < lead + 1:
+            raise ValueError(
+                f"input of shape {tuple(x.shape)} does not fit the model: expected "
+                f"{'[T, B, ...]' if lead == 2 else '[B, ...]'} with {self.in_features} values "
+                f"per sample (input_shape={self.input_shape})"
+            )
+        return x.reshape(*x.shape[:lead], *self.input_shape)
+
+    # -- state and one step -------------------------------------------------------------
+    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> tuple:
+        return tuple(
+            layer.neuron.init_state((batch_size, *shape), device=device, dtype=dtype)
+            for layer, shape in zip(self.layers, self.state_shapes)
+        )
+
+    def step(self, x_t: torch.Tensor, state: tuple, record: list | None = None):
+        """One time step through every layer: ``(out_t, new_state)``."""
+        new_state = []
+        x = x_t
+        for layer, s in zip(self.layers, state):
+            x, s = layer.step(x, s)
+            new_state.append(s)
+            if record is not None:
+                record.append(x)
+        return x, tuple(new_state)
+
+    # -- whole sequences ----------------------------------------------------------------
+    def forward_spikes(self, spike_train: torch.Tensor, return_record: bool = False,
+                       mode: str | None = None):
+        """Run the network on a given input train ``[T, B, ...]`` and read out.
+
+        ``T`` is taken from the train (it may differ from ``self.time_steps``).
+        Returns class scores ``[B, classes]``, and a :class:`Record` if asked.
+        """
+        mode = self.mode if mode is None else mode
+        x = self._as_input(spike_train, lead=2)
+        T, B = x.shape[:2]
+        state = self.init_state(B, device=x.device, dtype=x.dtype)
+        rec = Record()
+        if mode == "layer":
+            for layer, s in zip(self.layers, state):
+                x, _ = layer.multi_step(x, s)
+                rec.spikes.append(x)
+            outputs = x
+        elif mode == "step":
+            per_step: list[list[torch.Tensor]] = []
+            outs: list[torch.Tensor] = []
+            for t in range(T):
+                record: list[torch.Tensor] | None = [] if return_record else None
+                out, state = self.step(x[t], state, record)
+                outs.append(out)
+                if record is not None:
+                    per_step.append(record)
+            outputs = torch.stack(outs)
+            rec.spikes = [torch.stack(seq) for seq in zip(*per_step)]
+        else:
+            raise ValueError(f"mode={mode!r} is unknown; accepted: {', '.join(MODES)}")
+        scores = reduce_outputs(outputs)
+        if return_record:
+            rec.spikes = [s.detach() for s in rec.spikes]
+            rec.outputs = outputs.detach()
+            return scores, rec
+        return scores
+
+    def encode(self, images: torch.Tensor, time_steps: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.encoder is None:
+            raise ValueError("this model has no encoder: call forward_spikes with a spike train")
+        return self.encoder(images, self.time_steps if time_steps is None else time_steps, generator)
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                return_record: bool = False):
+        """Encode ``images`` ``[B, ...]`` over ``time_steps`` and run the network."""
+        return self.forward_spikes(self.encode(images, generator=generator), return_record)

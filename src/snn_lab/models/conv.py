@@ -1,0 +1,49 @@
+"""Convolutional SNN: ``conv -> BN -> neuron -> maxpool`` blocks, then an FC head."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from torch import nn
+
+from ..encoders import Encoder
+from ..neurons import LI, Neuron
+from .base import SNNModel, SpikingLayer
+
+
+class SpikingConvNet(SNNModel):
+    """Each block is ``Conv3x3 -> BN -> neuron``, max-pooled by 2 before the next block
+    (max-pooling binary spikes yields spikes). The head is ``Flatten -> Dropout ->
+    Linear(fc) -> neuron -> Dropout -> Linear(classes) -> output neuron``."""
+
+    def __init__(self, make_neuron: Callable[[], Neuron], input_shape: Sequence[int] = (1, 28, 28),
+                 channels: Sequence[int] = (32, 64), fc: int = 256, num_classes: int = 10,
+                 time_steps: int = 8, encoder: Encoder | None = None, readout: str = "rate",
+                 dropout: float = 0.2, out_decay: float = 0.8, mode: str = "step"):
+        if len(input_shape) != 3:
+            raise ValueError(f"input_shape={tuple(input_shape)} is invalid for a conv model: expected (C, H, W)")
+        if not channels or any(int(c) < 1 for c in channels):
+            raise ValueError(f"channels={list(channels)} is invalid: need at least one block, sizes >= 1")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout={dropout!r} is invalid: must lie in [0, 1)")
+        c_in, h, w = (int(d) for d in input_shape)
+        layers = []
+        for i, c_out in enumerate(int(c) for c in channels):
+            ops: list[nn.Module] = [nn.MaxPool2d(2)] if i > 0 else []
+            if i > 0:
+                h, w = h // 2, w // 2
+            ops += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)]
+            layers.append(SpikingLayer(nn.Sequential(*ops), make_neuron()))
+            c_in = c_out
+        h, w = h // 2, w // 2
+        head = [nn.MaxPool2d(2), nn.Flatten()]
+        if dropout > 0:
+            head.append(nn.Dropout(dropout))
+        head.append(nn.Linear(c_in * h * w, int(fc)))
+        layers.append(SpikingLayer(nn.Sequential(*head), make_neuron()))
+        out = [nn.Dropout(dropout)] if dropout > 0 else []
+        out.append(nn.Linear(int(fc), int(num_classes)))
+        out_neuron = LI(decay=out_decay) if readout == "membrane" else make_neuron()
+        layers.append(SpikingLayer(nn.Sequential(*out), out_neuron))
+        super().__init__(layers, tuple(int(d) for d in input_shape),
+                         time_steps, encoder, readout, mode)

@@ -1,0 +1,129 @@
+"""Integrate-and-fire family with the seed's delayed hard reset.
+
+The seed's discrete LIF (``../shared/seed``), per layer with scalar ``vth`` and ``decay``::
+
+    o_{t-1} = H(V_{t-1} - vth)                       # previous step's spike
+    V_t     = V_{t-1} * (1 - o_{t-1}) * decay + W s_t  # reset is applied one step late
+    o_t     = H(V_t - vth)                            # strict '>' threshold
+
+The stored state is the *pre-reset* membrane ``V_t``; the reset happens at the start
+of the next step, and the surrogate gradient flows through it (as in the seed, unless
+``detach_reset=True``). ``reset="subtract"`` replaces ``(1 - o)`` by ``- vth * o``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .base import Neuron, check_positive, check_unit
+from .surrogate import Surrogate
+
+RESETS = ("hard", "subtract")
+
+
+class LIFState(NamedTuple):
+    v: torch.Tensor
+
+
+class LIF(Neuron):
+    """Leaky integrate-and-fire, exactly the seed's recurrence by default."""
+
+    State = LIFState
+
+    def __init__(
+        self,
+        vth: float = 0.4,
+        decay: float = 0.8,
+        surrogate: Surrogate | None = None,
+        reset: str = "hard",
+        detach_reset: bool = False,
+        learn_vth: bool = False,
+        learn_decay: bool = False,
+    ):
+        super().__init__(surrogate)
+        check_positive("vth", vth)
+        check_unit("decay", decay)
+        if reset not in RESETS:
+            raise ValueError(f"reset={reset!r} is unknown; accepted: {', '.join(RESETS)}")
+        self.reset = reset
+        self.detach_reset = bool(detach_reset)
+        self._scalar("vth", vth, learn_vth)
+        self._init_decay(decay, learn_decay)
+
+    def _init_decay(self, decay: float, learnable: bool) -> None:
+        self._scalar("decay", decay, learnable)
+
+    def leak(self) -> torch.Tensor:
+        return self.decay
+
+    def init_state(self, shape, device=None, dtype=torch.float32) -> LIFState:
+        return LIFState(torch.zeros(tuple(shape), device=device, dtype=dtype))
+
+    def step(self, x: torch.Tensor, state: LIFState) -> tuple[torch.Tensor, LIFState]:
+        v = state.v
+        last = self.spike(v - self.vth)
+        if self.detach_reset:
+            last = last.detach()
+        if self.reset == "hard":
+            # Same operation order as the seed, so results are bit-identical.
+            v = v * (1 - last) * self.leak() + x
+        else:
+            v = (v - self.vth * last) * self.leak() + x
+        return self.spike(v - self.vth), LIFState(v)
+
+    def extra_repr(self) -> str:
+        return f"vth={float(self.vth):g}, decay={float(self.leak()):g}, reset={self.reset}, surrogate={self.spike}"
+
+
+class IF(LIF):
+    """Integrate-and-fire: the LIF with no leak (``decay = 1``)."""
+
+    def __init__(self, vth: float = 0.4, surrogate: Surrogate | None = None, reset: str = "hard",
+                 detach_reset: bool = False, learn_vth: bool = False):
+        super().__init__(vth=vth, decay=1.0, surrogate=surrogate, reset=reset,
+                         detach_reset=detach_reset, learn_vth=learn_vth, learn_decay=False)
+
+
+class PLIF(LIF):
+    """Parametric LIF (Fang et al. 2021): ``decay = sigmoid(w)`` with ``w`` learnable,
+    initialised so that ``decay`` starts at the given value."""
+
+    def __init__(self, vth: float = 0.4, decay: float = 0.8, surrogate: Surrogate | None = None,
+                 reset: str = "hard", detach_reset: bool = False, learn_vth: bool = False):
+        if not 0.0 < float(decay) < 1.0:
+            raise ValueError(f"decay={decay!r} is invalid for plif: must lie in (0, 1)")
+        super().__init__(vth=vth, decay=decay, surrogate=surrogate, reset=reset,
+                         detach_reset=detach_reset, learn_vth=learn_vth, learn_decay=True)
+
+    def _init_decay(self, decay: float, learnable: bool) -> None:
+        d = float(decay)
+        self.decay_logit = torch.nn.Parameter(torch.tensor(torch.logit(torch.tensor(d)).item()))
+
+    def leak(self) -> torch.Tensor:
+        return torch.sigmoid(self.decay_logit)
+
+
+class LIState(NamedTuple):
+    v: torch.Tensor
+
+
+class LI(Neuron):
+    """Non-spiking leaky integrator ``V_t = decay * V_{t-1} + x_t``: the output layer of
+    the membrane readout. ``step`` returns the membrane in place of spikes."""
+
+    State = LIState
+    spiking = False
+
+    def __init__(self, decay: float = 0.8):
+        super().__init__(None)
+        check_unit("decay", decay)
+        self._scalar("decay", decay, False)
+
+    def init_state(self, shape, device=None, dtype=torch.float32) -> LIState:
+        return LIState(torch.zeros(tuple(shape), device=device, dtype=dtype))
+
+    def step(self, x: torch.Tensor, state: LIState) -> tuple[torch.Tensor, LIState]:
+        v = state.v * self.decay + x
+        return v, LIState(v)

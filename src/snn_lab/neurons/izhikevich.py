@@ -49,8 +49,11 @@ class Izhikevich(Neuron):
         drive = self.gain * x
         for _ in range(self.substeps):
             v = v + h * (0.04 * v * v + 5.0 * v + 140.0 - u + drive)
-        u = u + self.dt * self.a * (self.b * v - u)
         s = self.spike((v - V_PEAK) / V_PEAK)
-        v = s * self.c + (1 - s) * torch.clamp(v, max=V_PEAK)
+        # Cap the Euler overshoot at the peak before it drives u, so the recovery jump
+        # per spike does not depend on how far past 30 mV one step happened to land.
+        v = torch.clamp(v, max=V_PEAK)
+        u = u + self.dt * self.a * (self.b * v - u)
+        v = s * self.c + (1 - s) * v
         u = u + self.d * s
         return s, IzhikevichState(v, u)

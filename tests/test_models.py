@@ -1,0 +1,132 @@
+import pytest
+import torch
+
+from seed_reference import SeedReference
+from snn_lab.encoders import build_encoder
+from snn_lab.models import SpikingConvNet, SpikingMLP, load_seed_state_dict, seed_network
+from snn_lab.neurons import LIF, Surrogate
+
+
+def _seed_pair(seed=0):
+    torch.manual_seed(seed)
+    ref = SeedReference()
+    net = seed_network()
+    load_seed_state_dict(net, ref.seed_state_dict())
+    return ref, net
+
+
+def _spikes(T=20, B=16, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(B, 784, generator=g) * 0.6
+    return (torch.rand(T, B, 784, generator=g) < p).float()
+
+
+@pytest.mark.parametrize("mode", ["step", "layer"])
+def test_seed_network_bit_exact_against_independent_reference(mode):
+    ref, net = _seed_pair()
+    x = _spikes()
+    with torch.no_grad():
+        expected = ref(x)
+        got = net.forward_spikes(x, mode=mode)
+    assert torch.equal(got, expected)
+    assert expected.sum() > 0  # the check is not vacuous: output neurons fire
+
+
+def test_seed_network_gradients_match_reference():
+    ref, net = _seed_pair()
+    x = _spikes(T=10, B=8)
+    y = torch.arange(8) % 10
+    torch.nn.functional.cross_entropy(ref(x), y).backward()
+    torch.nn.functional.cross_entropy(net.forward_spikes(x), y).backward()
+    ours = [net.layers[0].synapse[1].weight, net.layers[1].synapse[0].weight, net.layers[2].synapse[0].weight]
+    for fc, w in zip(ref.fcs, ours):
+        torch.testing.assert_close(w.grad, fc.weight.grad)
+
+
+def test_gradients_reach_every_weight_through_T_steps():
+    net = seed_network(time_steps=20)
+    x = _spikes(B=8)
+    torch.nn.functional.cross_entropy(net.forward_spikes(x), torch.arange(8)).backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_looping_step_equals_forward():
+    _, net = _seed_pair()
+    x = _spikes(T=12, B=4)
+    state = net.init_state(4)
+    total = 0
+    for t in range(12):
+        out, state = net.step(x[t], state)
+        total = total + out
+    assert torch.equal(total / 12, net.forward_spikes(x))
+
+
+def test_forward_encodes_with_generator():
+    net = seed_network(encoder=build_encoder("bernoulli"), time_steps=5)
+    img = torch.rand(3, 1, 28, 28)
+    a = net(img, torch.Generator().manual_seed(0))
+    b = net(img, torch.Generator().manual_seed(0))
+    assert a.shape == (3, 10) and torch.equal(a, b)
+
+
+def test_record_firing_rates():
+    _, net = _seed_pair()
+    scores, rec = net.forward_spikes(_spikes(), return_record=True)
+    assert len(rec.spikes) == 3 and rec.spikes[0].shape == (20, 16, 512)
+    assert all(0 <= r <= 1 for r in rec.firing_rates())
+    assert torch.equal(rec.outputs.mean(0), scores)
+
+
+@pytest.mark.parametrize("readout", ["rate", "membrane"])
+def test_mlp_sizes_depth_readout(readout):
+    net = SpikingMLP(lambda: LIF(surrogate=Surrogate("atan")), input_shape=(1, 8, 8), hidden=(32, 16, 16),
+                     num_classes=4, time_steps=6, readout=readout, batch_norm=True, dropout=0.1)
+    out = net.forward_spikes(torch.rand(6, 5, 64).round())
+    assert out.shape == (5, 4)
+    if readout == "membrane":
+        assert not net.layers[-1].neuron.spiking
+
+
+@pytest.mark.parametrize("mode", ["step", "layer"])
+def test_conv_snn_runs_and_trains(mode):
+    net = SpikingConvNet(lambda: LIF(), input_shape=(1, 28, 28), channels=(4, 8), fc=16,
+                         time_steps=4, mode=mode, readout="membrane")
+    x = torch.rand(4, 3, 1, 28, 28).round()
+    out = net.forward_spikes(x)
+    assert out.shape == (3, 10)
+    out.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    assert net.state_shapes[0] == (4, 28, 28) and net.state_shapes[1] == (8, 14, 14)
+
+
+def test_conv_layer_and_step_modes_agree_in_eval():
+    torch.manual_seed(0)
+    net = SpikingConvNet(lambda: LIF(), channels=(4,), fc=8, time_steps=3).eval()
+    x = torch.rand(3, 2, 1, 28, 28).round()
+    with torch.no_grad():
+        assert torch.equal(net.forward_spikes(x, mode="step"), net.forward_spikes(x, mode="layer"))
+
+
+def test_wrong_input_shape():
+    net = seed_network()
+    with pytest.raises(ValueError, match=r"input of shape \(20, 4, 100\) does not fit.*784 values"):
+        net.forward_spikes(torch.zeros(20, 4, 100))
+
+
+@pytest.mark.parametrize("T", [0, -1, 2.5])
+def test_bad_time_steps(T):
+    with pytest.raises(ValueError, match="time_steps"):
+        seed_network(time_steps=T)
+
+
+def test_bad_mode_and_readout():
+    with pytest.raises(ValueError, match="mode='fast'"):
+        seed_network(mode="fast")
+    with pytest.raises(ValueError, match="readout='max'"):
+        SpikingMLP(lambda: LIF(), readout="max")
+
+
+def test_conv_bad_input_shape():
+    with pytest.raises(ValueError, match="input_shape"):
+        SpikingConvNet(lambda: LIF(), input_shape=(784,))

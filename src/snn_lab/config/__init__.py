@@ -1,0 +1,71 @@
+"""Typed configs: schemas (ConfigStore), validation, and the build module."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from .schema import TrainConf, register_configs
+
+
+class ConfigError(ValueError):
+    """A config value is out of range or inconsistent (types are checked by Hydra)."""
+
+
+def _require(ok: bool, key: str, value, accepted: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: {accepted}")
+
+
+def _one_of(cfg: Mapping, key: str, options) -> None:
+    value = cfg
+    for part in key.split("."):
+        value = value[part]
+    _require(value in options, key, value, f"accepted: {', '.join(map(str, options))}")
+
+
+def validate(cfg: Mapping) -> None:
+    """Range and consistency checks that types cannot express; raises ConfigError
+    naming the full key. Runs before any data is loaded."""
+    from ..data.mnist import SOURCES
+    from ..models import MODES
+    from .build import build_network, net_config
+
+    _require(cfg.time_steps >= 1, "time_steps", cfg.time_steps, "must be an integer >= 1")
+    d = cfg.data
+    for key in ("batch_size", "eval_batch_size"):
+        _require(d[key] >= 1, f"data.{key}", d[key], "must be an integer >= 1")
+    _require(d.val_split >= 0, "data.val_split", d.val_split, "must be >= 0 (0: validate on test)")
+    for key in ("train_subset", "eval_subset"):
+        _require(d[key] is None or d[key] >= 1, f"data.{key}", d[key], "must be null or >= 1")
+    _require(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be >= 0")
+    _one_of(cfg, "data.source", SOURCES)
+    _one_of(cfg, "data.augment", ("none", "shift"))
+    _one_of(cfg, "model.mode", MODES)
+    n = cfg.neuron
+    if "vth" in n:
+        _require(n.vth > 0, "neuron.vth", n.vth, "must be > 0")
+    if "decay" in n:
+        _require(0 <= n.decay <= 1, "neuron.decay", n.decay, "must lie in [0, 1]")
+    if cfg.surrogate.width is not None:
+        _require(cfg.surrogate.width > 0, "surrogate.width", cfg.surrogate.width, "must be > 0")
+    _require(cfg.optimizer.lr > 0, "optimizer.lr", cfg.optimizer.lr, "must be > 0")
+    _require(cfg.optimizer.weight_decay >= 0, "optimizer.weight_decay", cfg.optimizer.weight_decay, "must be >= 0")
+    _one_of(cfg, "lr_schedule.interval", ("epoch", "step"))
+    t = cfg.trainer
+    _require(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "must be >= 1")
+    _one_of(cfg, "logger.name", ("tensorboard", "csv", "none"))
+    _one_of(cfg, "callbacks.progress_bar", ("tqdm", "rich", "none"))
+    _one_of(cfg, "target.accelerator", ("cpu", "gpu", "cuda", "mps", "auto"))
+    if cfg.target.accelerator in ("gpu", "cuda"):
+        import torch
+
+        _require(torch.cuda.is_available(), "target", cfg.target.name,
+                 "no CUDA device is available here; use target=cpu")
+    _require(cfg.deploy_batch_size >= 1, "deploy_batch_size", cfg.deploy_batch_size, "must be >= 1")
+    try:
+        build_network(net_config(cfg))
+    except ValueError as e:
+        raise ConfigError(f"network config: {e}") from None
+
+
+__all__ = ["ConfigError", "TrainConf", "register_configs", "validate"]

@@ -1,0 +1,326 @@
+"""Typed config schemas (Hydra structured configs).
+
+Every YAML option under ``conf/<group>/`` extends one of the dataclasses below through
+its defaults list (``- lif_schema``), so a wrong type (``neuron.vth=abc``,
+``time_steps=2.5``) fails when Hydra composes, naming the full key. Ranges that a type
+cannot express (``time_steps >= 1``...) are checked by :func:`snn_lab.config.validate`
+before any data is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+# -- neurons ----------------------------------------------------------------------------
+@dataclass
+class NeuronConf:
+    name: str = MISSING
+
+
+@dataclass
+class LIFConf(NeuronConf):
+    name: str = "lif"
+    vth: float = 0.4
+    decay: float = 0.8
+    reset: str = "hard"
+    detach_reset: bool = False
+    learn_vth: bool = False
+    learn_decay: bool = False
+
+
+@dataclass
+class IFConf(NeuronConf):
+    name: str = "if"
+    vth: float = 0.4
+    reset: str = "hard"
+    detach_reset: bool = False
+    learn_vth: bool = False
+
+
+@dataclass
+class PLIFConf(NeuronConf):
+    name: str = "plif"
+    vth: float = 0.4
+    decay: float = 0.8
+    reset: str = "hard"
+    detach_reset: bool = False
+    learn_vth: bool = False
+
+
+@dataclass
+class ALIFConf(NeuronConf):
+    name: str = "alif"
+    vth: float = 0.4
+    decay: float = 0.8
+    beta: float = 0.2
+    rho: float = 0.95
+    learn_vth: bool = False
+    learn_decay: bool = False
+
+
+@dataclass
+class IzhikevichConf(NeuronConf):
+    name: str = "izhikevich"
+    a: float = 0.02
+    b: float = 0.2
+    c: float = -65.0
+    d: float = 8.0
+    dt: float = 1.0
+    substeps: int = 2
+    gain: float = 20.0
+
+
+# -- surrogate, encoder, readout --------------------------------------------------------
+@dataclass
+class SurrogateConf:
+    name: str = "rectangle"
+    width: Optional[float] = None  # None: the surrogate's default (rectangle: 0.5)
+
+
+@dataclass
+class EncoderConf:
+    name: str = "bernoulli"
+
+
+@dataclass
+class LatencyEncoderConf(EncoderConf):
+    name: str = "latency"
+    threshold: float = 0.0
+
+
+@dataclass
+class PhaseEncoderConf(EncoderConf):
+    name: str = "phase"
+    bits: int = 8
+
+
+@dataclass
+class PopulationEncoderConf(EncoderConf):
+    name: str = "population"
+    size: int = 4
+    sigma: Optional[float] = None
+
+
+@dataclass
+class ReadoutConf:
+    name: str = "rate"
+    out_decay: float = 0.8  # leak of the LI output layer (membrane readout)
+
+
+# -- model ------------------------------------------------------------------------------
+@dataclass
+class ModelConf:
+    name: str = MISSING
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    num_classes: int = 10
+    mode: str = "step"  # step: time outermost (the seed's loop); layer: multi-step engine
+
+
+@dataclass
+class MLPConf(ModelConf):
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [512, 512])
+    batch_norm: bool = False
+    dropout: float = 0.0
+    bias: bool = True
+
+
+@dataclass
+class ConvConf(ModelConf):
+    name: str = "conv"
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    fc: int = 256
+    dropout: float = 0.2
+
+
+# -- data -------------------------------------------------------------------------------
+@dataclass
+class DataConf:
+    name: str = "mnist"
+    source: str = "bundled"  # bundled | download | dir
+    root: Optional[str] = None  # download cache / directory of IDX files
+    batch_size: int = 200
+    eval_batch_size: int = 1000
+    val_split: int = 5000  # images held out of train for validation; 0: validate on test
+    train_subset: Optional[int] = None
+    eval_subset: Optional[int] = None
+    num_workers: int = 0
+    augment: str = "none"  # none | shift (random +-2 px translation)
+    split_seed: int = 0
+
+
+# -- optimisation -----------------------------------------------------------------------
+@dataclass
+class OptimizerConf:
+    _target_: str = MISSING
+    lr: float = 0.02
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SGDConf(OptimizerConf):
+    _target_: str = "torch.optim.SGD"
+    momentum: float = 0.9
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConf(OptimizerConf):
+    _target_: str = "torch.optim.Adam"
+    lr: float = 1e-3
+
+
+@dataclass
+class AdamWConf(OptimizerConf):
+    _target_: str = "torch.optim.AdamW"
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+
+
+@dataclass
+class LRScheduleConf:
+    _target_: str = MISSING
+    name: str = MISSING
+    interval: str = "epoch"  # epoch | step
+
+
+@dataclass
+class StepLRConf(LRScheduleConf):
+    _target_: str = "torch.optim.lr_scheduler.StepLR"
+    name: str = "step"
+    step_size: int = 10
+    gamma: float = 0.1
+
+
+@dataclass
+class CosineLRConf(LRScheduleConf):
+    _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
+    name: str = "cosine"
+    T_max: Optional[int] = None  # None: trainer.max_epochs
+    eta_min: float = 0.0
+
+
+@dataclass
+class OneCycleLRConf(LRScheduleConf):
+    _target_: str = "torch.optim.lr_scheduler.OneCycleLR"
+    name: str = "onecycle"
+    interval: str = "step"
+    max_lr: Optional[float] = None  # None: optimizer.lr
+    pct_start: float = 0.25
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+
+
+@dataclass
+class ConstantLRConf(LRScheduleConf):
+    _target_: str = "torch.optim.lr_scheduler.ConstantLR"
+    name: str = "constant"
+    factor: float = 1.0
+    total_iters: int = 0
+
+
+# -- execution --------------------------------------------------------------------------
+@dataclass
+class TargetConf:
+    name: str = "cpu"
+    accelerator: str = "cpu"
+    devices: Any = 1
+    precision: str = "32-true"
+    deploy_backend: str = "onnxruntime"  # what the deploy stage uses for this target
+    threads: Optional[int] = None  # torch intra-op threads on CPU (None: torch's default)
+
+
+@dataclass
+class TrainerConf:
+    max_epochs: int = 3
+    min_epochs: Optional[int] = None
+    strategy: str = "auto"
+    num_nodes: int = 1
+    limit_train_batches: Optional[float] = None
+    limit_val_batches: Optional[float] = None
+    limit_test_batches: Optional[float] = None
+    val_check_interval: Optional[float] = None
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 50
+    gradient_clip_val: Optional[float] = None
+    accumulate_grad_batches: int = 1
+    deterministic: bool = False
+    fast_dev_run: bool = False
+    num_sanity_val_steps: int = 0
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+
+
+@dataclass
+class LoggerConf:
+    name: str = "tensorboard"  # tensorboard | csv | none
+    log_graph: bool = False
+
+
+@dataclass
+class CallbacksConf:
+    checkpoint: bool = True
+    every_n_train_steps: Optional[int] = None  # also checkpoint 'last' every N steps
+    lr_monitor: bool = True
+    progress_bar: str = "tqdm"  # tqdm | rich | none
+    early_stopping_patience: Optional[int] = None
+
+
+@dataclass
+class TrainConf:
+    """The root of ``python -m snn_lab.train``."""
+
+    data: DataConf = MISSING
+    model: ModelConf = MISSING
+    neuron: NeuronConf = MISSING
+    surrogate: SurrogateConf = MISSING
+    encoder: EncoderConf = MISSING
+    readout: ReadoutConf = MISSING
+    optimizer: OptimizerConf = MISSING
+    lr_schedule: LRScheduleConf = MISSING
+    target: TargetConf = MISSING
+    trainer: TrainerConf = MISSING
+    logger: LoggerConf = MISSING
+    callbacks: CallbacksConf = MISSING
+    deploy: Optional[str] = None  # a deploy backend name: after training, deploy and verify
+    deploy_batch_size: int = 28
+    time_steps: int = 20
+    seed: int = 20231026
+    task_name: str = "train"
+    monitor: str = "val/acc"
+    ckpt_path: Optional[str] = None  # a .ckpt to resume from, or 'last' (this run dir's)
+    test: bool = True  # evaluate the best checkpoint on the test set after fitting
+    matmul_precision: str = "highest"
+
+
+_GROUP_SCHEMAS = {
+    "neuron": {"lif": LIFConf, "if": IFConf, "plif": PLIFConf, "alif": ALIFConf,
+               "izhikevich": IzhikevichConf},
+    "surrogate": {"surrogate": SurrogateConf},
+    "encoder": {"encoder": EncoderConf, "latency": LatencyEncoderConf,
+                "phase": PhaseEncoderConf, "population": PopulationEncoderConf},
+    "readout": {"readout": ReadoutConf},
+    "model": {"mlp": MLPConf, "conv": ConvConf},
+    "data": {"mnist": DataConf},
+    "optimizer": {"sgd": SGDConf, "adam": AdamConf, "adamw": AdamWConf},
+    "lr_schedule": {"step": StepLRConf, "cosine": CosineLRConf, "onecycle": OneCycleLRConf,
+                    "constant": ConstantLRConf},
+    "target": {"target": TargetConf},
+    "trainer": {"trainer": TrainerConf},
+    "logger": {"logger": LoggerConf},
+    "callbacks": {"callbacks": CallbacksConf},
+}
+
+
+def register_configs() -> None:
+    """Store the schemas: ``<group>/<name>_schema`` for the YAML options to extend."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConf)
+    for group, schemas in _GROUP_SCHEMAS.items():
+        for name, node in schemas.items():
+            cs.store(group=group, name=f"{name}_schema", node=node)

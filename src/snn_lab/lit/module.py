@@ -1,0 +1,142 @@
+"""The LightningModule: builds its network from plain config dicts (so a checkpoint
+rebuilds everything), trains with cross-entropy on the readout, logs accuracy, losses
+and firing rates. Encoding randomness comes from a generator owned by the module whose
+state is saved in checkpoints, so a resumed run draws the same spikes."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchmetrics
+
+from ..config.build import build_lr_scheduler, build_network, build_optimizer
+from ..models import SNNModel
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, unsafe or of another architecture."""
+
+
+class SNNLitModule(pl.LightningModule):
+    def __init__(self, net: dict, optimizer: dict | None = None, lr_schedule: dict | None = None,
+                 seed: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net: SNNModel = build_network(net)
+        num_classes = net["model"].get("num_classes", 10)
+        self.metrics = torch.nn.ModuleDict({
+            stage: torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
+            for stage in ("train_acc", "val_acc", "test_acc")
+        })
+        self._gen: torch.Generator | None = None
+        self._gen_state: torch.Tensor | None = None
+
+    # -- randomness for the encoder ------------------------------------------------------
+    @property
+    def generator(self) -> torch.Generator:
+        device = self.device
+        if self._gen is None or self._gen.device != device:
+            self._gen = torch.Generator(device=device)
+            self._gen.manual_seed(int(self.hparams.seed) + 7919 * self.global_rank)
+            if self._gen_state is not None:
+                self._gen.set_state(self._gen_state)
+                self._gen_state = None
+        return self._gen
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["encoder_rng_state"] = self.generator.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("encoder_rng_state")
+        if state is not None:
+            self._gen, self._gen_state = None, state
+
+    # -- steps --------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor, return_record: bool = False):
+        return self.net(images, generator=self.generator, return_record=return_record)
+
+    def _shared(self, batch, stage: str, record: bool = False):
+        images, labels = batch
+        out = self(images, return_record=record)
+        scores, rec = out if record else (out, None)
+        loss = F.cross_entropy(scores, labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite {stage} loss ({loss.item()}) at global step {self.global_step}; "
+                "lower optimizer.lr or enable trainer.gradient_clip_val")
+        acc = self.metrics[f"{stage}_acc"]
+        acc(scores.detach(), labels)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "train",
+                 batch_size=len(labels), sync_dist=not on_step)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss, rec
+
+    def training_step(self, batch, batch_idx):
+        return self._shared(batch, "train")[0]
+
+    def validation_step(self, batch, batch_idx):
+        _, rec = self._shared(batch, "val", record=True)
+        for i, rate in enumerate(rec.firing_rates()):
+            self.log(f"rates/layer{i}", rate, on_step=False, on_epoch=True, batch_size=len(batch[1]))
+        return rec
+
+    def test_step(self, batch, batch_idx):
+        self._shared(batch, "test")
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        for name, p in self.named_parameters():
+            if p.grad is not None and not torch.isfinite(p.grad).all():
+                raise FloatingPointError(
+                    f"non-finite gradient in {name} at global step {self.global_step}; "
+                    "lower optimizer.lr or enable trainer.gradient_clip_val")
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.hparams.optimizer, self.parameters())
+        if not self.hparams.lr_schedule:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else 1
+        sched = build_lr_scheduler(self.hparams.lr_schedule, optimizer, max_epochs, total)
+        return {"optimizer": optimizer, "lr_scheduler": sched}
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with one-line errors for every way it fails."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, pickle of arbitrary objects, not a checkpoint...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be loaded safely ({first[:160]}); "
+                              "it is corrupt, truncated or not a snn_lab checkpoint") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "net" not in ckpt.get("hyper_parameters", {}):
+        raise CheckpointError(f"checkpoint {path} is not a snn_lab training checkpoint "
+                              "(no state_dict / hyper_parameters.net)")
+    return ckpt
+
+
+def load_network(path: str | os.PathLike, expect: dict | None = None) -> SNNModel:
+    """Rebuild the trained network from a checkpoint (weights only, eval mode).
+
+    ``expect``: a net config the checkpoint must match (else :class:`CheckpointError`).
+    """
+    ckpt = read_checkpoint(path)
+    net_cfg = ckpt["hyper_parameters"]["net"]
+    if expect is not None and expect != net_cfg:
+        diff = sorted(k for k in set(expect) | set(net_cfg) if expect.get(k) != net_cfg.get(k))
+        raise CheckpointError(f"checkpoint {path} holds another network (differs in {', '.join(diff)})")
+    net = build_network(net_cfg)
+    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path} does not fit its own network config: "
+                              f"{str(e).splitlines()[0]}") from None
+    return net.eval()

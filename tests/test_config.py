@@ -1,0 +1,96 @@
+"""Every option of every config group composes, validates and instantiates."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from snn_lab.config import ConfigError, register_configs, validate
+from snn_lab.config.build import (build_datamodule, build_lr_scheduler, build_network, build_optimizer,
+                                  build_trainer, net_config)
+from snn_lab.train import CONFIG_DIR
+
+register_configs()
+GROUPS = ["data", "model", "neuron", "surrogate", "encoder", "readout", "optimizer", "lr_schedule",
+          "target", "trainer", "logger", "callbacks", "experiment", "hparams_search"]
+
+
+def options(group):
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def _compose(overrides):
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+CASES = [(g, o) for g in GROUPS for o in options(g)]
+
+
+def test_every_group_has_options():
+    for g in GROUPS:
+        assert options(g), g
+    assert {"step", "cosine", "onecycle", "constant"} <= set(options("lr_schedule"))
+    assert {"cpu", "gpu", "apu"} == set(options("target"))
+    assert {"if", "lif", "plif", "alif", "izhikevich"} == set(options("neuron"))
+
+
+@pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_option_composes_and_instantiates(group, option, tmp_path):
+    cfg = _compose([f"{group}={option}"])
+    if group == "target" and option == "gpu" and not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            validate(cfg)
+        return
+    validate(cfg)
+    net = build_network(net_config(cfg))
+    T = cfg.time_steps
+    images = torch.rand(2, *cfg.model.input_shape)
+    out = net(images, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, cfg.model.num_classes) and torch.isfinite(out).all()
+    opt = build_optimizer(cfg.optimizer, net.parameters())
+    sched = build_lr_scheduler(cfg.lr_schedule, opt, cfg.trainer.max_epochs, 10)
+    assert isinstance(sched["scheduler"], torch.optim.lr_scheduler.LRScheduler)
+    assert build_datamodule(cfg.data) is not None
+    if not (group == "target" and option == "gpu"):
+        trainer = build_trainer(cfg, str(tmp_path), str(tmp_path / "ckpt"), cfg.monitor)
+        assert trainer.max_epochs == cfg.trainer.max_epochs
+    assert T >= 1
+
+
+def test_seed_experiment_is_the_seed_recipe():
+    c = _compose(["experiment=seed_mnist"])
+    assert (c.model.name, list(c.model.hidden), c.model.batch_norm, c.model.dropout) == ("mlp", [512, 512], False, 0.0)
+    assert (c.neuron.name, c.neuron.vth, c.neuron.decay, c.neuron.reset) == ("lif", 0.4, 0.8, "hard")
+    assert (c.surrogate.name, c.surrogate.width, c.encoder.name, c.readout.name) == ("rectangle", 0.5, "bernoulli", "rate")
+    assert (c.time_steps, c.data.batch_size, c.seed, c.trainer.max_epochs) == (20, 200, 20231026, 30)
+    assert (c.optimizer._target_, c.optimizer.lr, c.optimizer.momentum, c.optimizer.weight_decay) == (
+        "torch.optim.SGD", 0.02, 0.9, 1e-3)
+    assert (c.lr_schedule.name, c.lr_schedule.step_size, c.lr_schedule.gamma) == ("step", 10, 0.1)
+    assert c.data.val_split == 0  # validates on the 10k test set every epoch, like the seed
+
+
+def test_step_schedule_gives_the_seed_lr_list():
+    c = _compose(["experiment=seed_mnist"])
+    net = build_network(net_config(c))
+    opt = build_optimizer(c.optimizer, net.parameters())
+    sched = build_lr_scheduler(c.lr_schedule, opt, 30, 300)["scheduler"]
+    lrs = []
+    for _ in range(30):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [0.02] * 10 + [0.002] * 10 + [0.0002] * 10
+    assert lrs == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("neuron.vth=-0.1", "neuron.vth"), ("neuron.decay=1.5", "neuron.decay"), ("time_steps=0", "time_steps"),
+    ("data.batch_size=0", "data.batch_size"), ("optimizer.lr=0", "optimizer.lr"),
+    ("model.mode=fused", "model.mode"), ("data.source=ftp", "data.source"), ("logger.name=wandb", "logger.name"),
+    ("trainer.max_epochs=0", "trainer.max_epochs"), ("surrogate.width=0", "surrogate.width"),
+])
+def test_validation_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "="):
+        validate(_compose([override]))

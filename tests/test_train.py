@@ -1,0 +1,88 @@
+"""The train CLI end to end, in subprocesses as a user runs it."""
+
+import json
+
+import pytest
+import torch
+
+from helpers import QUIET, TINY, metrics, train
+from snn_lab.lit import SNNLitModule, load_network
+
+
+@pytest.mark.parametrize("override,key", [
+    ("neuron.vth=abc", "neuron.vth"), ("time_steps=0", "time_steps"), ("time_steps=2.5", "time_steps"),
+    ("neuron=lfi", "neuron/lfi"),
+])
+def test_bad_override_fails_at_startup_naming_the_key(override, key, tmp_path):
+    r = train([override], tmp_path, timeout=120)
+    assert r.returncode != 0
+    assert key in r.stderr + r.stdout
+    assert "Traceback" not in r.stderr
+    # rejected before any data loaded or output written
+    assert not list(tmp_path.glob("outputs/**/metrics.json"))
+    assert not list(tmp_path.glob("outputs/**/checkpoints"))
+
+
+def test_fast_dev_run(tmp_path):
+    r = train(["trainer.fast_dev_run=true", "time_steps=3", *QUIET, "hydra.run.dir=run"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "snn_lab: test/acc=" in r.stdout and "run_dir=" in r.stdout
+
+
+def test_short_real_training_reaches_sanity_accuracy_and_writes_outputs(tmp_path):
+    r = train(["data.train_subset=3000", "data.eval_subset=1000", "data.val_split=1000", "trainer.max_epochs=2",
+               "time_steps=8", "model.hidden=[128]", *QUIET, "hydra.run.dir=run"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "run"
+    m = metrics(run)
+    assert m["test_acc"] > 0.7 and m["best_val_acc"] > 0.7, m  # chance is 0.1
+    assert m["epochs"] == 2 and len(m["history"]) == 2 and m["train_samples_per_second"] > 0
+    assert (run / "checkpoints" / "last.ckpt").exists() and (run / "checkpoints" / "best.ckpt").exists()
+    assert (run / ".hydra" / "config.yaml").exists()
+    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for ev in events:
+        acc = EventAccumulator(str(ev))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert {"train/loss_epoch", "train/acc", "val/acc", "val/loss", "test/acc", "rates/layer0", "lr-SGD"} <= tags, tags
+    # the checkpoint rebuilds the whole network by itself, loaded weights-only
+    lit = SNNLitModule.load_from_checkpoint(run / "checkpoints" / "best.ckpt", weights_only=True)
+    net = load_network(run / "checkpoints" / "best.ckpt")
+    x = torch.rand(5, 8, 784).round()
+    assert torch.equal(lit.net.eval().forward_spikes(x), net.forward_spikes(x))
+
+
+def test_multirun_two_jobs_and_summary(tmp_path):
+    r = train(["-m", "neuron.vth=0.3,0.5", *TINY, "hydra.sweep.dir=sweep"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    assert metrics(sweep / "0")["best_val_acc"] is not None and metrics(sweep / "1")["test_acc"] is not None
+    summary = (sweep / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and "neuron.vth=0.3" in summary[1] + summary[2]
+    assert "neuron.vth=0.5" in (sweep / "summary.md").read_text()
+
+
+def test_resume_from_last_checkpoint(tmp_path):
+    r = train([*TINY, "hydra.run.dir=run"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    first = metrics(tmp_path / "run")
+    # a finished run is not overwritten by accident
+    again = train([*TINY, "hydra.run.dir=run"], tmp_path)
+    assert again.returncode == 2 and "already holds a finished run" in again.stderr
+    assert metrics(tmp_path / "run") == first
+    r = train([*TINY, "trainer.max_epochs=2", "ckpt_path=last", "hydra.run.dir=run"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = metrics(tmp_path / "run")
+    assert m["epochs"] == 2 and m["global_step"] == 2 * first["global_step"]
+    assert [h["epoch"] for h in m["history"]] == [1]  # only the resumed epoch ran
+
+
+def test_resume_with_other_architecture_is_refused(tmp_path):
+    assert train([*TINY, "hydra.run.dir=run"], tmp_path).returncode == 0
+    r = train([*TINY, "model.hidden=[32]", "trainer.max_epochs=2", "ckpt_path=last", "hydra.run.dir=run"], tmp_path)
+    assert r.returncode == 2 and "another network" in r.stderr and "model" in r.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 1

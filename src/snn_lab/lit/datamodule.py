@@ -7,9 +7,11 @@ model, per run on its device, never in the DataLoader.
 
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from ..data.mnist import SOURCES, DataError, download_mnist, load_mnist_arrays
 
@@ -63,18 +65,22 @@ class MNISTDataModule(pl.LightningDataModule):
         if self.val_set is None:  # val_split=0: validate on the test set, as the seed does
             self.val_set = self.test_set
 
-    def _loader(self, ds, batch_size, shuffle):
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+    def _loader(self, ds, batch_size, sampler=None):
+        # Its own generator: iterating a loader must not consume the global RNG, so a
+        # resumed run's random streams line up with an uninterrupted one.
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, generator=torch.Generator())
 
     def train_dataloader(self):
-        return self._loader(self.train_set, self.batch_size, True)
+        sampler = ResumableShuffleSampler(len(self.train_set), self.batch_size,
+                                          seed=self.split_seed + 1, trainer=self.trainer)
+        return self._loader(self.train_set, self.batch_size, sampler)
 
     def val_dataloader(self):
-        return self._loader(self.val_set, self.eval_batch_size, False)
+        return self._loader(self.val_set, self.eval_batch_size)
 
     def test_dataloader(self):
-        return self._loader(self.test_set, self.eval_batch_size, False)
+        return self._loader(self.test_set, self.eval_batch_size)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
@@ -83,6 +89,38 @@ class MNISTDataModule(pl.LightningDataModule):
         if self.augment == "shift" and self.trainer is not None and self.trainer.training:
             images = _random_shift(images, 2)
         return images, labels
+
+
+class ResumableShuffleSampler(Sampler[int]):
+    """Shuffles with a permutation that depends only on ``(seed, epoch)``, and on the
+    first pass after a mid-epoch resume skips the batches the checkpoint already
+    trained on, so a killed-and-resumed run sees exactly the data of an uninterrupted
+    one. (Lightning restores the loop counters but restarts a plain loader's epoch.)"""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, trainer=None):
+        self.n, self.batch_size, self.seed, self.trainer = n, batch_size, seed, trainer
+        self.epoch = 0
+        self._first = True
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning before each epoch
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _resume_offset(self) -> int:
+        t = self.trainer
+        if t is None or getattr(t, "global_step", 0) == 0:
+            return 0
+        per_epoch = math.ceil(self.n / self.batch_size) // max(1, t.accumulate_grad_batches)
+        done = t.global_step - t.current_epoch * per_epoch
+        return done * self.batch_size * t.accumulate_grad_batches if 0 < done < per_epoch else 0
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
+        skip = self._resume_offset() if self._first else 0
+        self._first = False
+        return iter(order[skip:].tolist())
 
 
 def _random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:

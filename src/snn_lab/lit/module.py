@@ -48,12 +48,23 @@ class SNNLitModule(pl.LightningModule):
         return self._gen
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Both random streams, so a resumed run continues them exactly (dropout and
+        # other global-RNG users, and the encoder's spikes).
         checkpoint["encoder_rng_state"] = self.generator.get_state()
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("encoder_rng_state")
         if state is not None:
             self._gen, self._gen_state = None, state
+        # restored at train start: Lightning seeds and builds loaders after loading
+        self._pending_torch_rng = checkpoint.get("torch_rng_state")
+
+    def on_train_start(self) -> None:
+        state = getattr(self, "_pending_torch_rng", None)
+        if state is not None:
+            torch.set_rng_state(state)
+            self._pending_torch_rng = None
 
     # -- steps --------------------------------------------------------------------------
     def forward(self, images: torch.Tensor, return_record: bool = False):

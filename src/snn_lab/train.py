@@ -76,7 +76,10 @@ def run(cfg: DictConfig) -> float:
         raise RunError(f"run dir {run_dir} is not writable; set hydra.run.dir to a writable path")
     net = net_config(cfg)
     ckpt_path = _resolve_ckpt(cfg, ckpt_dir, net)
-    _save_config(cfg, run_dir)
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank == 0:  # DDP children (rank > 0) share rank 0's run dir
+        _save_config(cfg, run_dir)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.matmul_precision)
@@ -104,6 +107,8 @@ def run(cfg: DictConfig) -> float:
     final_val = stats.history[-1]["val_acc"] if stats.history else None
     best_val = float(ckpt_cb.best_model_score) if best_path and ckpt_cb.best_model_score is not None else (
         max((h["val_acc"] for h in stats.history), default=None))
+    if not trainer.is_global_zero:  # DDP: rank 0 alone writes metrics.json, deploys, logs HPARAMS
+        return best_val if best_val is not None else float("nan")
     metrics = {
         "best_val_acc": best_val, "final_val_acc": final_val, "test_acc": test_acc,
         "epochs": trainer.current_epoch, "global_step": trainer.global_step,
@@ -112,7 +117,7 @@ def run(cfg: DictConfig) -> float:
         if not math.isnan(stats.samples_per_second) else None,
         "history": stats.history, "checkpoints": {"best": best_path, "last": str(ckpt_dir / "last.ckpt")
                                                   if (ckpt_dir / "last.ckpt").exists() else None},
-        "run_dir": str(run_dir), "monitor": cfg.monitor,
+        "run_dir": str(run_dir), "monitor": cfg.monitor, "world_size": trainer.world_size,
     }
     if cfg.deploy:
         metrics["deploy"] = _deploy(cfg, best_path or metrics["checkpoints"]["last"], run_dir)

@@ -186,5 +186,34 @@ def main(cfg: DictConfig) -> float:
         sys.exit(2)
 
 
+def check_output_dir(argv: list[str]) -> None:
+    """Fail with one line, before Hydra starts, when the run/sweep dir cannot be created
+    (Hydra itself would print a traceback)."""
+    import tempfile
+
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") not in ("hydra.run.dir", "hydra.sweep.dir"):
+            continue
+        anc = Path(value.split("${", 1)[0] or ".")
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not anc.is_dir():
+            _fail(f"{key}={value}: {anc} is a file, not a directory; choose another {key}")
+        try:
+            with tempfile.TemporaryFile(dir=anc):
+                pass
+        except OSError as e:
+            _fail(f"{key}={value}: {anc} is not writable ({e.strerror}); choose another {key}")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
+    check_output_dir(sys.argv[1:] or [])
+    if not any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in sys.argv[1:]):
+        check_output_dir(["hydra.run.dir=outputs"])
     main()

@@ -1,0 +1,222 @@
+"""``run_deploy``: checkpoint -> single-step graph -> backend -> runtime -> verified report."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..models import SNNModel
+from .errors import DeployError, UnsupportedError
+from .registry import create_backend
+from .runtime import InputSource, Runtime, eager_reference, loadavg, measure_latency, percentiles_ms
+from .step import LoadSaveStep, StepModule, check_encoder
+
+REPORT_NAME = "deploy_report.json"
+#: the issue's target: twice the KA200's 1963 samples/s at batch 28, T = 20
+TARGET = {"samples_per_second": 3926.0, "agreement": 0.999, "batch_size": 28, "time_steps": 20,
+          "reference": "Lynxi KA200 APU, 1963 samples/s at batch 28, T=20 (seed document)"}
+
+DEFAULTS: dict[str, Any] = {
+    "encode": "auto",          # host | graph | auto (backend's preference)
+    "seed": 0,                 # Bernoulli draws: counter hash of (seed, sample, step, pixel)
+    "num_samples": None,       # None: the whole test split
+    "split": "test",
+    "data_root": None,         # None: the MNIST copy bundled with snn_lab
+    "time_steps": None,        # None: the network's own T
+    "backend_options": None,   # dict passed to the backend's compile()
+    "latency_batch1": True,    # also compile at batch 1 and measure per-sample latency
+    "latency_samples": 200,
+    "warmup": 2,               # untimed batches before the timed run
+    "queue_depth": 4,
+    "eager_batch_size": 500,
+    "verify": True,            # run the eager reference and compare
+    "min_agreement": 0.999,
+    "threads": None,           # torch intra-op threads for eager/torch backends (None: leave)
+}
+
+
+def load_model(network_or_ckpt) -> tuple[SNNModel, str | None]:
+    if isinstance(network_or_ckpt, SNNModel):
+        return network_or_ckpt.eval(), None
+    if isinstance(network_or_ckpt, (str, os.PathLike)):
+        from ..lit.module import load_network  # CheckpointError (a ValueError) on any bad file
+
+        path = os.fspath(network_or_ckpt)
+        return load_network(path), os.path.abspath(path)
+    raise DeployError(f"deploy needs an SNNModel or a checkpoint path, got {type(network_or_ckpt).__name__}")
+
+
+def load_images(model: SNNModel, split: str = "test", root=None, num_samples=None):
+    """Dataset images as float32 ``[N, *input_shape]`` in [0, 1] (uint8 / 255, as in training)."""
+    from ..data.mnist import load_mnist_arrays
+
+    images, labels = load_mnist_arrays(split, root)
+    if num_samples is not None:
+        if int(num_samples) < 1:
+            raise DeployError(f"num_samples={num_samples!r} is invalid: must be >= 1 or null")
+        images, labels = images[: int(num_samples)], labels[: int(num_samples)]
+    x = images.float().div_(255)
+    n_feat = int(np.prod(model.input_shape))
+    if x[0].numel() != n_feat:
+        raise DeployError(f"the network expects inputs of shape {model.input_shape} but the dataset has "
+                          f"{tuple(images.shape[1:])}; deploy a network trained on this data")
+    return x.reshape(x.shape[0], *model.input_shape).contiguous(), labels.numpy()
+
+
+def build_step(model: SNNModel, lowering: str, encode: str, batch_size: int):
+    check_encoder(model, encode)
+    if lowering == "loadsave":
+        return LoadSaveStep(model, batch_size, encode)
+    if lowering == "explicit":
+        return StepModule(model, encode)
+    raise DeployError(f"lowering={lowering!r} is unknown; accepted: explicit, loadsave")
+
+
+def resolve_encode(backend, model: SNNModel, encode: str) -> str:
+    from ..encoders import BernoulliEncoder
+
+    allowed = tuple(getattr(backend, "encodings", ("host", "graph")))
+    if encode == "auto":
+        pref = getattr(backend, "preferred_encode", "host")
+        encode = pref if pref in allowed and isinstance(model.encoder, BernoulliEncoder) else "host"
+    if encode not in ("host", "graph"):
+        raise UnsupportedError(f"encode={encode!r} is unknown; accepted: auto, host, graph")
+    if encode not in allowed:
+        raise UnsupportedError(f"backend {backend.name!r} does not support encode={encode}; accepted: "
+                               f"{', '.join(allowed)}")
+    return encode
+
+
+def compile_step(model: SNNModel, backend_name: str, batch_size: int, out_dir, encode: str = "auto",
+                 backend_options: dict | None = None):
+    """Check, lower and compile: returns ``(backend, compiled, compile_seconds)``.
+
+    Fails fast, before any tracing, on an unknown backend, a missing toolchain (except
+    for backends that write their graph first), an unsupported batch size or network."""
+    backend = create_backend(backend_name)
+    backend.check_batch_size(batch_size)
+    if getattr(backend, "lowering", "explicit") != "loadsave":
+        backend.check_available()
+    backend.check_model(model)
+    encode = resolve_encode(backend, model, encode)
+    opts = dict(backend_options or {})
+    if not getattr(model.encoder, "binary", True) and "input_dtype" in backend.default_options:
+        opts.setdefault("input_dtype", "float32")  # analog inputs: no uint8 shortcut
+    backend.options(opts)  # unknown options fail here
+    step = build_step(model, backend.lowering, encode, batch_size)
+    example = step.example_inputs(batch_size)  # (inputs..., *state) for the explicit lowering
+    t0 = time.perf_counter()
+    compiled = backend.compile(step, example, str(out_dir), **opts)
+    return backend, compiled, time.perf_counter() - t0
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    for mod in ("onnxruntime", "onnx", "nir", "nirtorch"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:
+            pass
+    return out
+
+
+def run_deploy(network_or_ckpt, backend: str = "onnxruntime", batch_size: int = 28, out_dir="deploy",
+               **options) -> dict:
+    """Deploy a trained network with ``backend`` and verify it; returns the report.
+
+    ``network_or_ckpt``: an :class:`SNNModel` or a checkpoint path (loaded weights-only).
+    Writes ``<out_dir>/deploy_report.json`` atomically and the backend's artifacts under
+    ``<out_dir>/<backend>/``. Options: see :data:`DEFAULTS`.
+    """
+    from ..io import atomic_write_json
+
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise DeployError(f"unknown deploy option(s) {', '.join(unknown)}; accepted: {', '.join(sorted(DEFAULTS))}")
+    opt = {**DEFAULTS, **{k: v for k, v in options.items()}}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if opt["threads"]:
+        torch.set_num_threads(int(opt["threads"]))
+
+    model, ckpt = load_model(network_or_ckpt)
+    T = int(opt["time_steps"] or model.time_steps)
+    if T < 1:
+        raise DeployError(f"time_steps={T} is invalid: must be >= 1")
+    art_dir = out_dir / backend
+    be, compiled, compile_s = compile_step(model, backend, int(batch_size), art_dir, opt["encode"],
+                                           opt["backend_options"])
+    images, labels = load_images(model, opt["split"], opt["data_root"], opt["num_samples"])
+    source = InputSource(model, opt["seed"], T)
+
+    load_start = loadavg()
+    runtime = Runtime(compiled, source, opt["queue_depth"], opt["warmup"])
+    res = runtime.run(images)
+    load_end = loadavg()
+    deployed_acc = float((res.predictions == labels).mean())
+
+    latency_b1 = None
+    if opt["latency_batch1"]:
+        if batch_size == 1:
+            c1 = compiled
+        else:
+            try:
+                _, c1, _ = compile_step(model, backend, 1, art_dir / "batch1", compiled.encode, opt["backend_options"])
+            except UnsupportedError:
+                c1 = None
+        if c1 is not None:
+            latency_b1 = percentiles_ms(measure_latency(c1, source, images, opt["latency_samples"]))
+            if c1 is not compiled:
+                c1.close()
+
+    report: dict[str, Any] = {
+        "backend": backend,
+        "batch_size": int(batch_size),
+        "time_steps": T,
+        "encode": compiled.encode,
+        "device_encoding": bool(compiled.device_rng),
+        "samples": res.samples,
+        "throughput": round(res.throughput, 1),
+        "throughput_unit": "samples/s (wall clock, encoding included, after warm-up)",
+        "wall_seconds": round(res.wall_seconds, 4),
+        "compile_seconds": round(compile_s, 3),
+        "latency_ms": {"batch": percentiles_ms(res.batch_latency_s), "batch1": latency_b1},
+        "deployed_accuracy": deployed_acc,
+        "artifacts": dict(compiled.artifacts),
+        "checkpoint": ckpt,
+        "seed": int(opt["seed"]),
+        "backend_info": compiled.describe(),
+        "host": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                 "loadavg_1m_before": load_start, "loadavg_1m_after": load_end, "machine": platform.machine()},
+        "versions": _versions(),
+    }
+    if opt["verify"]:
+        t0 = time.perf_counter()
+        eager_scores = eager_reference(model, source, images, int(opt["eager_batch_size"]))
+        eager_pred = torch.argmax(torch.from_numpy(eager_scores), 1).numpy()
+        agree = float((eager_pred == res.predictions).mean())
+        report.update({
+            "eager_accuracy": float((eager_pred == labels).mean()),
+            "agreement": agree,
+            "disagreements": int((eager_pred != res.predictions).sum()),
+            "scores_identical_fraction": float(np.all(eager_scores == res.scores, axis=1).mean()),
+            "eager_seconds": round(time.perf_counter() - t0, 2),
+            "verified": agree >= float(opt["min_agreement"]),
+            "min_agreement": float(opt["min_agreement"]),
+        })
+    else:
+        report.update({"eager_accuracy": None, "agreement": None, "verified": None})
+    report["target"] = {**TARGET, "applies": int(batch_size) == TARGET["batch_size"] and T == TARGET["time_steps"],
+                        "met": bool(report["throughput"] >= TARGET["samples_per_second"]
+                                    and (report["agreement"] or 0) >= TARGET["agreement"])}
+    path = out_dir / REPORT_NAME
+    report["report_path"] = str(path.resolve())
+    atomic_write_json(path, report)
+    compiled.close()
+    return report

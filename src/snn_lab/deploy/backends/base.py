@@ -1,0 +1,149 @@
+"""What a backend is: ``compile(step, example_inputs, **options) -> CompiledStep``.
+
+A :class:`Backend` takes the single-step module (:class:`~snn_lab.deploy.step.StepModule`
+for the explicit-state lowering, :class:`~snn_lab.deploy.step.LoadSaveStep` for the
+load/save lowering, as its :attr:`Backend.lowering` says) and returns a
+:class:`CompiledStep`. A compiled step offers
+
+* ``__call__(*inputs, *state) -> (out_t, *new_state)`` -- the compiled graph itself,
+  state explicit (load/save backends: ``__call__(*inputs) -> out_t``);
+* a session API the runtime drives: :meth:`CompiledStep.reset` at the start of a sample
+  batch, :meth:`CompiledStep.step` once per time step (state stays inside, as on a
+  device), and :meth:`CompiledStep.run_batch` for all T steps of one batch;
+* ``artifacts``: the files it wrote (model, graph dumps).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import BackendUnavailableError, UnsupportedError
+
+
+class CompiledStep:
+    backend: str = "base"
+
+    def __init__(self, step_module, batch_size: int, artifacts: dict[str, str] | None = None,
+                 input_dtype: torch.dtype = torch.float32):
+        self.step_module = step_module
+        self.encode: str = step_module.encode
+        self.batch_size = int(batch_size)
+        self.artifacts: dict[str, str] = dict(artifacts or {})
+        self.input_dtype = input_dtype  # dtype of x_t for encode=host
+        self._state: list | None = None
+        self._images: Tensor | None = None
+
+    # -- the compiled graph, state explicit ---------------------------------------------
+    def __call__(self, *args):
+        raise NotImplementedError
+
+    def init_state(self) -> list[Tensor]:
+        return self.step_module.init_state(self.batch_size)
+
+    # -- session API (state kept inside, as on a device) ----------------------------------
+    #: True when the compiled step draws its own Bernoulli numbers (device-side encoding);
+    #: the runtime then sends only the images and per-sample keys, no draws.
+    device_rng: bool = False
+
+    def reset(self, images: Tensor | np.ndarray | None = None, keys: np.ndarray | None = None) -> None:
+        """Zero the state at the start of a sample batch. ``images`` are bound for
+        ``encode=graph``; ``keys`` (per-sample draw keys) for device-side encoding."""
+        self._state = self.init_state()
+        self._images = None if images is None else _tensor(images)
+
+    def step(self, t: int, x=None) -> np.ndarray:
+        """Time step ``t``. ``x`` is ``u_t`` (encode=graph), the spikes ``x_t``
+        (encode=host), or None (device-side encoding). The returned array may be reused
+        by the next call."""
+        x = _tensor(x)
+        inputs = (self._images, x) if self.encode == "graph" else (x,)
+        out, *self._state = self(*inputs, *self._state)
+        return _np(out)
+
+    def run_batch(self, images, steps=None, keys=None, time_steps: int | None = None) -> np.ndarray:
+        """All T steps of one sample batch; returns the sum of the outputs over T ``[B, C]``.
+
+        ``steps`` is ``[T, B, ...]``: draws (encode=graph) or spikes (encode=host); None
+        with device-side encoding (then ``time_steps`` and ``keys`` are needed).
+        """
+        T = int(steps.shape[0]) if steps is not None else int(time_steps)
+        self.reset(images if (self.encode == "graph" or self.device_rng) else None, keys)
+        acc = None
+        for t in range(T):
+            out = self.step(t, None if steps is None else steps[t])
+            if acc is None:
+                acc = np.array(out, dtype=np.float32, copy=True)
+            else:
+                np.add(acc, out, out=acc)
+        return acc
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "batch_size": self.batch_size, "encode": self.encode}
+
+
+def _np(x) -> np.ndarray:
+    if isinstance(x, Tensor):
+        return x.detach().numpy()
+    return np.asarray(x)
+
+
+def _tensor(x):
+    if x is None or isinstance(x, Tensor):
+        return x
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+class Backend:
+    """Base class; subclasses are registered with ``@register_backend("name")``."""
+
+    name: str = "base"
+    description: str = ""
+    #: "explicit" (StepModule) or "loadsave" (LoadSaveStep)
+    lowering: str = "explicit"
+    #: modules that must import for the backend to work, and what to tell the user
+    requires: Sequence[str] = ()
+    install_hint: str = ""
+    #: batch sizes the toolchain compiles (None: any)
+    batch_sizes: Sequence[int] | None = None
+    #: options accepted by compile() and their defaults
+    default_options: dict[str, Any] = {}
+
+    def check_available(self) -> None:
+        """Import the toolchain; raise :class:`BackendUnavailableError` saying what to install."""
+        for mod in self.requires:
+            try:
+                importlib.import_module(mod)
+            except ImportError as e:
+                raise BackendUnavailableError(
+                    f"backend {self.name!r} needs the Python module {mod!r}, which cannot be imported "
+                    f"({e}); {self.install_hint or 'install it'}") from None
+
+    def check_batch_size(self, batch_size: int) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UnsupportedError(f"batch_size={batch_size!r} is invalid: must be an integer >= 1")
+        if self.batch_sizes is not None and batch_size not in self.batch_sizes:
+            raise UnsupportedError(
+                f"backend {self.name!r} compiles batch sizes {', '.join(map(str, self.batch_sizes))} only, "
+                f"not batch_size={batch_size}; pick one of those")
+
+    def check_model(self, model) -> None:
+        """Raise :class:`UnsupportedError` if the network cannot be lowered by this backend."""
+
+    def options(self, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(options) - set(self.default_options))
+        if unknown:
+            raise UnsupportedError(
+                f"backend {self.name!r} has no option(s) {', '.join(unknown)}; accepted: "
+                f"{', '.join(sorted(self.default_options)) or 'none'}")
+        return {**self.default_options, **options}
+
+    def compile(self, step, example_inputs: tuple[Tensor, ...], out_dir: str, **options) -> CompiledStep:
+        raise NotImplementedError

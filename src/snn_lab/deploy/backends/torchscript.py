@@ -1,0 +1,49 @@
+"""``torchscript``: ``torch.jit.trace`` of the explicit-state step, frozen and saved as
+``step.torchscript.pt`` (loadable with ``torch.jit.load`` from C++ or Python)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from ..step import trace_torchscript
+from ..registry import register_backend
+from .base import Backend, CompiledStep
+
+
+class TorchScriptStep(CompiledStep):
+    backend = "torchscript"
+
+    def __init__(self, module, step, batch_size, artifacts, input_dtype):
+        super().__init__(step, batch_size, artifacts, input_dtype)
+        self.module = module
+
+    def __call__(self, *args):
+        with torch.no_grad():
+            return self.module(*args)
+
+
+@register_backend("torchscript")
+class TorchScriptBackend(Backend):
+    description = "torch.jit.trace + freeze of the single step (explicit state)"
+    default_options = {"freeze": True, "threads": None}
+
+    def compile(self, step, example_inputs, out_dir, **options):
+        opts = self.options(options)
+        if opts["threads"]:
+            torch.set_num_threads(int(opts["threads"]))
+        traced = trace_torchscript(step, example_inputs)
+        if opts["freeze"]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.freeze(traced.eval())
+        os.makedirs(out_dir, exist_ok=True)
+        path = os.path.join(out_dir, "step.torchscript.pt")
+        traced.save(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
+            loaded = torch.jit.load(path)  # run what was saved, not the in-memory object
+        return TorchScriptStep(loaded, step, example_inputs[0].shape[0], {"torchscript": path},
+                               example_inputs[0].dtype)

@@ -87,9 +87,18 @@ def build_callbacks(cfg: Mapping, monitor: str, ckpt_dir: str) -> list:
     import pytorch_lightning as pl
     from pytorch_lightning import callbacks as cb
 
-    from ..lit.callbacks import FiringRateLogger
+    from ..lit.callbacks import FiringRateLogger, RankSeed, SpikeDashboard
 
-    out: list[pl.Callback] = [FiringRateLogger()]
+    out: list[pl.Callback] = [FiringRateLogger(), RankSeed()]
+    dash = cfg.get("dashboard") or {}
+    if dash.get("enabled"):
+        params = {k: v for k, v in dash.items() if k != "enabled"}
+        for key, low in (("every_n_epochs", 1), ("sample_index", 0), ("neurons", 1), ("max_raster_neurons", 1)):
+            if key in params and params[key] < low:
+                from . import ConfigError
+
+                raise ConfigError(f"callbacks.dashboard.{key}={params[key]!r} is invalid: must be >= {low}")
+        out.append(SpikeDashboard(**params))
     if cfg["checkpoint"]:
         out.append(cb.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor,
                                       mode="max" if monitor.endswith("acc") else "min",
@@ -132,6 +141,9 @@ def build_trainer(cfg: Mapping, run_dir: str, ckpt_dir: str, monitor: str):
     callbacks_cfg = to_dict(cfg["callbacks"])
     loggers = build_loggers(to_dict(cfg["logger"]), run_dir)
     callbacks = build_callbacks(callbacks_cfg, monitor, ckpt_dir)
+    from ..lit.ddp import build_strategy  # ddp: children that run this Hydra job, not sys.argv
+
+    trainer_cfg["strategy"] = build_strategy(trainer_cfg["strategy"])
     return pl.Trainer(
         accelerator=target["accelerator"], devices=target["devices"], precision=target["precision"],
         logger=loggers or False, callbacks=callbacks, default_root_dir=run_dir,

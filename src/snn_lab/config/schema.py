@@ -263,12 +263,25 @@ class LoggerConf:
 
 
 @dataclass
+class SpikeDashboardConf:
+    """TensorBoard spike raster + membrane traces of one fixed validation sample."""
+
+    enabled: bool = True
+    every_n_epochs: int = 1  # and always after the last epoch
+    sample_index: int = 0  # which image of the first validation batch
+    neurons: int = 4  # membrane traces per layer
+    max_raster_neurons: int = 1024  # wider layers show this many, evenly spaced
+    seed: int = 0  # the sample's own encoder generator (same input spikes every epoch)
+
+
+@dataclass
 class CallbacksConf:
     checkpoint: bool = True
     every_n_train_steps: Optional[int] = None  # also checkpoint 'last' every N steps
     lr_monitor: bool = True
     progress_bar: str = "tqdm"  # tqdm | rich | none
     early_stopping_patience: Optional[int] = None
+    dashboard: SpikeDashboardConf = field(default_factory=SpikeDashboardConf)
 
 
 @dataclass

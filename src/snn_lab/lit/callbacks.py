@@ -1,8 +1,9 @@
-"""Callbacks: firing-rate summaries for TensorBoard."""
+"""Callbacks: firing-rate summaries, spike dashboards for TensorBoard, per-rank seeding."""
 
 from __future__ import annotations
 
 import pytorch_lightning as pl
+import torch
 
 
 class FiringRateLogger(pl.Callback):
@@ -65,3 +66,228 @@ class RunStats(pl.Callback):
     @property
     def samples_per_second(self) -> float:
         return self.train_samples / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+
+class RankSeed(pl.Callback):
+    """Per-rank global RNG streams under DDP.
+
+    ``pl.seed_everything(seed)`` gives every rank the same global RNG, so dropout masks and
+    the ``shift`` augmentation would repeat across ranks (and a resumed run restores rank
+    0's saved torch RNG state on every rank). Under DDP, at the start of every training
+    epoch each rank reseeds torch/numpy/random with
+    ``seed + 7919 * global_rank + 104729 * epoch``: streams differ across ranks, and a run
+    resumed at an epoch boundary draws what the uninterrupted run drew. The weights were
+    initialised (identically) before fit, and DDP broadcasts rank 0's anyway.
+    ``PL_GLOBAL_SEED`` is left alone: the ``DistributedSampler`` of every rank must share
+    it to draw disjoint shards. Single-process runs are not touched."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.world_size <= 1:
+            return
+        import random
+
+        import numpy as np
+
+        base = int(getattr(pl_module, "hparams", {}).get("seed", 0))
+        seed = base + 7919 * trainer.global_rank + 104729 * trainer.current_epoch
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+
+class SpikeDashboard(pl.Callback):
+    """Spike raster and membrane traces of one fixed validation sample, per epoch.
+
+    The sample is the ``sample_index``-th image of the first validation batch (the
+    validation loader does not shuffle, so it is the same image every epoch and after a
+    resume). At the end of every ``every_n_epochs``-th validation epoch (and the last),
+    on global rank 0 only, the network runs its explicit ``step`` loop on that image
+    with its own ``torch.Generator(seed)`` -- the same input spikes every epoch, and the
+    module's encoder generator is not advanced -- in eval mode without gradients, and
+    logs to every TensorBoard logger:
+
+    * ``spikes/raster`` (image): one panel per layer, input first, output last; x = time
+      step, y = neuron (layers wider than ``max_raster_neurons`` show that many neurons,
+      evenly spaced); the true class is marked in the output panel;
+    * ``spikes/membrane`` (image): the membrane potential of ``neurons`` neurons per
+      layer over time, with the threshold ``vth`` (dashed) and spikes (dots). The neurons
+      are picked at the first render (the most active; the true class first in the
+      output layer) and kept fixed;
+    * ``spikes/sample`` (text): label, prediction, spike counts per layer, picked neurons.
+
+    Rendering uses matplotlib's Agg canvas (no pyplot state); without matplotlib the
+    callback warns once and logs nothing. Cost: one sample, one figure pair per epoch.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, sample_index: int = 0, neurons: int = 4,
+                 max_raster_neurons: int = 1024, seed: int = 0):
+        if every_n_epochs < 1 or sample_index < 0 or neurons < 1 or max_raster_neurons < 1:
+            raise ValueError("SpikeDashboard: every_n_epochs, neurons and max_raster_neurons must be >= 1, "
+                             "sample_index >= 0")
+        self.every_n_epochs, self.sample_index = every_n_epochs, sample_index
+        self.neurons, self.max_raster_neurons, self.seed = neurons, max_raster_neurons, seed
+        self._sample = None  # (image [1, ...] on the module's device, label int, index)
+        self._picked: list[list[int]] | None = None
+        self._disabled = False
+
+    # -- hooks --------------------------------------------------------------------------
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self._sample is None and batch_idx == 0 and dataloader_idx == 0 and trainer.is_global_zero:
+            images, labels = batch
+            i = min(self.sample_index, len(labels) - 1)
+            self._sample = (images[i:i + 1].detach().clone(), int(labels[i]), i)
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not trainer.is_global_zero or self._sample is None or self._disabled:
+            return
+        last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        if (trainer.current_epoch + 1) % self.every_n_epochs and not last:
+            return
+        writers = [lg.experiment for lg in trainer.loggers
+                   if hasattr(getattr(lg, "experiment", None), "add_image")]
+        if not writers:
+            return
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            self._disabled = True
+            from pytorch_lightning.utilities import rank_zero_warn
+
+            rank_zero_warn("SpikeDashboard needs matplotlib (pip install -e '.[sweep]'); spike rasters "
+                           "and membrane traces are not logged")
+            return
+        net = getattr(pl_module, "net", pl_module)
+        image, label, index = self._sample
+        probe = self.probe(net, image)
+        if self._picked is None:
+            self._picked = self._pick(probe, label)
+        raster = _render_raster(probe, label, self.max_raster_neurons,
+                                f"val sample {index} (label {label}, predicted {probe['pred']}), "
+                                f"epoch {trainer.current_epoch}")
+        membrane = _render_membrane(probe, self._picked, f"membrane potential, val sample {index}, "
+                                    f"epoch {trainer.current_epoch}")
+        counts = ", ".join(f"{name}: {int(s.sum())}" for name, s in zip(probe["names"], probe["spikes"]))
+        text = (f"sample {index}: label {label}, predicted {probe['pred']}, T={probe['spikes'][0].shape[0]}  \n"
+                f"spike counts -- {counts}  \n"
+                f"membrane traces of neurons {dict(zip(probe['names'][1:], self._picked))}")
+        step = trainer.global_step
+        for w in writers:
+            w.add_image("spikes/raster", raster, global_step=step, dataformats="HWC")
+            w.add_image("spikes/membrane", membrane, global_step=step, dataformats="HWC")
+            w.add_text("spikes/sample", text, global_step=step)
+
+    # -- data ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def probe(self, net, image: torch.Tensor) -> dict:
+        """Run ``net`` step by step on ``image`` ``[1, ...]``; spikes and membranes as
+        ``[T, neurons]`` CPU tensors per layer (input first for spikes)."""
+        was_training = net.training
+        net.eval()
+        try:
+            gen = torch.Generator(device=image.device).manual_seed(self.seed)
+            train = net.encode(image, generator=gen)
+            T = train.shape[0]
+            x = train.reshape(T, 1, *net.input_shape)
+            state = net.init_state(1, device=x.device, dtype=x.dtype)
+            outs, mems = [], []
+            for t in range(T):
+                record: list[torch.Tensor] = []
+                _, state = net.step(x[t], state, record)
+                outs.append([r.reshape(-1).float().cpu() for r in record])
+                mems.append([layer.neuron.membrane(s).reshape(-1).float().cpu()
+                             for layer, s in zip(net.layers, state)])
+        finally:
+            net.train(was_training)
+        layers = [torch.stack(seq) for seq in zip(*outs)]
+        spiking = [bool(getattr(layer.neuron, "spiking", True)) for layer in net.layers]
+        scores = layers[-1].mean(0)
+        n = len(net.layers)
+        names = ["input"] + [f"layer {i}" if i < n - 1 else "output" for i in range(n)]
+        vth = []
+        for layer in net.layers:
+            v = getattr(layer.neuron, "vth", None)
+            vth.append(float(v.detach().float().mean()) if torch.is_tensor(v) else v)
+        return {"spikes": [train.reshape(T, -1).float().cpu(), *layers],
+                "binary": [bool(getattr(net.encoder, "binary", True)), *spiking],
+                "membrane": [torch.stack(seq) for seq in zip(*mems)], "vth": vth, "names": names,
+                "pred": int(scores.argmax())}
+
+    def _pick(self, probe: dict, label: int) -> list[list[int]]:
+        picked = []
+        for i, (spk, mem) in enumerate(zip(probe["spikes"][1:], probe["membrane"])):
+            k = min(self.neurons, spk.shape[1])
+            activity = spk.sum(0) + 1e-3 * mem.mean(0)  # spikes first, then mean membrane
+            order = [int(j) for j in torch.argsort(activity, descending=True, stable=True)]
+            if i == len(probe["membrane"]) - 1 and label < spk.shape[1]:
+                order = [label] + [j for j in order if j != label]
+            picked.append(sorted(order[:k]) if i < len(probe["membrane"]) - 1 else order[:k])
+        return picked
+
+
+def _canvas(fig):
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _render_raster(probe: dict, label: int, max_neurons: int, title: str):
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    spikes = probe["spikes"]
+    T = spikes[0].shape[0]
+    heights = [max(1.0, min(3.0, s.shape[1] ** 0.5 / 8)) for s in spikes]
+    fig = Figure(figsize=(7, 1.2 + 1.1 * sum(heights)), dpi=80)
+    axes = fig.subplots(len(spikes), 1, sharex=True, gridspec_kw={"height_ratios": heights})
+    for k, (ax, s, binary, name) in enumerate(zip(axes, spikes, probe["binary"], probe["names"])):
+        n = s.shape[1]
+        rows = np.arange(n) if n <= max_neurons else np.linspace(0, n - 1, max_neurons).round().astype(int)
+        data = s[:, rows].numpy()
+        if binary:
+            t_idx, r_idx = np.nonzero(data > 0)
+            ax.scatter(t_idx, rows[r_idx], s=4 if len(rows) > 64 else 14, marker="|", c="k", linewidths=1)
+            ax.set_ylim(n - 0.5, -0.5)  # neuron 0 on top, as in the image panels
+        else:
+            ax.imshow(data.T, aspect="auto", interpolation="nearest", cmap="viridis",
+                      extent=(-0.5, T - 0.5, n - 0.5, -0.5))
+        shown = f"{n}" if n <= max_neurons else f"{len(rows)} of {n}"
+        ax.set_ylabel(f"{name}\n({shown})", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if k == len(spikes) - 1 and label < n:
+            ax.axhspan(label - 0.5, label + 0.5, color="tab:green", alpha=0.25, lw=0)
+            if n <= 20:
+                ax.set_yticks(range(n))
+    axes[-1].set_xlim(-0.5, T - 0.5)
+    axes[-1].set_xlabel("time step", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _canvas(fig)
+
+
+def _render_membrane(probe: dict, picked: list[list[int]], title: str):
+    from matplotlib.figure import Figure
+
+    mems, spikes = probe["membrane"], probe["spikes"][1:]
+    fig = Figure(figsize=(7, 0.6 + 1.5 * len(mems)), dpi=80)
+    axes = fig.subplots(len(mems), 1, sharex=True, squeeze=False)[:, 0]
+    T = mems[0].shape[0]
+    for ax, mem, spk, idx, vth, binary, name in zip(axes, mems, spikes, picked, probe["vth"],
+                                                     probe["binary"][1:], probe["names"][1:]):
+        for j, c in zip(idx, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
+                              "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan") * 4):
+            ax.plot(range(T), mem[:, j].numpy(), color=c, lw=1.2, label=f"#{j}")
+            if binary:
+                t_sp = spk[:, j].nonzero().flatten().numpy()
+                ax.plot(t_sp, mem[t_sp, j].numpy(), "o", color=c, ms=3)
+        if vth is not None:
+            ax.axhline(vth, color="k", ls="--", lw=0.8)
+        ax.set_ylabel(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, loc="upper left", ncol=min(len(idx), 5), frameon=False)
+    axes[-1].set_xlabel("time step", fontsize=8)
+    fig.suptitle(title + " (dashed: vth, dots: spikes)", fontsize=9)
+    fig.tight_layout()
+    return _canvas(fig)

@@ -29,7 +29,8 @@ def backend_from_config(cfg: DictConfig) -> tuple[str, dict]:
     """``(name, options)``: the backend group if chosen, else the target's deploy backend
     with the options of ``conf/backend/<name>.yaml``."""
     if cfg.get("backend"):
-        return str(cfg.backend.name), OmegaConf.to_container(cfg.backend.get("options") or {}, resolve=True)
+        opts = cfg.backend.get("options")
+        return str(cfg.backend.name), (OmegaConf.to_container(opts, resolve=True) if opts else {})
     name = str(cfg.target.deploy_backend)
     path = Path(CONFIG_DIR) / "backend" / f"{name}.yaml"
     opts = OmegaConf.to_container(OmegaConf.load(path).get("options") or {}, resolve=True) if path.is_file() else {}

@@ -143,8 +143,12 @@ class SNNModel(nn.Module):
         state = self.init_state(B, device=x.device, dtype=x.dtype)
         rec = Record()
         if mode == "layer":
+            from ..engine import layer_multi_step
+
+            binary = None  # the input train: checked by the engine where it matters
             for layer, s in zip(self.layers, state):
-                x, _ = layer.multi_step(x, s)
+                x, _ = layer_multi_step(layer, x, s, binary)
+                binary = True if layer.neuron.spiking else False
                 rec.spikes.append(x)
             outputs = x
         elif mode == "step":

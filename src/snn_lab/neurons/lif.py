@@ -73,6 +73,18 @@ class LIF(Neuron):
             v = (v - self.vth * last) * self.leak() + x
         return self.spike(v - self.vth), LIFState(v)
 
+    def multi_step(self, x_seq: torch.Tensor, state: LIFState | None = None):
+        """Whole sequence ``[T, ...]``: the fused scan of :mod:`snn_lab.engine` (same
+        spikes as looping :meth:`step`, gradients within float tolerance), or the base
+        loop when it does not apply (a subclass with its own ``step``, engine off)."""
+        if type(self).step is LIF.step:
+            from ..engine import lif_multi_step
+
+            out = lif_multi_step(self, x_seq, state)
+            if out is not None:
+                return out
+        return super().multi_step(x_seq, state)
+
     def extra_repr(self) -> str:
         return f"vth={float(self.vth):g}, decay={float(self.leak()):g}, reset={self.reset}, surrogate={self.spike}"
 

@@ -1,0 +1,300 @@
+"""C source of the optional CPU kernels (compiled on first use by ``native.py``).
+
+Plain C99 + OpenMP on raw float32 buffers: no PyTorch headers, so it builds in about a
+second with any C compiler. Built with ``-ffp-contract=off`` (no fused multiply-add), so
+the LIF forward rounds exactly like the seed's ``v * (1 - last) * decay + x``.
+"""
+
+SOURCE = r"""
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static int omp_get_thread_num(void) { return 0; }
+static int omp_get_num_threads(void) { return 1; }
+#endif
+
+/* Threads split the work statically and each runs to the end on its own share: no
+   barriers inside a kernel, which matters when the cores are shared with other
+   processes (a barrier then waits for a descheduled thread). */
+#define SHARE(n, lo, hi) \
+    const int64_t lo = (int64_t)(n) * omp_get_thread_num() / omp_get_num_threads(); \
+    const int64_t hi = (int64_t)(n) * (omp_get_thread_num() + 1) / omp_get_num_threads();
+
+/* 8-float vectors (GCC/Clang vector extensions: AVX on x86-64 with -march=native,
+   pairs of NEON registers on arm64). Loads/stores go through memcpy: no alignment
+   or aliasing assumptions. */
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+static inline v8f ld(const float *p) { v8f v; memcpy(&v, p, 32); return v; }
+static inline void st(float *p, v8f v) { memcpy(p, &v, 32); }
+static inline v8f splat(float x) { v8f v = {x, x, x, x, x, x, x, x}; return v; }
+static inline v8f mask_to(v8i m, float x) { return (v8f)(m & (v8i)splat(x)); } /* m ? x : 0 */
+static inline v8f vabs(v8f v) { return (v8f)((v8i)v & (v8i){0x7fffffff, 0x7fffffff,
+    0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff}); }
+
+#define TILE 64  /* output columns per register block: 8 vectors */
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* ---- compressed rows of a binary float32 matrix X[M, K] ----------------------------
+   snn_csr_count: row_ptr[m + 1] = number of non-zeros of row m, then a prefix sum.
+   Returns the total, or -1 when some entry is neither 0 nor 1 (not a spike matrix). */
+int64_t snn_csr_count(const float *X, int64_t M, int64_t K, int64_t *row_ptr, int nt) {
+    int bad = 0;
+    #pragma omp parallel for num_threads(nt) schedule(static) reduction(|:bad)
+    for (int64_t m = 0; m < M; m++) {
+        const float *x = X + m * K;
+        int32_t c = 0, b = 0;
+        for (int64_t k = 0; k < K; k++) {
+            float v = x[k];
+            c += (v != 0.0f);
+            b |= (v != 0.0f) & (v != 1.0f);
+        }
+        row_ptr[m + 1] = c;
+        bad |= b;
+    }
+    if (bad) return -1;
+    row_ptr[0] = 0;
+    for (int64_t m = 0; m < M; m++) row_ptr[m + 1] += row_ptr[m];
+    return row_ptr[M];
+}
+
+/* col[row_ptr[m] ..] = the column indices of row m's non-zeros, ascending. Branch-free:
+   every index is written, the cursor only advances past non-zeros. The row's last slot
+   may be written one past its end, so col has one spare slot at the very end. */
+void snn_csr_fill(const float *X, int64_t M, int64_t K, const int64_t *row_ptr,
+                  int32_t *col, int nt) {
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t m = 0; m < M; m++) {
+        const float *x = X + m * K;
+        int64_t n = row_ptr[m];
+        const int64_t end = row_ptr[m + 1];
+        for (int64_t k = 0; k < K && n < end; k++) {
+            col[n] = (int32_t)k;
+            n += (x[k] != 0.0f);
+        }
+    }
+}
+
+/* ---- out[M, N] = X @ W^T + bias for binary X in CSR form -------------------------
+   Each output row is the sum of the rows of W^T its spikes select (gather-accumulate).
+   Wp holds W^T packed by column tiles, Wp[tile][k][TILE] (snn_pack_tiles): a tile is one
+   contiguous [K, TILE] block that stays in L2 while the rows stream by. (Rows of W^T
+   with a power-of-two stride would collide in the cache sets instead.) */
+void snn_pack_tiles(const float *A, float *Ap, int64_t K, int64_t N, int nt) {
+    /* A[K, N] -> Ap[ceil(N / TILE)][K][TILE], zero-padded */
+    int64_t ntiles = (N + TILE - 1) / TILE;
+    #pragma omp parallel for num_threads(nt) schedule(static) collapse(2)
+    for (int64_t ti = 0; ti < ntiles; ti++)
+        for (int64_t k = 0; k < K; k++) {
+            int64_t n0 = ti * TILE, nb = min64(TILE, N - n0);
+            float *dst = Ap + (ti * K + k) * TILE;
+            const float *src = A + k * N + n0;
+            for (int64_t j = 0; j < nb; j++) dst[j] = src[j];
+            for (int64_t j = nb; j < TILE; j++) dst[j] = 0.0f;
+        }
+}
+
+void snn_unpack_tiles(const float *Ap, float *A, int64_t K, int64_t N, int nt) {
+    int64_t ntiles = (N + TILE - 1) / TILE;
+    #pragma omp parallel for num_threads(nt) schedule(static) collapse(2)
+    for (int64_t ti = 0; ti < ntiles; ti++)
+        for (int64_t k = 0; k < K; k++) {
+            int64_t n0 = ti * TILE, nb = min64(TILE, N - n0);
+            const float *src = Ap + (ti * K + k) * TILE;
+            float *dst = A + k * N + n0;
+            for (int64_t j = 0; j < nb; j++) dst[j] = src[j];
+        }
+}
+
+void snn_spmm_fwd(const int64_t *row_ptr, const int32_t *col, const float *Wp, int64_t K,
+                  const float *bias, float *out, int64_t M, int64_t N, int nt) {
+    const int64_t ntiles = (N + TILE - 1) / TILE;
+    #pragma omp parallel num_threads(nt)
+    {
+        SHARE(M, m0, m1)
+        for (int64_t ti = 0; ti < ntiles; ti++) {
+            const int64_t n0 = ti * TILE, nb = min64(TILE, N - n0);
+            const float *Wt = Wp + ti * K * TILE;
+            float b[TILE];
+            for (int j = 0; j < TILE; j++) b[j] = (bias && j < nb) ? bias[n0 + j] : 0.0f;
+            for (int64_t m = m0; m < m1; m++) {
+                v8f a0 = ld(b), a1 = ld(b + 8), a2 = ld(b + 16), a3 = ld(b + 24);
+                v8f a4 = ld(b + 32), a5 = ld(b + 40), a6 = ld(b + 48), a7 = ld(b + 56);
+                const int64_t p1 = row_ptr[m + 1];
+                for (int64_t p = row_ptr[m]; p < p1; p++) {
+                    const float *w = Wt + (int64_t)col[p] * TILE;
+                    a0 += ld(w); a1 += ld(w + 8); a2 += ld(w + 16); a3 += ld(w + 24);
+                    a4 += ld(w + 32); a5 += ld(w + 40); a6 += ld(w + 48); a7 += ld(w + 56);
+                }
+                float *o = out + m * N + n0;
+                if (nb == TILE) {
+                    st(o, a0); st(o + 8, a1); st(o + 16, a2); st(o + 24, a3);
+                    st(o + 32, a4); st(o + 40, a5); st(o + 48, a6); st(o + 56, a7);
+                } else {
+                    float tmp[TILE];
+                    st(tmp, a0); st(tmp + 8, a1); st(tmp + 16, a2); st(tmp + 24, a3);
+                    st(tmp + 32, a4); st(tmp + 40, a5); st(tmp + 48, a6); st(tmp + 56, a7);
+                    for (int64_t j = 0; j < nb; j++) o[j] = tmp[j];
+                }
+            }
+        }
+    }
+}
+
+/* ---- X^T @ G for binary X in CSR form, into tiles dWp[tile][k][TILE] (zeroed) -------
+   Scatter: each gradient row is added to the rows of dW^T its spikes select. Threads
+   own column tiles, so the updates never conflict. */
+void snn_spmm_wgrad(const int64_t *row_ptr, const int32_t *col, const float *G,
+                    float *dWp, int64_t K, int64_t M, int64_t N, int nt) {
+    const int64_t ntiles = (N + TILE - 1) / TILE;
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t ti = 0; ti < ntiles; ti++) {
+        const int64_t n0 = ti * TILE, nb = min64(TILE, N - n0);
+        float *Dt = dWp + ti * K * TILE;
+        float gr[TILE];
+        for (int64_t m = 0; m < M; m++) {
+            const int64_t p0 = row_ptr[m], p1 = row_ptr[m + 1];
+            if (p0 == p1) continue;
+            const float *g = G + m * N + n0;
+            if (nb < TILE) {
+                for (int j = 0; j < TILE; j++) gr[j] = j < nb ? g[j] : 0.0f;
+                g = gr;
+            }
+            v8f g0 = ld(g), g1 = ld(g + 8), g2 = ld(g + 16), g3 = ld(g + 24);
+            v8f g4 = ld(g + 32), g5 = ld(g + 40), g6 = ld(g + 48), g7 = ld(g + 56);
+            for (int64_t p = p0; p < p1; p++) {
+                float *d = Dt + (int64_t)col[p] * TILE;
+                st(d, ld(d) + g0); st(d + 8, ld(d + 8) + g1);
+                st(d + 16, ld(d + 16) + g2); st(d + 24, ld(d + 24) + g3);
+                st(d + 32, ld(d + 32) + g4); st(d + 40, ld(d + 40) + g5);
+                st(d + 48, ld(d + 48) + g6); st(d + 56, ld(d + 56) + g7);
+            }
+        }
+    }
+}
+
+/* ---- LIF scan over T for P independent neurons -----------------------------------
+   x, S: [T, P]; V: [T, P] or NULL (inference keeps no history); v0, vlast: [P].
+   hard: V = (V * (1 - l)) * decay + x;  subtract: V = (V - vth * l) * decay + x,
+   with l = (V_prev > vth) and S[t] = (V_t > vth): the seed's operations in the seed's
+   order (no fused multiply-add), hence the same floats. Time is the outer loop, so
+   every pass streams contiguous rows; lanes of 8 neurons, a scalar tail. */
+static inline float lif_fwd_1(float v, float x, float vth, float decay, int hard) {
+    float a = hard ? v * (v > vth ? 0.0f : 1.0f) : v - vth * (v > vth ? 1.0f : 0.0f);
+    a = a * decay;
+    return a + x;
+}
+
+void snn_lif_fwd(const float *x, const float *v0, float *V, float *S, float *vlast,
+                 int64_t T, int64_t P, float vth, float decay, int hard, int nt) {
+    const v8f VTH = splat(vth), DEC = splat(decay);
+    #pragma omp parallel num_threads(nt)
+    {
+        SHARE(P / 8, b0, b1)
+        const int64_t i0 = b0 * 8, i1 = (b1 == P / 8) ? P : b1 * 8;  /* last share: tail */
+        for (int64_t t = 0; t < T; t++) {
+            const float *vp = t == 0 ? v0 : (V ? V + (t - 1) * P : vlast);
+            float *vo = V ? V + t * P : vlast;
+            const float *xt = x + t * P;
+            float *so = S + t * P;
+            int64_t i = i0;
+            for (; i + 8 <= i1; i += 8) {
+                v8f v = ld(vp + i), a;
+                v8i fired = v > VTH;
+                if (hard) a = v * mask_to(~fired, 1.0f);
+                else a = v - VTH * mask_to(fired, 1.0f);
+                a = a * DEC;
+                a = a + ld(xt + i);
+                st(vo + i, a);
+                st(so + i, mask_to(a > VTH, 1.0f));
+            }
+            for (; i < i1; i++) {
+                float a = lif_fwd_1(vp[i], xt[i], vth, decay, hard);
+                vo[i] = a;
+                so[i] = a > vth ? 1.0f : 0.0f;
+            }
+        }
+        if (V)
+            for (int64_t i = i0; i < i1; i++) vlast[i] = V[(T - 1) * P + i];
+    }
+}
+
+/* Surrogate derivative d spike / d u at u = v - vth (kinds: 0 rectangle, 1 triangle,
+   2 sigmoid, 3 atan; w = width / slope as in neurons/surrogate.py). */
+static inline float sgrad(float u, int kind, float w) {
+    switch (kind) {
+    case 0: return fabsf(u) < w ? 1.0f / (w * 2.0f) : 0.0f;
+    case 1: { float r = 1.0f - fabsf(u) / w; return r > 0.0f ? r / w : 0.0f; }
+    case 2: { float s = 1.0f / (1.0f + expf(-w * u)); return w * s * (1.0f - s); }
+    default: { float z = 1.5707963267948966f * w * u; return w / (2.0f * (1.0f + z * z)); }
+    }
+}
+
+/* Backward of snn_lif_fwd: G[t] = dL/dV_t = dL/dx_t.
+     G[t] = gS[t] * sg_t + G[t + 1] * A_t   (G[T-1]: gS * sg + gvlast)
+     A_t  = decay * ((1 - s_t) - [!detach] V_t * sg_t)   hard
+     A_t  = decay * (1 - [!detach] vth * sg_t)           subtract
+   gS, gvlast may be NULL (zero). The rectangle (the seed's surrogate) has a vector
+   path; other surrogates run scalar. */
+static inline float lif_bwd_1(float v, float gs, float gn, int last, float vth, float decay,
+                              int hard, int detach, int kind, float w) {
+    float sg = sgrad(v - vth, kind, w);
+    float g = gs * sg;
+    if (last) return g + gn;
+    float a;
+    if (hard) {
+        a = v > vth ? 0.0f : 1.0f;
+        if (!detach) a -= v * sg;
+    } else {
+        a = detach ? 1.0f : 1.0f - vth * sg;
+    }
+    return g + gn * (a * decay);
+}
+
+void snn_lif_bwd(const float *V, const float *gS, const float *gvlast, float *G,
+                 int64_t T, int64_t P, float vth, float decay, int hard, int detach,
+                 int kind, float w, int nt) {
+    const v8f VTH = splat(vth), DEC = splat(decay), W = splat(w), ZERO = splat(0.0f);
+    const float h = 1.0f / (w * 2.0f);
+    #pragma omp parallel num_threads(nt)
+    {
+        SHARE(P / 8, b0, b1)
+        const int64_t i0 = b0 * 8, i1 = (b1 == P / 8) ? P : b1 * 8;
+        for (int64_t t = T - 1; t >= 0; t--) {
+            const int last = t == T - 1;
+            const float *vt = V + t * P, *gt = gS ? gS + t * P : 0;
+            const float *gn = last ? gvlast : G + (t + 1) * P;
+            float *Gt = G + t * P;
+            int64_t i = i0;
+            if (kind == 0) {
+                for (; i + 8 <= i1; i += 8) {
+                    v8f v = ld(vt + i);
+                    v8f sg = mask_to(vabs(v - VTH) < W, h);
+                    v8f g = gt ? ld(gt + i) * sg : ZERO;
+                    v8f n = gn ? ld(gn + i) : ZERO;
+                    if (last) {
+                        g = g + n;
+                    } else {
+                        v8f a;
+                        if (hard) {
+                            a = mask_to(v <= VTH, 1.0f);
+                            if (!detach) a = a - v * sg;
+                        } else {
+                            a = detach ? splat(1.0f) : splat(1.0f) - VTH * sg;
+                        }
+                        g = g + n * (a * DEC);
+                    }
+                    st(Gt + i, g);
+                }
+            }
+            for (; i < i1; i++)
+                Gt[i] = lif_bwd_1(vt[i], gt ? gt[i] : 0.0f, gn ? gn[i] : 0.0f, last, vth, decay,
+                                  hard, detach, kind, w);
+        }
+    }
+}
+"""

@@ -1,0 +1,151 @@
+"""``Linear`` on spike inputs: one autograd node per layer over all ``T*B`` rows.
+
+The input ``x[M, K]`` of a spiking layer is binary, and usually sparse. Strategies:
+
+``dense``   ``F.linear`` (BLAS). The input is saved for the weight gradient as ``bool``
+            (1 byte per spike instead of 4) when it is known to be binary.
+``sparse``  gather-accumulate (CPU native kernels): each output row is the sum of the
+            weight columns its spikes select, and the weight gradient scatters each
+            output-gradient row into the columns its spikes select. Work is proportional
+            to the number of spikes; the CSR index (int32 per spike) is all that is saved.
+``bf16x3``  binary inputs are exact in bfloat16, so ``x @ W^T`` equals the sum of three
+            bf16 GEMMs against ``W = W1 + W2 + W3`` (each ``Wi`` bf16, 24 bits together)
+            accumulated in fp32 -- tensor-core speed at fp32 accuracy on GPUs. The weight
+            gradient splits ``G`` the same way. (CUDA; elsewhere it is emulated and slow.)
+``auto``    ``sparse`` when the native kernels are loaded, the input is binary, its
+            density is at most ``sparse_max_density`` and the layer has at least
+            ``SPARSE_MIN_OUT`` outputs; ``dense`` otherwise.
+
+Exactness: ``dense`` runs the same GEMM as the per-step path (bit-identical spikes on
+this CPU). ``sparse`` and ``bf16x3`` sum the same terms in another order, so currents
+differ by float rounding (~1e-7 relative) and a spike can flip only when a membrane lands
+within that distance of the threshold; see docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import native
+from .options import STRATEGIES, native_enabled
+
+#: below this many outputs a row is too short for the gather kernels' 64-wide tiles
+SPARSE_MIN_OUT = 32
+
+
+def is_binary(x: torch.Tensor) -> bool:
+    """True when every entry of ``x`` is 0 or 1 (one pass; a host sync on GPU)."""
+    return bool(((x == 0) | (x == 1)).all())
+
+
+def _split3(a: torch.Tensor) -> list[torch.Tensor]:
+    """``a`` (fp32) as three bf16 tensors whose fp32 sum is ``a`` to ~24 bits."""
+    hi = a.to(torch.bfloat16)
+    r = a - hi.float()
+    mid = r.to(torch.bfloat16)
+    lo = (r - mid.float()).to(torch.bfloat16)
+    return [hi, mid, lo]
+
+
+def _mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """bf16 x bf16 -> fp32 product (fp32 accumulation on CUDA; emulated elsewhere)."""
+    if a.is_cuda:
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return a.float() @ b.float()
+
+
+def _bf16x3_mm(x_bin: torch.Tensor, w_t_pieces: list[torch.Tensor]) -> torch.Tensor:
+    xb = x_bin.to(torch.bfloat16)
+    out = _mm_f32(xb, w_t_pieces[0])
+    for w in w_t_pieces[1:]:
+        out = out + _mm_f32(xb, w)
+    return out
+
+
+class _SpikeLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, strategy: str, binary: bool | None, max_density: float):
+        M, K = x.shape
+        N = weight.shape[0]
+        need_w = ctx.needs_input_grad[1]
+        csr = None
+        use_native = (strategy in ("auto", "sparse") and x.device.type == "cpu"
+                      and (strategy == "sparse" or N >= SPARSE_MIN_OUT)
+                      and x.dtype == torch.float32 and weight.dtype == torch.float32
+                      and binary is not False and native_enabled())
+        if use_native:
+            xc = x.contiguous()
+            csr = native.csr(xc)
+            if csr is None:
+                binary = False
+            else:
+                binary = True
+                density = (csr[1].numel() - 1) / max(M * K, 1)
+                if strategy == "auto" and density > max_density:
+                    csr = None  # dense GEMM; the CSR is dropped (bool saving is cheaper)
+        if csr is not None:
+            wp = native.pack_tiles(weight.detach().t().contiguous())
+            b = None if bias is None else bias.detach().contiguous()
+            out = native.spmm_fwd(csr[0], csr[1], wp, b, M, N)
+            ctx.mode = "sparse"
+            saved_x = csr if need_w else (None, None)
+        else:
+            if binary is None and (need_w or strategy == "bf16x3"):
+                binary = is_binary(x)
+            if strategy == "bf16x3" and binary:
+                out = _bf16x3_mm(x, [p.t() for p in _split3(weight.detach())])
+                if bias is not None:
+                    out = out + bias
+                ctx.mode = "bf16x3"
+            else:
+                out = F.linear(x, weight, bias)
+                ctx.mode = "dense"
+            saved_x = (x.to(torch.bool) if binary else x, None) if need_w else (None, None)
+        ctx.save_for_backward(weight, *saved_x)
+        ctx.shape = (M, K, N)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        weight, a, b = ctx.saved_tensors
+        M, K, N = ctx.shape
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        g = g.contiguous()
+        gx = gw = gb = None
+        if need_x:
+            gx = g @ weight
+        if need_w:
+            if ctx.mode == "sparse":
+                gw = native.spmm_wgrad(a, b, g, K).t()
+            elif ctx.mode == "bf16x3":
+                xb = a.to(torch.bfloat16)
+                gw = _bf16x3_mm(xb.t(), _split3(g)).t()
+            else:
+                x = a.to(g.dtype) if a.dtype == torch.bool else a
+                gw = g.t() @ x
+        if need_b and ctx.has_bias:
+            gb = g.sum(0)
+        return gx, gw, gb, None, None, None
+
+
+def spike_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                 strategy: str = "auto", binary: bool | None = None,
+                 max_density: float = 0.3) -> torch.Tensor:
+    """``x @ weight^T + bias`` for a 2-D spike matrix ``x[M, K]``.
+
+    ``binary``: True when the caller knows ``x`` holds only 0/1 (a spiking layer's
+    output), None to check, False to skip the spike-specific paths.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"matmul={strategy!r} is unknown; accepted: {', '.join(STRATEGIES)}")
+    if x.dim() != 2:
+        raise ValueError(f"spike_linear takes a 2-D input [rows, features], got shape {tuple(x.shape)}")
+    grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                        or (bias is not None and bias.requires_grad))
+    if not grad and strategy == "dense":
+        return F.linear(x, weight, bias)
+    if torch.compiler.is_compiling():
+        return F.linear(x, weight, bias)
+    return _SpikeLinear.apply(x, weight, bias, strategy, binary, float(max_density))

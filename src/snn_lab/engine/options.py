@@ -1,0 +1,63 @@
+"""Process-wide engine options (see :mod:`snn_lab.engine`)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Iterator
+
+STRATEGIES = ("auto", "dense", "sparse", "bf16x3")
+
+
+@dataclasses.dataclass
+class EngineOptions:
+    enabled: bool = True
+    matmul: str = "auto"
+    # Measured crossover on a 2-core AVX2 CPU (docs/BENCHMARKS.md): the gather kernels
+    # win below ~35% density for the seed's 784->512 and 512->512 layers.
+    sparse_max_density: float = 0.3
+    native: bool = True
+
+    def __post_init__(self):
+        if self.matmul not in STRATEGIES:
+            raise ValueError(f"engine matmul={self.matmul!r} is unknown; accepted: {', '.join(STRATEGIES)}")
+        if not 0.0 <= float(self.sparse_max_density) <= 1.0:
+            raise ValueError(f"sparse_max_density={self.sparse_max_density!r} must lie in [0, 1]")
+
+
+_options = EngineOptions()
+
+
+def options() -> EngineOptions:
+    return _options
+
+
+def native_enabled() -> bool:
+    """True when the compiled CPU kernels may be used (option on and kernels loaded)."""
+    from . import native
+
+    return _options.native and native.available()
+
+
+def configure(**kw: Any) -> EngineOptions:
+    """Set engine options for the process (unknown names raise)."""
+    global _options
+    fields = {f.name for f in dataclasses.fields(EngineOptions)}
+    unknown = set(kw) - fields
+    if unknown:
+        raise ValueError(f"unknown engine option(s) {sorted(unknown)}; accepted: {sorted(fields)}")
+    _options = dataclasses.replace(_options, **kw)
+    return _options
+
+
+@contextlib.contextmanager
+def using(**kw: Any) -> Iterator[EngineOptions]:
+    """Temporarily change engine options: ``with engine.using(matmul="dense"): ...``."""
+    global _options
+    old = _options
+    try:
+        yield configure(**kw)
+    finally:
+        _options = old
+
+

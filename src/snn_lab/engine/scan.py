@@ -1,0 +1,273 @@
+"""Fused LIF scan over the whole time axis, with a memory-lean custom backward.
+
+The recurrence is the seed's (``neurons/lif.py``), for a sequence of input currents
+``x[0..T-1]`` and an initial membrane ``v0`` (``V[-1] := v0``)::
+
+    l_t = H(V[t-1] - vth)                         # the previous step's spike
+    V_t = V[t-1] * (1 - l_t) * decay + x_t        # hard reset  (or)
+    V_t = (V[t-1] - vth * l_t) * decay + x_t      # reset="subtract"
+    s_t = H(V_t - vth)
+
+Forward. Each step is four in-place kernels on preallocated ``[T, ...]`` buffers
+(multiply, masked fill, add, compare). ``V * (1 - l) * decay`` is computed as
+``where(l, 0, V * decay)``, which is the same float value (``V * 1 = V`` and
+``0 * decay = 0``), and addition is commutative, so the membranes -- hence the spikes --
+are bit-identical to looping ``LIF.step``.
+
+Backward. Only the pre-reset membranes ``V`` are saved (one float per neuron and step);
+spikes ``S = V > vth`` and the surrogate derivative ``sg = surrogate.grad(V - vth)`` are
+recomputed. With ``gV_t = dL/dV_t`` and ``gS_t`` the gradient arriving at ``s_t``::
+
+    gV_t = gS_t * sg_t + gV_{t+1} * A_t
+    A_t  = decay * ((1 - S_t) - V_t * sg_t)       # hard reset; the -V*sg term is the
+                                                  # surrogate through the delayed reset
+    A_t  = decay * (1 - vth * sg_t)               # subtract reset
+    (detach_reset drops the sg term of A_t)
+
+so the sequential part is one fused multiply-add per step (``addcmul``) and everything
+else is a few whole-sequence elementwise passes. ``dL/dx_t = gV_t``; the gradients of
+``v0``, a learnable ``vth`` and ``decay`` (PLIF's ``sigmoid(w)`` upstream) are sums of
+the same terms. They equal autograd through the step loop up to float rounding (the
+order of additions differs), which ``tests/test_engine.py`` checks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..neurons.surrogate import _GRADS
+from . import native
+from .options import native_enabled
+
+__all__ = ["lif_scan", "lif_scan_reference"]
+
+
+def _as_scalar(p: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    if isinstance(p, torch.Tensor):
+        return p.to(device=like.device, dtype=like.dtype).reshape(())
+    return torch.tensor(float(p), device=like.device, dtype=like.dtype)
+
+
+@torch.no_grad()
+def _scan_forward(x: torch.Tensor, v0: torch.Tensor, vth: torch.Tensor, decay: torch.Tensor,
+                  hard: bool, keep_v: bool = True) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Returns ``(V[T, ...] or None, spikes[T, ...], v_last)``, spikes in ``x.dtype``.
+
+    The hot loop works on float 0/1 masks: on CPU a float-output comparison costs what a
+    multiply does, while bool masks (``masked_fill``, ``where``, bool->float) are 4-20x
+    slower. ``keep_v=False`` (inference) keeps only two membrane buffers.
+    """
+    T = x.shape[0]
+    shape = x.shape
+    if keep_v:
+        V = torch.empty(shape, dtype=x.dtype, device=x.device)
+    else:
+        ring = torch.empty((2, *shape[1:]), dtype=x.dtype, device=x.device)
+    # M[t]: 1 - s_t for the hard reset ("keep"), s_t for subtract; both exact 0/1 floats.
+    M = torch.empty(shape, dtype=x.dtype, device=x.device)
+    prev_v = v0
+    prev_m = (v0 <= vth).to(x.dtype) if hard else (v0 > vth).to(x.dtype)
+    for t in range(T):
+        vt = V[t] if keep_v else ring[t % 2]
+        if hard:
+            # seed order: (v * (1 - last)) * decay + x
+            torch.mul(prev_v, prev_m, out=vt)
+        else:
+            # (v - vth * last) * decay + x
+            torch.mul(prev_m, vth, out=vt)
+            torch.sub(prev_v, vt, out=vt)
+        vt.mul_(decay)
+        vt.add_(x[t])
+        if hard:
+            torch.le(vt, vth, out=M[t])
+        else:
+            torch.gt(vt, vth, out=M[t])
+        prev_v, prev_m = vt, M[t]
+    spikes = torch.sub(1.0, M, out=M) if hard else M
+    v_last = prev_v.clone() if T else v0
+    return (V if keep_v else None), spikes, v_last
+
+
+def _scan_forward_functional(x, v0, vth, decay, hard: bool):
+    """The same forward without ``out=``/in-place ops: what ``torch.compile`` sees when it
+    traces the scan (inductor then fuses the whole time loop into one kernel)."""
+    v, vs, ss = v0, [], []
+    for t in range(x.shape[0]):
+        last = v > vth
+        if hard:
+            v = torch.where(last, torch.zeros_like(v), v * decay) + x[t]
+        else:
+            v = (v - last.to(x.dtype) * vth) * decay + x[t]
+        vs.append(v)
+        ss.append(v > vth)
+    return torch.stack(vs), torch.stack(ss)
+
+
+def _use_native(*ts: torch.Tensor) -> bool:
+    return (not torch.compiler.is_compiling()
+            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in ts)
+            and native_enabled())
+
+
+def forward_nograd(x, v0, vth, decay, hard: bool):
+    """``(spikes, v_last)`` without autograd (inference): native kernel or torch loop."""
+    if _use_native(x, v0):
+        _, S, v_last = native.lif_fwd(x.contiguous(), v0.contiguous(), float(vth), float(decay),
+                                      hard, keep_v=False)
+        return S, v_last
+    _, S, v_last = _scan_forward(x, v0, vth, decay, hard, keep_v=False)
+    return S, v_last
+
+
+class _LIFScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, v0, vth, decay, sg_name: str, sg_width: float, hard: bool, detach: bool):
+        if torch.compiler.is_compiling():
+            V, S = _scan_forward_functional(x, v0, vth, decay, hard)
+            spikes = S.to(x.dtype)
+            v_last = V[-1]
+        elif _use_native(x, v0):
+            V, spikes, v_last = native.lif_fwd(x.contiguous(), v0.contiguous(), float(vth),
+                                               float(decay), hard, keep_v=True)
+        else:
+            V, spikes, v_last = _scan_forward(x, v0, vth, decay, hard)
+        ctx.save_for_backward(V, v0, vth, decay)
+        ctx.cfg = (sg_name, sg_width, hard, detach)
+        return spikes, v_last
+
+    @staticmethod
+    def backward(ctx, g_spikes, g_vlast):
+        V, v0, vth, decay = ctx.saved_tensors
+        sg_name, sg_width, hard, detach = ctx.cfg
+        need_x, need_v0, need_vth, need_decay = ctx.needs_input_grad[:4]
+        dt = V.dtype
+        G = _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, detach)
+        g_vth = None
+        if need_vth:
+            SG = surrogate_grad(sg_name, V - vth, sg_width, inplace=True)
+            # Through the spikes s_t = H(V_t - vth): -sum gS_t * sg_t.
+            g_vth = torch.zeros((), dtype=dt, device=V.device) if g_spikes is None \
+                else -(g_spikes * SG).sum()
+
+        # The first step's reset involves the initial membrane v0.
+        grad_v0 = grad_decay = None
+        if need_v0 or need_vth or need_decay:
+            l0 = (v0 > vth).to(dt)
+            sg0 = surrogate_grad(sg_name, v0 - vth, sg_width)
+        if need_v0:
+            if hard:
+                a0 = 1 - l0 if detach else 1 - l0 - v0 * sg0
+            else:
+                a0 = torch.ones_like(v0) if detach else 1 - vth * sg0
+            grad_v0 = G[0] * a0 * decay
+        if need_decay:
+            # dV_t / d decay: the previous membrane after its reset.
+            if hard:
+                pre0 = v0 * (1 - l0)
+                pre = V[:-1] * torch.le(V[:-1], vth).to(dt)
+            else:
+                pre0 = v0 - l0 * vth
+                pre = V[:-1] - torch.gt(V[:-1], vth).to(dt) * vth
+            grad_decay = ((G[0] * pre0).sum() + (G[1:] * pre).sum()).reshape(decay.shape)
+        if need_vth:
+            # Through the reset: l_t = H(V[t-1] - vth) enters V_t.
+            if hard:
+                if not detach:
+                    g_vth = g_vth + decay * ((G[0] * v0 * sg0).sum() + (G[1:] * V[:-1] * SG[:-1]).sum())
+            else:
+                S_prev = torch.gt(V[:-1], vth).to(dt)
+                g_vth = g_vth - decay * ((G[0] * l0).sum() + (G[1:] * S_prev).sum())
+                if not detach:
+                    g_vth = g_vth + decay * vth * ((G[0] * sg0).sum() + (G[1:] * SG[:-1]).sum())
+            g_vth = g_vth.reshape(vth.shape)
+        return (G if need_x else None), grad_v0, g_vth, grad_decay, None, None, None, None
+
+
+def _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, detach):
+    """``G[t] = dL/dV_t`` (= dL/dx_t), the backward scan."""
+    if (sg_name in native.SURROGATE_KINDS and _use_native(V)
+            and (g_spikes is None or g_spikes.dtype == torch.float32)):
+        gS = None if g_spikes is None else g_spikes.contiguous()
+        gv = None if g_vlast is None else g_vlast.contiguous()
+        return native.lif_bwd(V, gS, gv, float(vth), float(decay), hard, detach,
+                              native.SURROGATE_KINDS[sg_name], float(sg_width))
+    T = V.shape[0]
+    SG = surrogate_grad(sg_name, V - vth, sg_width, inplace=True)
+    # G starts as the direct term gS_t * sg_t and becomes gV_t in place.
+    G = torch.zeros_like(V) if g_spikes is None else g_spikes * SG
+    # A_t (t = 0..T-2): the coefficient of gV_{t+1} in gV_t (None: the scalar decay).
+    A = None
+    if T > 1:
+        if hard:
+            A = torch.empty_like(V[:-1])
+            torch.le(V[:-1], vth, out=A)  # 1 - s_t as a float mask (fast on CPU)
+            if not detach:
+                A.addcmul_(V[:-1], SG[:-1], value=-1.0)
+            A.mul_(decay)
+        elif not detach:
+            A = torch.mul(SG[:-1], -vth).add_(1.0).mul_(decay)
+    del SG
+    if g_vlast is not None:
+        G[-1] += g_vlast
+    for t in range(T - 2, -1, -1):
+        if A is None:
+            G[t].add_(G[t + 1] * decay)
+        else:
+            G[t].addcmul_(G[t + 1], A[t])
+    return G
+
+
+def surrogate_grad(name: str, u: torch.Tensor, width: float, inplace: bool = False) -> torch.Tensor:
+    """``Surrogate.grad`` with float-mask arithmetic (the rectangle avoids bool tensors,
+    which are slow on CPU); other names use the registry's definition. ``inplace``
+    allows overwriting ``u``."""
+    if name == "rectangle":
+        out = u if inplace else u.clone()
+        out.abs_()
+        torch.lt(out, width, out=out)
+        return out.mul_(1.0 / (width * 2))
+    return _GRADS[name](u, width)
+
+
+def lif_scan(x: torch.Tensor, v0: torch.Tensor | None, vth, decay, surrogate=None,
+             reset: str = "hard", detach_reset: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the seed LIF over ``x[T, ...]``; returns ``(spikes[T, ...], v_last)``.
+
+    ``vth``/``decay`` are scalars or one-element tensors (learnable ones get gradients);
+    ``surrogate`` is a :class:`~snn_lab.neurons.Surrogate` (default: the seed's rectangle).
+    """
+    from ..neurons.surrogate import Surrogate
+
+    if surrogate is None:
+        surrogate = Surrogate()
+    if reset not in ("hard", "subtract"):
+        raise ValueError(f"reset={reset!r} is unknown; accepted: hard, subtract")
+    if v0 is None:
+        v0 = torch.zeros(x.shape[1:], device=x.device, dtype=x.dtype)
+    vth_t = vth if isinstance(vth, torch.Tensor) else _as_scalar(vth, x)
+    decay_t = decay if isinstance(decay, torch.Tensor) else _as_scalar(decay, x)
+    vth_t = vth_t.reshape(()).to(x.dtype)
+    decay_t = decay_t.reshape(()).to(x.dtype)
+    hard = reset == "hard"
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x, v0, vth_t, decay_t))
+    if not needs_grad:
+        return forward_nograd(x, v0, vth_t, decay_t, hard)
+    return _LIFScan.apply(x, v0, vth_t, decay_t, surrogate.name, surrogate.width,
+                          hard, bool(detach_reset))
+
+
+def lif_scan_reference(x, v0, vth, decay, surrogate, reset="hard", detach_reset=False):
+    """The plain autograd loop over the seed recurrence (what the fused scan must equal)."""
+    v = torch.zeros_like(x[0]) if v0 is None else v0
+    out = []
+    for t in range(x.shape[0]):
+        last = surrogate(v - vth)
+        if detach_reset:
+            last = last.detach()
+        if reset == "hard":
+            v = v * (1 - last) * decay + x[t]
+        else:
+            v = (v - vth * last) * decay + x[t]
+        out.append(surrogate(v - vth))
+    return torch.stack(out), v

@@ -1,0 +1,266 @@
+"""The fast multi-step engine equals the per-step path: spikes bit for bit, gradients
+within float tolerance (fused LIF scan, spike-aware matmuls, whole models)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from snn_lab import engine
+from snn_lab.engine import lif_scan, lif_scan_reference, native, spike_linear
+from snn_lab.models import seed_network
+from snn_lab.neurons import ALIF, IF, LIF, PLIF, Surrogate
+
+from seed_reference import SeedReference
+
+NATIVE = native.available()
+BACKENDS = [pytest.param(False, id="torch")] + ([pytest.param(True, id="native")] if NATIVE else [])
+
+
+def _inputs(gen, T=7, shape=(5, 6), dtype=torch.float32):
+    x = (torch.randn(T, *shape, generator=gen, dtype=dtype) * 0.6).requires_grad_()
+    v0 = (torch.randn(*shape, generator=gen, dtype=dtype) * 0.6).requires_grad_()
+    return x, v0
+
+
+@pytest.mark.parametrize("use_native", BACKENDS)
+@pytest.mark.parametrize("sg", ["rectangle", "triangle", "sigmoid", "atan"])
+@pytest.mark.parametrize("reset", ["hard", "subtract"])
+@pytest.mark.parametrize("detach", [False, True])
+def test_scan_equals_step_loop(gen, use_native, sg, reset, detach):
+    surrogate = Surrogate(sg)
+    x, v0 = _inputs(gen)
+    vth = torch.tensor(0.4, requires_grad=True)
+    decay = torch.tensor(0.8, requires_grad=True)
+    w, wv = torch.randn(x.shape, generator=gen), torch.randn(v0.shape, generator=gen)
+    with engine.using(native=use_native):
+        s1, v1 = lif_scan(x, v0, vth, decay, surrogate, reset, detach)
+        g1 = torch.autograd.grad((s1 * w).sum() + (v1 * wv).sum(), [x, v0, vth, decay])
+    s2, v2 = lif_scan_reference(x, v0, vth, decay, surrogate, reset, detach)
+    g2 = torch.autograd.grad((s2 * w).sum() + (v2 * wv).sum(), [x, v0, vth, decay])
+    assert torch.equal(s1, s2) and torch.equal(v1, v2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_scan_float64_is_exact_to_rounding(gen):
+    x, v0 = _inputs(gen, dtype=torch.float64)
+    sg = Surrogate()
+    s1, v1 = lif_scan(x, v0, 0.4, 0.8, sg)
+    g1 = torch.autograd.grad(s1.sum() + v1.sum(), [x, v0])
+    s2, v2 = lif_scan_reference(x, v0, 0.4, 0.8, sg)
+    g2 = torch.autograd.grad(s2.sum() + v2.sum(), [x, v0])
+    assert s1.dtype == torch.float64 and torch.equal(s1, s2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("use_native", BACKENDS)
+def test_scan_no_grad_matches_and_chunks_compose(gen, use_native):
+    """Inference path == training path; two chunks with the carried state == one run."""
+    x = torch.randn(12, 3, 40, generator=gen)
+    sg = Surrogate()
+    with engine.using(native=use_native), torch.no_grad():
+        s_all, v_all = lif_scan(x, None, 0.4, 0.8, sg)
+        s_a, v_a = lif_scan(x[:5], None, 0.4, 0.8, sg)
+        s_b, v_b = lif_scan(x[5:], v_a, 0.4, 0.8, sg)
+    s_ref, v_ref = lif_scan_reference(x, None, 0.4, 0.8, sg)
+    assert torch.equal(s_all, s_ref) and torch.equal(v_all, v_ref)
+    assert torch.equal(torch.cat([s_a, s_b]), s_all) and torch.equal(v_b, v_all)
+
+
+def _neuron_pair(kind):
+    sg = Surrogate("atan") if kind == "plif" else Surrogate()
+    make = {
+        "lif": lambda: LIF(0.4, 0.8, sg),
+        "lif_learn": lambda: LIF(0.4, 0.8, sg, learn_vth=True, learn_decay=True),
+        "subtract_detach": lambda: LIF(0.3, 0.9, sg, reset="subtract", detach_reset=True, learn_vth=True),
+        "if": lambda: IF(0.5, sg),
+        "plif": lambda: PLIF(0.4, 0.7, sg, learn_vth=True),
+    }[kind]
+    a, b = make(), make()
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+@pytest.mark.parametrize("use_native", BACKENDS)
+@pytest.mark.parametrize("kind", ["lif", "lif_learn", "subtract_detach", "if", "plif"])
+def test_neuron_multi_step_uses_engine_and_matches_step(gen, use_native, kind):
+    fused, looped = _neuron_pair(kind)
+    x = torch.randn(9, 4, 33, generator=gen) * 0.5
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with engine.using(native=use_native):
+        s1, st1 = fused.multi_step(x1)
+    s2, st2 = _loop(looped, x2)
+    assert torch.equal(s1, s2) and torch.equal(st1.v, st2.v)
+    w = torch.randn(s1.shape, generator=gen)
+    (s1 * w).sum().backward()
+    (s2 * w).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-5, atol=1e-6)
+    for (n, p1), (_, p2) in zip(fused.named_parameters(), looped.named_parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-4, atol=1e-5, msg=n)
+
+
+def _loop(neuron, x):
+    state = neuron.init_state(x.shape[1:])
+    out = []
+    for t in range(x.shape[0]):
+        s, state = neuron.step(x[t], state)
+        out.append(s)
+    return torch.stack(out), state
+
+
+def test_engine_off_and_overridden_step_use_the_loop(gen, monkeypatch):
+    calls = []
+    real = engine.lif_multi_step
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(engine, "lif_multi_step", spy)
+
+    class Custom(LIF):
+        def step(self, x, state):  # a variant: the fused scan must not stand in for it
+            s, st = super().step(x * 2, state)
+            return s, st
+
+    x = torch.randn(4, 2, 3, generator=gen)
+    Custom().multi_step(x)
+    with engine.using(enabled=False):
+        LIF().multi_step(x)
+    ALIF().multi_step(x)  # not in the LIF family: always the base loop
+    assert not any(calls)
+    LIF().multi_step(x)
+    assert calls[-1] is True
+
+
+@pytest.mark.parametrize("matmul", ["dense", "sparse", "auto", "bf16x3"])
+def test_seed_network_layer_mode_equals_step_mode(gen, matmul):
+    torch.manual_seed(0)
+    step_net = seed_network(mode="step")
+    layer_net = seed_network(mode="layer")
+    layer_net.load_state_dict(step_net.state_dict())
+    p = torch.rand(16, 1, 28, 28, generator=gen) * (torch.rand(16, 1, 28, 28, generator=gen) < 0.3)
+    train = (torch.rand(20, *p.shape, generator=gen) < p).float()
+    y = torch.randint(0, 10, (16,), generator=gen)
+    out_s, rec_s = step_net.forward_spikes(train, return_record=True)
+    F.cross_entropy(out_s, y).backward()
+    with engine.using(matmul=matmul):
+        out_l, rec_l = layer_net.forward_spikes(train, return_record=True)
+        F.cross_entropy(out_l, y).backward()
+    mismatches = sum(int((a != b).sum()) for a, b in zip(rec_s.spikes, rec_l.spikes))
+    if matmul == "dense" or (matmul in ("sparse", "auto") and not NATIVE):
+        assert mismatches == 0 and torch.equal(out_s, out_l)  # the same GEMM: bit-identical
+    else:  # other summation order: a spike may flip only at a float tie with vth
+        assert mismatches <= 1e-4 * sum(a.numel() for a in rec_s.spikes)
+    if mismatches == 0:
+        for (n, a), b in zip(step_net.named_parameters(), layer_net.parameters()):
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_layer_mode_matches_independent_seed_reference(gen):
+    ref = SeedReference()
+    net = seed_network(mode="layer")
+    from snn_lab.models import load_seed_state_dict
+
+    load_seed_state_dict(net, ref.seed_state_dict())
+    train = (torch.rand(20, 8, 784, generator=gen) < 0.15).float()
+    out_ref = ref(train)
+    out = net.forward_spikes(train)
+    assert torch.equal(out, out_ref)
+    out_ref.sum().backward()
+    out.sum().backward()
+    torch.testing.assert_close(net.layers[0].synapse[1].weight.grad, ref.fcs[0].weight.grad,
+                               rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["dense", "sparse", "auto", "bf16x3"])
+@pytest.mark.parametrize("binary", [None, True])
+def test_spike_linear_values_and_grads(gen, strategy, binary):
+    x = (torch.rand(50, 70, generator=gen) < 0.2).float().requires_grad_()
+    W = torch.randn(40, 70, generator=gen).requires_grad_()
+    b = torch.randn(40, generator=gen).requires_grad_()
+    out = spike_linear(x, W, b, strategy, binary)
+    ref = F.linear(x, W, b)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn(out.shape, generator=gen)
+    got = torch.autograd.grad(out, [x, W, b], g)
+    want = torch.autograd.grad(ref, [x, W, b], g)
+    for a, c in zip(got, want):
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-4)
+
+
+def test_spike_linear_non_binary_input_falls_back_to_dense(gen):
+    x = torch.rand(30, 20, generator=gen)
+    W = torch.randn(64, 20, generator=gen, requires_grad=True)
+    out = spike_linear(x, W, None, "auto")
+    assert torch.equal(out, F.linear(x, W))
+    (gw,) = torch.autograd.grad(out.sum(), [W])
+    torch.testing.assert_close(gw, torch.ones(30, 64).t() @ x)
+
+
+def test_bad_strategy_and_options():
+    with pytest.raises(ValueError, match="matmul='fast' is unknown"):
+        spike_linear(torch.zeros(2, 3), torch.zeros(4, 3), None, "fast")
+    with pytest.raises(ValueError, match="unknown engine option"):
+        engine.configure(speed=11)
+    with pytest.raises(ValueError, match="is unknown; accepted"):
+        engine.configure(matmul="magic")
+    before = engine.options()
+    with engine.using(matmul="dense", sparse_max_density=0.1):
+        assert engine.options().matmul == "dense"
+    assert engine.options() == before
+
+
+def test_engine_keeps_at_most_half_the_activation_memory(gen):
+    from snn_lab.bench.measure import SavedBytes
+
+    images = torch.rand(32, 1, 28, 28, generator=gen) * (torch.rand(32, 1, 28, 28, generator=gen) < 0.2)
+    train = (torch.rand(20, *images.shape, generator=gen) < images).float()
+    sizes = {}
+    for mode in ("step", "layer"):
+        net = seed_network(mode=mode)
+        with SavedBytes(list(net.parameters()) + list(net.buffers())) as sb:
+            net.forward_spikes(train).sum()
+        sizes[mode] = sb.total
+    assert sizes["layer"] <= 0.5 * sizes["step"], sizes
+
+
+def test_native_status_reports():
+    st = native.status()
+    assert set(st) >= {"available", "path", "error"}
+    assert st["available"] == NATIVE
+
+
+def test_scan_traces_under_torch_compile(gen):
+    """No graph breaks in the scan: dynamo traces it whole (fullgraph) through autograd."""
+    sg = Surrogate()
+
+    def f(x, vth):
+        return lif_scan(x, None, vth, 0.8, sg)
+
+    torch._dynamo.reset()
+    cf = torch.compile(f, backend="aot_eager", fullgraph=True)
+    x = (torch.randn(6, 4, 5, generator=gen) * 0.5).requires_grad_()
+    vth = torch.tensor(0.4, requires_grad=True)
+    s, v = cf(x, vth)
+    (s.sum() + v.sum()).backward()
+    x2 = x.detach().clone().requires_grad_()
+    vth2 = torch.tensor(0.4, requires_grad=True)
+    s2, v2 = lif_scan_reference(x2, None, vth2, 0.8, sg)
+    (s2.sum() + v2.sum()).backward()
+    assert torch.equal(s, s2)
+    torch.testing.assert_close(x.grad, x2.grad)
+    torch.testing.assert_close(vth.grad, vth2.grad)
+
+
+@pytest.mark.slow
+def test_seed_network_compiles_with_inductor(gen):
+    torch._dynamo.reset()
+    net = seed_network(mode="layer", time_steps=6)
+    compiled = torch.compile(net.forward_spikes)
+    train = (torch.rand(6, 4, 1, 28, 28, generator=gen) < 0.3).float()
+    out = compiled(train)
+    out.sum().backward()
+    assert torch.equal(out, net.forward_spikes(train, mode="step"))

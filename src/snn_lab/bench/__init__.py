@@ -1,0 +1,8 @@
+"""``python -m snn_lab.bench``: the fast engine against the per-step path (and peers).
+
+See :mod:`.runner` for what is measured and ``docs/BENCHMARKS.md`` for results.
+"""
+
+from .runner import BenchConfig, run, table
+
+__all__ = ["BenchConfig", "run", "table"]

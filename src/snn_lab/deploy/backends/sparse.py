@@ -41,7 +41,7 @@ from ..registry import register_backend
 from .base import Backend, CompiledStep
 
 SOURCE = Path(__file__).with_name("sparse_kernel.c")
-ABI_VERSION = 4
+ABI_VERSION = 5
 KIND_LIF, KIND_LI = 0, 1
 BLOCK = 8  # floats per vector; columns are padded to a multiple of it
 WIDE = 64  # columns per register block (8 vectors)
@@ -64,7 +64,7 @@ class _Net(ctypes.Structure):
     _fields_ = [("n_layers", ctypes.c_int32), ("batch", ctypes.c_int32), ("threads", ctypes.c_int32),
                 ("encode", ctypes.c_int32)] + [(name, ctypes.c_void_p) for name in (
                     "n_in", "n_out", "n_pad", "kind", "vth", "decay", "wt", "bias", "v", "list", "count",
-                    "images", "nz", "nz_count", "keys")]
+                    "images", "nz", "nzp", "nz_count", "keys")]
 
 
 def find_compiler(cc: str | None = None) -> str:
@@ -188,14 +188,15 @@ class SparseStep(CompiledStep):
             "list": [np.zeros((B, s["n_in"]), dtype=np.int32) for s in specs],
             "count": [np.zeros(B, dtype=np.int32) for s in specs],
             "images": np.zeros((B, n0), dtype=np.float32),
-            "nz": np.zeros((B, n0), dtype=np.int32),
+            "nz": np.zeros((B, n0 + 8), dtype=np.int32),
+            "nzp": np.zeros((B, n0 + 8), dtype=np.float32),
             "nz_count": np.zeros(B, dtype=np.int32),
             "keys": np.zeros(B, dtype=np.uint32),
         }
         self._ptr_arrays = {k: (ctypes.c_void_p * L)(*[_ptr(a) for a in keep[k]])
                             for k in ("wt", "bias", "v", "list", "count")}
         net = _Net(L, B, 1, 1 if self.device_rng else 0)
-        for k in ("n_in", "n_out", "n_pad", "kind", "vth", "decay", "images", "nz", "nz_count", "keys"):
+        for k in ("n_in", "n_out", "n_pad", "kind", "vth", "decay", "images", "nz", "nzp", "nz_count", "keys"):
             setattr(net, k, _ptr(keep[k]))
         for k, arr in self._ptr_arrays.items():
             setattr(net, k, ctypes.cast(arr, ctypes.c_void_p).value)

@@ -51,17 +51,36 @@ typedef struct {
     int32_t *const *list;       /* [layer] -> [batch, n_in] active input indices */
     int32_t *const *count;      /* [layer] -> [batch] */
     const float *images;        /* [batch, n_in0] (device encoding) */
-    int32_t *nz;                /* [batch, n_in0] non-zero pixel indices */
+    int32_t *nz;                /* [batch, n_in0 + 8] non-zero pixel indices */
+    float *nzp;                 /* [batch, n_in0 + 8] their intensities (compacted) */
     int32_t *nz_count;          /* [batch] */
     const uint32_t *keys;       /* [batch] per-sample keys k_n */
 } net_t;
+
+typedef uint32_t v8u __attribute__((vector_size(32)));
+
+/* Bit i set when lane i of the comparison result is true. */
+static inline unsigned lane_mask(v8i m) {
+#if defined(__AVX__)
+    return (unsigned)_mm256_movemask_ps((__m256)m);
+#else
+    unsigned bits = 0;
+    for (int i = 0; i < 8; ++i) bits |= (m[i] ? 1u : 0u) << i;
+    return bits;
+#endif
+}
+
+static inline v8u mix32v(v8u x) {
+    x ^= x >> 16; x *= 0x21F0AAADu; x ^= x >> 15; x *= 0x735A2D97u; x ^= x >> 15;
+    return x;
+}
 
 static inline uint32_t mix32(uint32_t x) {
     x ^= x >> 16; x *= 0x21F0AAADu; x ^= x >> 15; x *= 0x735A2D97u; x ^= x >> 15;
     return x;
 }
 
-int snn_abi_version(void) { return 4; }
+int snn_abi_version(void) { return 5; }
 
 /* Zero the state; with device encoding, list each sample's non-zero pixels. */
 void snn_reset(const net_t *net) {
@@ -71,10 +90,12 @@ void snn_reset(const net_t *net) {
         const int n0 = net->n_in[0];
         for (int b = 0; b < net->batch; ++b) {
             const float *p = net->images + (size_t)b * n0;
-            int32_t *nz = net->nz + (size_t)b * n0, c = 0;
+            int32_t *nz = net->nz + (size_t)b * (n0 + 8), c = 0;
+            float *nzp = net->nzp + (size_t)b * (n0 + 8);
             for (int j = 0; j < n0; ++j)
-                if (p[j] > 0.0f) nz[c++] = j;
+                if (p[j] > 0.0f) { nz[c] = j; nzp[c++] = p[j]; }
             net->nz_count[b] = c;
+            for (int k = c; k < c + 8; ++k) { nz[k] = 0; nzp[k] = 0.0f; }  /* pad: never spikes */
         }
     }
 }
@@ -83,14 +104,26 @@ static void encode_sample(const net_t *net, int b, uint32_t t, const uint8_t *x)
     const int n0 = net->n_in[0];
     int32_t *out = net->list[0] + (size_t)b * n0, c = 0;
     if (net->encode == ENC_DEVICE) {
-        const float *p = net->images + (size_t)b * n0;
-        const int32_t *nz = net->nz + (size_t)b * n0;
+        const int32_t *nz = net->nz + (size_t)b * (n0 + 8);
+        const float *nzp = net->nzp + (size_t)b * (n0 + 8);
         const uint32_t key = mix32(net->keys[b] ^ (t * 0x85EBCA6Bu + 0xC2B2AE35u));
+        const v8u keyv = {key, key, key, key, key, key, key, key};
+        const v8f scale = {1.0f / 16777216.0f, 1.0f / 16777216.0f, 1.0f / 16777216.0f, 1.0f / 16777216.0f,
+                           1.0f / 16777216.0f, 1.0f / 16777216.0f, 1.0f / 16777216.0f, 1.0f / 16777216.0f};
         const int m = net->nz_count[b];
-        for (int k = 0; k < m; ++k) {
-            const int32_t j = nz[k];
-            const float u = (float)(mix32(key + (uint32_t)j * 0x27D4EB2Fu) >> 8) * (1.0f / 16777216.0f);
-            if (u < p[j]) out[c++] = j;
+        for (int k = 0; k < m; k += 8) {  /* 8 pixels at a time; the padding never spikes */
+            v8u j;
+            memcpy(&j, nz + k, sizeof j);
+            const v8u h = mix32v(keyv + j * 0x27D4EB2Fu) >> 8;
+            const v8i hi = (v8i)h;
+            const v8f u = __builtin_convertvector(hi, v8f) * scale;  /* exact: h < 2^24 */
+            v8f p;
+            memcpy(&p, nzp + k, sizeof p);
+            unsigned bits = lane_mask(u < p);
+            while (bits) {
+                out[c++] = nz[k + __builtin_ctz(bits)];
+                bits &= bits - 1u;
+            }
         }
     } else {
         const uint8_t *row = x + (size_t)b * n0;
@@ -140,12 +173,17 @@ static void encode_sample(const net_t *net, int b, uint32_t t, const uint8_t *x)
                 for (int i = 0; i < 8 && base + i < n_out; ++i)                            \
                     o[base + i] = (kind == KIND_LIF) ? (nv[i] > vth ? 1.0f : 0.0f) : nv[i]; \
             } else {                                                                       \
-                const v8i s = nv > vthv;                                                   \
-                int32_t *nxt = net->list[l + 1] + (size_t)b * n_out;                       \
-                int32_t c = net->count[l + 1][b];                                          \
-                for (int i = 0; i < 8; ++i)                                                \
-                    if (s[i] && base + i < n_out) nxt[c++] = base + i;                     \
-                net->count[l + 1][b] = c;                                                  \
+                unsigned bits = lane_mask(nv > vthv);                                      \
+                if (base + 8 > n_out) bits &= (1u << (n_out - base)) - 1u;                 \
+                if (bits) {                                                                \
+                    int32_t *nxt = net->list[l + 1] + (size_t)b * n_out;                   \
+                    int32_t c = net->count[l + 1][b];                                      \
+                    do {                                                                   \
+                        nxt[c++] = base + __builtin_ctz(bits);                             \
+                        bits &= bits - 1u;                                                 \
+                    } while (bits);                                                        \
+                    net->count[l + 1][b] = c;                                              \
+                }                                                                          \
             }                                                                              \
         }                                                                                  \
     }
@@ -169,7 +207,10 @@ static void run_samples(const net_t *net, int b0, int b1, uint32_t t, const uint
     }
 }
 
-/* -- thread pool ------------------------------------------------------------------------ */
+/* -- thread pool ------------------------------------------------------------------------
+ * The batch is cut into chunks that threads claim from an atomic counter, so a step never
+ * waits for a worker that the OS has not scheduled (a busy machine): whoever runs takes
+ * the next chunk; the caller only waits for chunks a worker has already claimed. */
 #define SPIN_ITERS 4000
 
 typedef struct pool {
@@ -178,29 +219,37 @@ typedef struct pool {
     pthread_mutex_t mu;
     pthread_cond_t cv_work, cv_done;
     atomic_uint gen;
-    atomic_int pending;
+    atomic_int next;    /* next chunk to claim */
+    atomic_int done;    /* chunks finished */
     int quit;
-    /* current job */
+    /* current job (written before `next` is reset, read after claiming a chunk) */
     const net_t *net;
     uint32_t t;
     const uint8_t *x;
     float *out;
-    int parts;
+    int chunk, chunks;
 } pool_t;
 
-typedef struct { pool_t *p; int part; } worker_arg_t;
-
-static void run_part(pool_t *p, int part) {
-    const int B = p->net->batch;
-    const int b0 = (int)((long)B * part / p->parts), b1 = (int)((long)B * (part + 1) / p->parts);
-    if (b1 > b0) run_samples(p->net, b0, b1, p->t, p->x, p->out);
+/* Claim and run chunks until none is left; returns how many this thread ran. */
+static int drain(pool_t *p) {
+    int ran = 0;
+    for (;;) {
+        const int c = atomic_fetch_add_explicit(&p->next, 1, memory_order_acq_rel);
+        if (c >= p->chunks) return ran;
+        const int B = p->net->batch, b0 = c * p->chunk;
+        const int b1 = b0 + p->chunk < B ? b0 + p->chunk : B;
+        run_samples(p->net, b0, b1, p->t, p->x, p->out);
+        ++ran;
+        if (atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel) + 1 == p->chunks) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_broadcast(&p->cv_done);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
 }
 
 static void *worker_main(void *arg) {
-    worker_arg_t *wa = (worker_arg_t *)arg;
-    pool_t *p = wa->p;
-    const int part = wa->part;
-    free(wa);
+    pool_t *p = (pool_t *)arg;
     unsigned seen = 0;
     for (;;) {
         int spins = 0;
@@ -213,12 +262,7 @@ static void *worker_main(void *arg) {
         }
         if (p->quit) return NULL;
         seen = atomic_load_explicit(&p->gen, memory_order_acquire);
-        if (part < p->parts) run_part(p, part);
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
-            pthread_mutex_lock(&p->mu);
-            pthread_cond_signal(&p->cv_done);
-            pthread_mutex_unlock(&p->mu);
-        }
+        drain(p);
     }
 }
 
@@ -231,14 +275,11 @@ void *snn_pool_create(int threads) {
     pthread_cond_init(&p->cv_work, NULL);
     pthread_cond_init(&p->cv_done, NULL);
     atomic_init(&p->gen, 0);
-    atomic_init(&p->pending, 0);
     p->th = (pthread_t *)calloc(p->workers ? p->workers : 1, sizeof(pthread_t));
+    atomic_init(&p->next, 0);
+    atomic_init(&p->done, 0);
     for (int i = 0; i < p->workers; ++i) {
-        worker_arg_t *wa = (worker_arg_t *)malloc(sizeof(worker_arg_t));
-        wa->p = p;
-        wa->part = i + 1;
-        if (pthread_create(&p->th[i], NULL, worker_main, wa) != 0) {
-            free(wa);
+        if (pthread_create(&p->th[i], NULL, worker_main, p) != 0) {
             p->workers = i;
             break;
         }
@@ -272,22 +313,25 @@ void snn_step(const net_t *net, void *pool, uint32_t t, const uint8_t *x, float 
         run_samples(net, 0, net->batch, t, x, out);
         return;
     }
+    const int threads = p->workers + 1;
     p->net = net;
     p->t = t;
     p->x = x;
     p->out = out;
-    p->parts = p->workers + 1 < net->batch ? p->workers + 1 : net->batch;
-    atomic_store_explicit(&p->pending, p->workers, memory_order_release);
+    p->chunk = (net->batch + 4 * threads - 1) / (4 * threads);
+    p->chunks = (net->batch + p->chunk - 1) / p->chunk;
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->next, 0, memory_order_release);
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add_explicit(&p->gen, 1, memory_order_acq_rel);
     pthread_cond_broadcast(&p->cv_work);
     pthread_mutex_unlock(&p->mu);
-    run_part(p, 0);
+    drain(p);
     int spins = 0;
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
+    while (atomic_load_explicit(&p->done, memory_order_acquire) < p->chunks) {
         if (++spins < SPIN_ITERS) { CPU_RELAX(); continue; }
         pthread_mutex_lock(&p->mu);
-        while (atomic_load(&p->pending) > 0) pthread_cond_wait(&p->cv_done, &p->mu);
+        while (atomic_load(&p->done) < p->chunks) pthread_cond_wait(&p->cv_done, &p->mu);
         pthread_mutex_unlock(&p->mu);
         break;
     }

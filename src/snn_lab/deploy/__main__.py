@@ -72,9 +72,9 @@ def summary(r: dict) -> str:
     if t["applies"]:
         parts.append(f"  target >= {t['samples_per_second']:.0f} samples/s with >= {100 * t['agreement']:.1f}% "
                      f"agreement: {'met' if t['met'] else 'NOT met'}")
-    load = r["host"].get("loadavg_1m_before")
-    if load is not None and r["host"].get("cpus") and load > 0.5 * r["host"]["cpus"]:
-        parts.append(f"  note: the machine was busy (1-min load {load} on {r['host']['cpus']} CPUs); "
+    others = r["host"].get("cpu_share_used_by_other_processes")
+    if others is not None and others > 0.1:
+        parts.append(f"  note: other processes used {100 * others:.0f}% of this machine's CPU during the run; "
                      "throughput is lower than on an idle machine")
     parts.append(f"  report: {r['report_path']}")
     return "\n".join(parts)

@@ -14,7 +14,7 @@ import torch
 from ..models import SNNModel
 from .errors import DeployError, UnsupportedError
 from .registry import create_backend
-from .runtime import InputSource, Runtime, eager_reference, loadavg, measure_latency, percentiles_ms
+from .runtime import BusyMeter, InputSource, Runtime, eager_reference, loadavg, measure_latency, percentiles_ms
 from .step import LoadSaveStep, StepModule, check_encoder
 
 REPORT_NAME = "deploy_report.json"
@@ -157,7 +157,8 @@ def run_deploy(network_or_ckpt, backend: str = "onnxruntime", batch_size: int = 
 
     load_start = loadavg()
     runtime = Runtime(compiled, source, opt["queue_depth"], opt["warmup"])
-    res = runtime.run(images)
+    with BusyMeter() as busy:
+        res = runtime.run(images)
     load_end = loadavg()
     deployed_acc = float((res.predictions == labels).mean())
 
@@ -193,7 +194,8 @@ def run_deploy(network_or_ckpt, backend: str = "onnxruntime", batch_size: int = 
         "seed": int(opt["seed"]),
         "backend_info": compiled.describe(),
         "host": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                 "loadavg_1m_before": load_start, "loadavg_1m_after": load_end, "machine": platform.machine()},
+                 "loadavg_1m_before": load_start, "loadavg_1m_after": load_end,
+                 "cpu_share_used_by_other_processes": busy.others, "machine": platform.machine()},
         "versions": _versions(),
     }
     if opt["verify"]:

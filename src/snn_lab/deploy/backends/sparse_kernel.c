@@ -141,6 +141,10 @@ static void encode_sample(const net_t *net, int b, uint32_t t, const uint8_t *x)
     net->count[0][b] = c;
 }
 
+#ifndef PREFETCH
+#define PREFETCH 8 /* rows ahead: their 4 cache lines are requested while this row is added */
+#endif
+
 /* Accumulate NV vectors (8 floats each) of columns [c0, c0 + 8 NV) for sample b of layer l,
  * then update the neurons and emit spikes/outputs. */
 #define BLOCK_BODY(NV)                                                                     \
@@ -151,6 +155,13 @@ static void encode_sample(const net_t *net, int b, uint32_t t, const uint8_t *x)
         const int32_t *idx = net->list[l] + (size_t)b * n_in;                              \
         const int m = net->count[l][b];                                                    \
         for (int k = 0; k < m; ++k) {                                                      \
+            if (NV == 8 && k + PREFETCH < m) {                                             \
+                const char *nx = (const char *)(wb + (size_t)idx[k + PREFETCH] * 64);      \
+                __builtin_prefetch(nx);                                                    \
+                __builtin_prefetch(nx + 64);                                               \
+                __builtin_prefetch(nx + 128);                                              \
+                __builtin_prefetch(nx + 192);                                              \
+            }                                                                              \
             const float *row = wb + (size_t)idx[k] * (8 * NV);                             \
             for (int q = 0; q < NV; ++q) acc[q] += *(const v8fu *)(row + 8 * q);           \
         }                                                                                  \

@@ -306,6 +306,19 @@ def test_runtime_pads_the_last_batch_and_matches_eager(tmp_path):
     assert res.throughput > 0
 
 
+@pytest.mark.parametrize("encoder,shape", [("population", (3, 28, 28)), ("direct", (1, 28, 28)),
+                                           ("latency", (1, 28, 28))])
+def test_host_encoders_other_than_bernoulli_deploy_exactly(encoder, shape, tmp_path):
+    from snn_lab.encoders import build_encoder
+
+    enc = build_encoder(encoder, **({"size": 3} if encoder == "population" else {}))
+    torch.manual_seed(0)
+    net = SpikingMLP(lambda: LIF(0.4, 0.8, Surrogate()), input_shape=shape, hidden=(32,), time_steps=4,
+                     encoder=enc).eval()
+    rep = run_deploy(net, "onnxruntime", 7, tmp_path, num_samples=30, latency_batch1=False, warmup=0)
+    assert rep["encode"] == "host" and rep["agreement"] == 1.0 and rep["scores_identical_fraction"] == 1.0
+
+
 def test_runtime_surfaces_backend_errors(tmp_path):
     net = tiny()
     _, compiled, _ = compile_step(net, "eager", 4, tmp_path)

@@ -62,11 +62,13 @@ def load_images(model: SNNModel, split: str = "test", root=None, num_samples=Non
             raise DeployError(f"num_samples={num_samples!r} is invalid: must be >= 1 or null")
         images, labels = images[: int(num_samples)], labels[: int(num_samples)]
     x = images.float().div_(255)
-    n_feat = int(np.prod(model.input_shape))
-    if x[0].numel() != n_feat:
-        raise DeployError(f"the network expects inputs of shape {model.input_shape} but the dataset has "
+    shape = list(model.input_shape)  # what the network reads; the encoder may widen channels
+    mult = int(getattr(model.encoder, "channel_multiplier", 1) or 1)
+    shape[0] //= mult
+    if x[0].numel() != int(np.prod(shape)):
+        raise DeployError(f"the network expects images of shape {tuple(shape)} but the dataset has "
                           f"{tuple(images.shape[1:])}; deploy a network trained on this data")
-    return x.reshape(x.shape[0], *model.input_shape).contiguous(), labels.numpy()
+    return x.reshape(x.shape[0], *shape).contiguous(), labels.numpy()
 
 
 def build_step(model: SNNModel, lowering: str, encode: str, batch_size: int):
@@ -200,7 +202,8 @@ def run_deploy(network_or_ckpt, backend: str = "onnxruntime", batch_size: int = 
     }
     if opt["verify"]:
         t0 = time.perf_counter()
-        eager_scores = eager_reference(model, source, images, int(opt["eager_batch_size"]))
+        eager_scores = eager_reference(model, source, images, int(opt["eager_batch_size"]),
+                                       deploy_batch=int(batch_size))
         eager_pred = torch.argmax(torch.from_numpy(eager_scores), 1).numpy()
         agree = float((eager_pred == res.predictions).mean())
         report.update({

@@ -233,15 +233,26 @@ def measure_latency(compiled, source: InputSource, images: torch.Tensor, n: int 
 
 
 def eager_reference(model, source: InputSource, images: torch.Tensor, batch_size: int = 500,
-                    sample_ids: np.ndarray | None = None) -> np.ndarray:
-    """Scores of the eager network on the very same inputs (``forward_spikes``)."""
+                    sample_ids: np.ndarray | None = None, deploy_batch: int | None = None) -> np.ndarray:
+    """Scores of the eager network on the very same inputs (``forward_spikes``).
+
+    Bernoulli draws do not depend on the batch partition, so eager runs in chunks of
+    ``batch_size``. Host-side random encoders (population) are seeded per batch, so for
+    them eager encodes exactly the deployed batches (``deploy_batch``, padded alike)."""
     N = int(images.shape[0])
     ids = np.arange(N, dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
     chunks = []
     with torch.no_grad():
-        for start in range(0, N, batch_size):
-            img = images[start:start + batch_size]
-            chunks.append(model.forward_spikes(source.spike_train(img, ids[start:start + batch_size])).numpy())
+        if source.bernoulli or not deploy_batch:
+            for start in range(0, N, batch_size):
+                img = images[start:start + batch_size]
+                chunks.append(model.forward_spikes(source.spike_train(img, ids[start:start + batch_size])).numpy())
+        else:
+            for start in range(0, N, deploy_batch):
+                img, bid = images[start:start + deploy_batch], ids[start:start + deploy_batch]
+                n = img.shape[0]
+                img, bid = _pad(img, bid, deploy_batch)
+                chunks.append(model.forward_spikes(source.spike_train(img, bid)).numpy()[:n])
     return np.concatenate(chunks)
 
 

@@ -140,7 +140,7 @@ class SpikeDashboard(pl.Callback):
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking or not trainer.is_global_zero or self._sample is None or self._disabled:
             return
-        last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        last = bool(trainer.max_epochs and trainer.max_epochs > 0 and trainer.current_epoch + 1 >= trainer.max_epochs)
         if (trainer.current_epoch + 1) % self.every_n_epochs and not last:
             return
         writers = [lg.experiment for lg in trainer.loggers
@@ -184,6 +184,9 @@ class SpikeDashboard(pl.Callback):
         was_training = net.training
         net.eval()
         try:
+            param = next(net.parameters(), None)
+            if param is not None and param.is_floating_point():  # e.g. bf16-true precision
+                image = image.to(param.dtype)
             gen = torch.Generator(device=image.device).manual_seed(self.seed)
             train = net.encode(image, generator=gen)
             T = train.shape[0]

@@ -70,7 +70,7 @@ def _lowerable(model):
             if n.reset != "hard":
                 raise UnsupportedError(f"nir backend: layer {i} uses reset={n.reset!r}; NIR's LIF resets to "
                                        "v_reset (hard) only; use onnxruntime or torchscript")
-            if not float(n.leak()) < 1.0:
+            if not float(n.leak().detach()) < 1.0:
                 raise UnsupportedError(f"nir backend: layer {i} has decay=1 (IF), which has no finite NIR "
                                        "tau; use onnxruntime or torchscript")
             yield "lif", n

@@ -13,11 +13,12 @@
  * last, so currents can differ from PyTorch's GEMM in the last bit; the LIF update itself
  * is the same sequence of float32 operations (build with -ffp-contract=off).
  *
- * Threads split the batch; each thread runs its samples block-major (one 64-column slice
- * of the weights at a time, which stays in its L2 cache across samples). The threads
- * are a small pool owned by the caller (snn_pool_create): workers spin briefly between
- * steps, then sleep on a condition variable, so a busy machine does not stall a step on a
- * descheduled spinning thread.
+ * Threads share the batch: each claims a chunk of samples and runs it block-major (one
+ * 64-column slice of the weights at a time, which stays in its L2 cache across the
+ * chunk's samples; the next rows are prefetched). The threads are a small pool owned by
+ * the caller (snn_pool_create): workers spin briefly between steps, then sleep on a
+ * condition variable; chunks are claimed from an atomic counter, so a worker the OS has
+ * not scheduled never holds a step up.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -40,7 +41,7 @@ enum { KIND_LIF = 0, KIND_LI = 1 };
 enum { ENC_HOST = 0, ENC_DEVICE = 1 };
 
 typedef struct {
-    int32_t n_layers, batch, threads, encode;
+    int32_t n_layers, batch, threads /* unused: see the pool */, encode;
     const int32_t *n_in, *n_out, *n_pad, *kind;
     const float *vth, *decay;
     const float *const *wt;     /* [layer] -> column blocks (see pack_weights in sparse.py):

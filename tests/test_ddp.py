@@ -16,12 +16,22 @@ from snn_lab.lit.callbacks import RankSeed
 DDP = [*TINY, "trainer=ddp", "encoder=direct", "target.threads=1"]
 
 
-def _accuracy(ckpt, dataset) -> float:
+def _accuracy(ckpt, dataset, world_size=2) -> float:
+    """Accuracy over the whole set, evaluated like the ranks did: rank r gets samples
+    r, r + world_size, ... (DistributedSampler without shuffling) in one batch, 1 thread."""
     net = load_network(ckpt)
     images, labels = dataset.tensors
-    with torch.no_grad():
-        scores = net(images.float().div(255))
-    return float((scores.argmax(1) == labels).float().mean())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    correct = 0
+    try:
+        with torch.no_grad():
+            for r in range(world_size):
+                scores = net(images[r::world_size].float().div(255))
+                correct += int((scores.argmax(1) == labels[r::world_size]).sum())
+    finally:
+        torch.set_num_threads(threads)
+    return correct / len(labels)
 
 
 def test_ddp_two_cpu_processes_shard_data_sync_metrics_and_write_once(tmp_path):

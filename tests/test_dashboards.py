@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from helpers import TINY, train
-from snn_lab.config import ConfigError
+from snn_lab.config import ConfigError, validate
 from snn_lab.config.build import build_callbacks, build_network, net_config, to_dict
 from snn_lab.lit.callbacks import SpikeDashboard
 from snn_lab.train import CONFIG_DIR
@@ -159,6 +159,5 @@ def test_config_switch_and_bad_values():
     assert "SpikeDashboard" not in names(build_callbacks(off, "val/acc", "/tmp/x"))
     assert "SpikeDashboard" not in names(build_callbacks(to_dict(_compose(["callbacks=none"]).callbacks),
                                                          "val/acc", "/tmp/x"))
-    bad = to_dict(_compose(["callbacks.dashboard.neurons=0"]).callbacks)
-    with pytest.raises(ConfigError, match="callbacks.dashboard.neurons"):
-        build_callbacks(bad, "val/acc", "/tmp/x")
+    with pytest.raises(ConfigError, match="callbacks.dashboard.neurons=0"):
+        validate(_compose(["callbacks.dashboard.neurons=0"]))  # at startup, before .hydra/ is written

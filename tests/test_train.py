@@ -75,3 +75,13 @@ def test_resume_with_other_architecture_is_refused(tmp_path):
     r = train([*TINY, "model.hidden=[32]", "trainer.max_epochs=2", "ckpt_path=last", "hydra.run.dir=run"], tmp_path)
     assert r.returncode == 2 and "another network" in r.stderr and "model" in r.stderr
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 1
+
+
+def test_train_then_deploy_in_one_command(tmp_path):
+    r = train([*TINY, "deploy=onnxruntime", "deploy_batch_size=28", "hydra.run.dir=run"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = metrics(tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "deploy" / "deploy_report.json").read_text())
+    assert report["backend"] == "onnxruntime" and report["batch_size"] == 28
+    assert m["deploy"]["agreement"] == report["agreement"] >= 0.999
+    assert abs(report["eager_accuracy"] - m["test_acc"]) < 0.05  # same network, other spikes

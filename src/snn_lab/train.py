@@ -145,9 +145,10 @@ def _save_config(cfg: DictConfig, run_dir: Path) -> None:
 def _deploy(cfg: DictConfig, ckpt: str | None, run_dir: Path) -> dict:
     if ckpt is None:
         raise RunError("deploy needs a checkpoint: keep callbacks.checkpoint=true")
+    from .config import deploy_backend_name
     from .deploy import run_deploy
 
-    report = run_deploy(ckpt, backend=cfg.deploy, batch_size=cfg.deploy_batch_size,
+    report = run_deploy(ckpt, backend=deploy_backend_name(cfg), batch_size=cfg.deploy_batch_size,
                         out_dir=run_dir / "deploy")
     return {k: report.get(k) for k in ("backend", "batch_size", "throughput", "deployed_accuracy",
                                        "eager_accuracy", "agreement", "report_path")}

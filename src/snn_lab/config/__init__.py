@@ -55,6 +55,13 @@ def validate(cfg: Mapping) -> None:
     _require(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "must be >= 1")
     _one_of(cfg, "logger.name", ("tensorboard", "csv", "none"))
     _one_of(cfg, "callbacks.progress_bar", ("tqdm", "rich", "none"))
+    dash = cfg.callbacks.get("dashboard") or {}
+    for key, low in (("every_n_epochs", 1), ("sample_index", 0), ("neurons", 1), ("max_raster_neurons", 1)):
+        if key in dash:
+            _require(dash[key] >= low, f"callbacks.dashboard.{key}", dash[key], f"must be >= {low}")
+    if cfg.callbacks.every_n_train_steps is not None:
+        _require(cfg.callbacks.every_n_train_steps >= 1, "callbacks.every_n_train_steps",
+                 cfg.callbacks.every_n_train_steps, "must be null or >= 1")
     _one_of(cfg, "target.accelerator", ("cpu", "gpu", "cuda", "mps", "auto"))
     if cfg.target.accelerator in ("gpu", "cuda"):
         import torch
@@ -62,10 +69,30 @@ def validate(cfg: Mapping) -> None:
         _require(torch.cuda.is_available(), "target", cfg.target.name,
                  "no CUDA device is available here; use target=cpu")
     _require(cfg.deploy_batch_size >= 1, "deploy_batch_size", cfg.deploy_batch_size, "must be >= 1")
+    if cfg.deploy:
+        _check_deploy(deploy_backend_name(cfg), cfg.deploy_batch_size)
     try:
         build_network(net_config(cfg))
     except ValueError as e:
         raise ConfigError(f"network config: {e}") from None
 
 
-__all__ = ["ConfigError", "TrainConf", "register_configs", "validate"]
+def deploy_backend_name(cfg: Mapping) -> str:
+    """``deploy=auto`` deploys to the target's backend (``target=apu``: lynxi)."""
+    return cfg.target.deploy_backend if cfg.deploy == "auto" else cfg.deploy
+
+
+def _check_deploy(name: str, batch_size: int) -> None:
+    # Before training: a typo or a missing toolchain must not surface after an hour.
+    from ..deploy.errors import DeployError
+    from ..deploy.registry import create_backend
+
+    try:
+        backend = create_backend(name)
+        backend.check_available()
+        backend.check_batch_size(batch_size)
+    except (DeployError, ValueError) as e:
+        raise ConfigError(f"deploy={name}: {e}") from None
+
+
+__all__ = ["ConfigError", "TrainConf", "deploy_backend_name", "register_configs", "validate"]

@@ -92,12 +92,7 @@ def build_callbacks(cfg: Mapping, monitor: str, ckpt_dir: str) -> list:
     out: list[pl.Callback] = [FiringRateLogger(), RankSeed()]
     dash = cfg.get("dashboard") or {}
     if dash.get("enabled"):
-        params = {k: v for k, v in dash.items() if k != "enabled"}
-        for key, low in (("every_n_epochs", 1), ("sample_index", 0), ("neurons", 1), ("max_raster_neurons", 1)):
-            if key in params and params[key] < low:
-                from . import ConfigError
-
-                raise ConfigError(f"callbacks.dashboard.{key}={params[key]!r} is invalid: must be >= {low}")
+        params = {k: v for k, v in dash.items() if k != "enabled"}  # ranges: config.validate
         out.append(SpikeDashboard(**params))
     if cfg["checkpoint"]:
         out.append(cb.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor,
@@ -105,10 +100,9 @@ def build_callbacks(cfg: Mapping, monitor: str, ckpt_dir: str) -> list:
                                       save_last=True, save_top_k=1, enable_version_counter=False,
                                       auto_insert_metric_name=False))
         if cfg.get("every_n_train_steps"):
-            out.append(cb.ModelCheckpoint(dirpath=ckpt_dir, filename="last",
-                                          every_n_train_steps=cfg["every_n_train_steps"],
-                                          save_top_k=1, enable_version_counter=False,
-                                          save_on_train_epoch_end=True))
+            # only refreshes last.ckpt, every N optimizer steps, so a kill loses little
+            out.append(cb.ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=cfg["every_n_train_steps"],
+                                          save_top_k=0, save_last=True, enable_version_counter=False))
     if cfg["lr_monitor"]:
         out.append(cb.LearningRateMonitor(logging_interval="epoch"))
     if cfg["progress_bar"] == "tqdm":
@@ -144,7 +138,10 @@ def build_trainer(cfg: Mapping, run_dir: str, ckpt_dir: str, monitor: str):
     from ..lit.ddp import build_strategy  # ddp: children that run this Hydra job, not sys.argv
 
     trainer_cfg["strategy"] = build_strategy(trainer_cfg["strategy"])
+    from ..lit.checkpoint_io import AtomicCheckpointIO
+
     return pl.Trainer(
+        plugins=[AtomicCheckpointIO()],
         accelerator=target["accelerator"], devices=target["devices"], precision=target["precision"],
         logger=loggers or False, callbacks=callbacks, default_root_dir=run_dir,
         enable_checkpointing=bool(callbacks_cfg["checkpoint"]),

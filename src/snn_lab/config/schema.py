@@ -300,7 +300,7 @@ class TrainConf:
     trainer: TrainerConf = MISSING
     logger: LoggerConf = MISSING
     callbacks: CallbacksConf = MISSING
-    deploy: Optional[str] = None  # a deploy backend name: after training, deploy and verify
+    deploy: Optional[str] = None  # a deploy backend (or auto: target's): after training, deploy + verify
     deploy_batch_size: int = 28
     time_steps: int = 20
     seed: int = 20231026

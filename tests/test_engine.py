@@ -176,12 +176,15 @@ def test_layer_mode_matches_independent_seed_reference(gen):
 
 
 @pytest.mark.parametrize("strategy", ["dense", "sparse", "auto", "bf16x3"])
-@pytest.mark.parametrize("binary", [None, True])
-def test_spike_linear_values_and_grads(gen, strategy, binary):
-    x = (torch.rand(50, 70, generator=gen) < 0.2).float().requires_grad_()
+@pytest.mark.parametrize("binary,time_steps", [(None, None), (True, None), (True, 5), (None, 10)])
+def test_spike_linear_values_and_grads(gen, strategy, binary, time_steps):
+    """Row-indexed (no T) and temporally grouped (T given) spikes, incl. inputs that fire
+    at most steps (the complement path): the rate-coded rows repeat over time."""
+    p = torch.rand(5, 70, generator=gen) * (torch.rand(5, 70, generator=gen) < 0.5)
+    x = (torch.rand(10, 5, 70, generator=gen) < p).float().reshape(50, 70).requires_grad_()
     W = torch.randn(40, 70, generator=gen).requires_grad_()
     b = torch.randn(40, generator=gen).requires_grad_()
-    out = spike_linear(x, W, b, strategy, binary)
+    out = spike_linear(x, W, b, strategy, binary, time_steps=time_steps)
     ref = F.linear(x, W, b)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     g = torch.randn(out.shape, generator=gen)
@@ -264,3 +267,27 @@ def test_seed_network_compiles_with_inductor(gen):
     out = compiled(train)
     out.sum().backward()
     assert torch.equal(out, net.forward_spikes(train, mode="step"))
+
+
+def test_time_invariant_input_goes_through_the_synapse_once(gen):
+    """Direct encoding repeats the analog image every step: the engine runs the first
+    synapse once; spikes and gradients still equal the per-step path."""
+    from snn_lab.encoders import DirectEncoder
+    from snn_lab.models import SpikingMLP
+
+    def make(mode):
+        torch.manual_seed(3)
+        return SpikingMLP(lambda: LIF(0.4, 0.8, Surrogate("atan")), hidden=(64,), time_steps=6,
+                          encoder=DirectEncoder(), readout="membrane", mode=mode)
+
+    step_net, layer_net = make("step"), make("layer")
+    images = torch.rand(5, 1, 28, 28, generator=gen)
+    out_s, rec_s = step_net(images, return_record=True)
+    out_l, rec_l = layer_net(images, return_record=True)
+    assert torch.equal(rec_s.spikes[0], rec_l.spikes[0])  # the hidden layer's spikes
+    torch.testing.assert_close(rec_l.spikes[1], rec_s.spikes[1])  # the readout membrane
+    torch.testing.assert_close(out_l, out_s)
+    out_s.sum().backward()
+    out_l.sum().backward()
+    for a, b in zip(step_net.parameters(), layer_net.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6)

@@ -74,8 +74,10 @@ def saved_activation_bytes(contestant, images, labels, generator) -> int:
 # -- per-layer matmul strategies -------------------------------------------------------
 def layer_strategies(net, images: torch.Tensor, generator, repeats: int, device: torch.device) -> list[dict]:
     """For each ``Linear`` synapse of a layer-mode model: the density of its spike input
-    on a real batch and the time of each matmul strategy (forward product and weight
-    gradient), interleaved, median of ``repeats``; ``auto`` is what the engine picks."""
+    on a real batch and the time of each matmul strategy (forward product including
+    index building, and weight gradient), interleaved, median of ``repeats``; ``auto``
+    is what the engine picks. ``sparse`` groups spikes per sample over time (what the
+    engine runs), ``sparse_rows`` indexes spikes row by row (used when T > 64)."""
     from ..engine import linear as L
     from ..engine import native, options
     from ..engine.options import native_enabled
@@ -101,16 +103,22 @@ def layer_strategies(net, images: torch.Tensor, generator, repeats: int, device:
             "dense": (lambda: F.linear(x, W, b), lambda: g.t() @ x),
         }
         if device.type == "cpu" and native_enabled():
+            T = train.shape[0]
+            Bn = x.shape[0] // T
+            tm = native.tmask(x.view(T, Bn, -1)) if T <= native.MAX_T else None
             csr = native.csr(x)
 
-            def sp_fwd(x=x, W=W, b=b):
-                c = native.csr(x)
-                native.spmm_fwd(c[0], c[1], native.pack_tiles(W.t().contiguous()), b, x.shape[0], W.shape[0])
+            def wp(W=W):
+                return native.pack_tiles(W.t().contiguous())
 
-            def sp_wg(csr=csr, g=g, K=x.shape[1]):
-                native.spmm_wgrad(csr[0], csr[1], g, K)
-
-            cands["sparse"] = (sp_fwd, sp_wg)
+            if tm is not None:
+                cands["sparse"] = (
+                    lambda x=x, T=T, Bn=Bn, b=b, W=W: native.tm_fwd(native.tmask(x.view(T, Bn, -1)), wp(W),
+                                                                  b, T, Bn, W.shape[0]),
+                    lambda tm=tm, g=g, T=T, Bn=Bn, K=x.shape[1]: native.tm_wgrad(tm, g, T, Bn, K))
+            cands["sparse_rows"] = (
+                lambda x=x, b=b, W=W: native.spmm_fwd(*native.csr(x), wp(W), b, x.shape[0], W.shape[0]),
+                lambda csr=csr, g=g, K=x.shape[1]: native.spmm_wgrad(csr[0], csr[1], g, K))
         if device.type == "cuda":
             pieces = [p.t() for p in L._split3(W)]
             cands["bf16x3"] = (lambda: L._bf16x3_mm(x, pieces),
@@ -125,8 +133,7 @@ def layer_strategies(net, images: torch.Tensor, generator, repeats: int, device:
         med = {k: {p: median(v) * 1e3 for p, v in d.items()} for k, d in times.items()}
         best = min(med, key=lambda k: med[k]["forward"] + med[k]["wgrad"])
         opts = options()
-        auto = "sparse" if ("sparse" in cands and W.shape[0] >= L.SPARSE_MIN_OUT
-                            and density <= opts.sparse_max_density) else "dense"
+        auto = "sparse" if ("sparse" in cands and density <= opts.sparse_max_density) else "dense"
         rows.append({"layer": i, "in_features": x.shape[1], "out_features": W.shape[0],
                      "rows": x.shape[0], "input_density": round(density, 4),
                      "ms": {k: {p: round(v, 3) for p, v in d.items()} for k, d in med.items()},

@@ -85,9 +85,24 @@ def _linear_of(synapse: nn.Module) -> nn.Linear | None:
     return linear
 
 
+def _per_sample(synapse: nn.Module) -> bool:
+    """No module that draws per call (active dropout): then equal inputs give equal
+    outputs, so a time-invariant input may go through the synapse once."""
+    return not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0
+                   for m in synapse.modules())
+
+
 def layer_multi_step(layer, x_seq: torch.Tensor, state, binary: bool | None = None):
     """``layer.multi_step`` with the spike-aware ``Linear`` when the synapse is a plain
-    ``Linear`` (``binary``: what the caller knows about ``x_seq``)."""
+    ``Linear`` (``binary``: what the caller knows about ``x_seq``).
+
+    An input that is the same at every step (stride 0 over time, as the direct encoder
+    gives) goes through the synapse once, on ``B`` rows like each step of the per-step
+    path, and the current is broadcast over time."""
+    if (options().enabled and x_seq.dim() >= 2 and x_seq.shape[0] > 1 and x_seq.stride(0) == 0
+            and _per_sample(layer.synapse)):
+        cur = layer.synapse(x_seq[0])
+        return layer.neuron.multi_step(cur.unsqueeze(0).expand(x_seq.shape[0], *cur.shape), state)
     linear = _linear_of(layer.synapse) if options().enabled else None
     if linear is None or binary is False or torch.jit.is_tracing():
         return layer.multi_step(x_seq, state)
@@ -96,5 +111,6 @@ def layer_multi_step(layer, x_seq: torch.Tensor, state, binary: bool | None = No
     if x2.shape[1] != linear.in_features:
         return layer.multi_step(x_seq, state)
     opts = options()
-    cur = spike_linear(x2, linear.weight, linear.bias, opts.matmul, binary, opts.sparse_max_density)
+    cur = spike_linear(x2, linear.weight, linear.bias, opts.matmul, binary, opts.sparse_max_density,
+                       time_steps=T)
     return layer.neuron.multi_step(cur.reshape(T, B, -1), state)

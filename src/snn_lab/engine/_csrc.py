@@ -177,6 +177,179 @@ void snn_spmm_wgrad(const int64_t *row_ptr, const int32_t *col, const float *G,
     }
 }
 
+/* ---- spike trains grouped per sample: the temporal layout ------------------------
+   For an input X[T, B, K] of spikes, each (sample b, input k) that spikes at least once
+   becomes one pair (k, mask): bit t of mask is X[t, b, k] (T <= 64). Rate-coded inputs
+   repeat a pixel's spike over many steps, so there are far fewer pairs than spikes, and
+   the products below touch each weight row once per pair instead of once per spike:
+     out[t, b] = sum over pairs with bit t       of W^T[k]
+               = Wsum_b - sum over pairs without bit t of W^T[k]   (Wsum_b: all pairs of b)
+   using whichever side has fewer steps ("complement" when more than half are set).
+   snn_tm_count: per-(b, k) masks into Mk[B, K] and the pair count of each sample;
+   returns the number of pairs (-1: an entry is neither 0 nor 1); *nspikes = spike count. */
+int64_t snn_tm_count(const float *X, int64_t T, int64_t B, int64_t K, uint64_t *Mk,
+                     int64_t *row_ptr, int64_t *nspikes, int nt) {
+    int bad = 0;
+    int64_t spikes = 0;
+    #pragma omp parallel num_threads(nt) reduction(|:bad) reduction(+:spikes)
+    {
+        SHARE(B, b0, b1)
+        for (int64_t b = b0; b < b1; b++) {
+            uint64_t *mb = Mk + b * K;
+            for (int64_t k = 0; k < K; k++) mb[k] = 0;
+            int32_t bb = 0;
+            for (int64_t t = 0; t < T; t++) {
+                const float *x = X + (t * B + b) * K;
+                const uint64_t bit = (uint64_t)1 << t;
+                for (int64_t k = 0; k < K; k++) {
+                    float v = x[k];
+                    mb[k] |= (v != 0.0f) ? bit : 0;
+                    bb |= (v != 0.0f) & (v != 1.0f);
+                }
+            }
+            int64_t c = 0;
+            for (int64_t k = 0; k < K; k++) {
+                c += mb[k] != 0;
+                spikes += __builtin_popcountll(mb[k]);
+            }
+            row_ptr[b + 1] = c;
+            bad |= bb;
+        }
+    }
+    *nspikes = spikes;
+    if (bad) return -1;
+    row_ptr[0] = 0;
+    for (int64_t b = 0; b < B; b++) row_ptr[b + 1] += row_ptr[b];
+    return row_ptr[B];
+}
+
+void snn_tm_fill(const uint64_t *Mk, int64_t B, int64_t K, const int64_t *row_ptr,
+                 int32_t *cols, uint64_t *masks, int nt) {
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t b = 0; b < B; b++) {
+        int64_t p = row_ptr[b];
+        const uint64_t *mb = Mk + b * K;
+        for (int64_t k = 0; k < K; k++)
+            if (mb[k]) { cols[p] = (int32_t)k; masks[p] = mb[k]; p++; }
+    }
+}
+
+#define V8_LOAD8(r, p) v8f r##0 = ld(p), r##1 = ld((p) + 8), r##2 = ld((p) + 16), \
+    r##3 = ld((p) + 24), r##4 = ld((p) + 32), r##5 = ld((p) + 40), r##6 = ld((p) + 48), \
+    r##7 = ld((p) + 56)
+#define V8_ACC(p, OP, r) do { float *q_ = (p); \
+    st(q_, ld(q_) OP r##0); st(q_ + 8, ld(q_ + 8) OP r##1); \
+    st(q_ + 16, ld(q_ + 16) OP r##2); st(q_ + 24, ld(q_ + 24) OP r##3); \
+    st(q_ + 32, ld(q_ + 32) OP r##4); st(q_ + 40, ld(q_ + 40) OP r##5); \
+    st(q_ + 48, ld(q_ + 48) OP r##6); st(q_ + 56, ld(q_ + 56) OP r##7); } while (0)
+
+/* out[T*B, N] (rows t-major, like X) = X @ W^T + bias from the pairs; Wp = packed W^T. */
+void snn_tm_fwd(const int64_t *row_ptr, const int32_t *cols, const uint64_t *masks,
+                const float *Wp, int64_t K, const float *bias, float *out,
+                int64_t T, int64_t B, int64_t N, int nt) {
+    const int64_t ntiles = (N + TILE - 1) / TILE;
+    const uint64_t full = T >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << T) - 1);
+    #pragma omp parallel num_threads(nt)
+    {
+        SHARE(B, b0, b1)
+        float acc[64 * TILE];
+        for (int64_t ti = 0; ti < ntiles; ti++) {
+            const int64_t n0 = ti * TILE, nb = min64(TILE, N - n0);
+            const float *Wt = Wp + ti * K * TILE;
+            float bt[TILE];
+            for (int j = 0; j < TILE; j++) bt[j] = (bias && j < nb) ? bias[n0 + j] : 0.0f;
+            for (int64_t b = b0; b < b1; b++) {
+                memset(acc, 0, sizeof(float) * (size_t)(T * TILE));
+                v8f s0 = splat(0), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+                for (int64_t p = row_ptr[b]; p < row_ptr[b + 1]; p++) {
+                    const float *w = Wt + (int64_t)cols[p] * TILE;
+                    V8_LOAD8(w, w);
+                    uint64_t m = masks[p];
+                    if (2 * __builtin_popcountll(m) > T) {
+                        s0 += w0; s1 += w1; s2 += w2; s3 += w3;
+                        s4 += w4; s5 += w5; s6 += w6; s7 += w7;
+                        for (m = ~m & full; m; m &= m - 1)
+                            V8_ACC(acc + __builtin_ctzll(m) * TILE, -, w);
+                    } else {
+                        for (; m; m &= m - 1)
+                            V8_ACC(acc + __builtin_ctzll(m) * TILE, +, w);
+                    }
+                }
+                float base[TILE];
+                st(base, ld(bt) + s0); st(base + 8, ld(bt + 8) + s1);
+                st(base + 16, ld(bt + 16) + s2); st(base + 24, ld(bt + 24) + s3);
+                st(base + 32, ld(bt + 32) + s4); st(base + 40, ld(bt + 40) + s5);
+                st(base + 48, ld(bt + 48) + s6); st(base + 56, ld(bt + 56) + s7);
+                for (int64_t t = 0; t < T; t++) {
+                    float *o = out + (t * B + b) * N + n0;
+                    const float *a = acc + t * TILE;
+                    if (nb == TILE) {
+                        for (int j = 0; j < TILE; j += 8) st(o + j, ld(base + j) + ld(a + j));
+                    } else {
+                        for (int64_t j = 0; j < nb; j++) o[j] = base[j] + a[j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* dW^T tiles (zeroed by the caller) += X^T @ G from the pairs; G[T*B, N] t-major.
+   Per (b, tile) the T gradient rows stay in L1; each pair does one read-modify-write
+   of its dW^T row. Threads own column tiles. */
+void snn_tm_wgrad(const int64_t *row_ptr, const int32_t *cols, const uint64_t *masks,
+                  const float *G, float *dWp, int64_t K, int64_t T, int64_t B, int64_t N,
+                  int nt) {
+    const int64_t ntiles = (N + TILE - 1) / TILE;
+    const uint64_t full = T >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << T) - 1);
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t ti = 0; ti < ntiles; ti++) {
+        const int64_t n0 = ti * TILE, nb = min64(TILE, N - n0);
+        float *Dt = dWp + ti * K * TILE;
+        float gb[64 * TILE];
+        for (int64_t b = 0; b < B; b++) {
+            const int64_t p0 = row_ptr[b], p1 = row_ptr[b + 1];
+            if (p0 == p1) continue;
+            for (int64_t t = 0; t < T; t++) {  /* this sample's gradient rows, padded */
+                const float *g = G + (t * B + b) * N + n0;
+                float *d = gb + t * TILE;
+                if (nb == TILE) memcpy(d, g, sizeof(float) * TILE);
+                else for (int j = 0; j < TILE; j++) d[j] = j < nb ? g[j] : 0.0f;
+            }
+            int have_sum = 0;
+            v8f s0 = splat(0), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+            for (int64_t p = p0; p < p1; p++) {
+                uint64_t m = masks[p];
+                v8f a0, a1, a2, a3, a4, a5, a6, a7;
+                if (2 * __builtin_popcountll(m) > T) {
+                    if (!have_sum) {
+                        for (int64_t t = 0; t < T; t++) {
+                            const float *g = gb + t * TILE;
+                            s0 += ld(g); s1 += ld(g + 8); s2 += ld(g + 16); s3 += ld(g + 24);
+                            s4 += ld(g + 32); s5 += ld(g + 40); s6 += ld(g + 48); s7 += ld(g + 56);
+                        }
+                        have_sum = 1;
+                    }
+                    a0 = s0; a1 = s1; a2 = s2; a3 = s3; a4 = s4; a5 = s5; a6 = s6; a7 = s7;
+                    for (m = ~m & full; m; m &= m - 1) {
+                        const float *g = gb + __builtin_ctzll(m) * TILE;
+                        a0 -= ld(g); a1 -= ld(g + 8); a2 -= ld(g + 16); a3 -= ld(g + 24);
+                        a4 -= ld(g + 32); a5 -= ld(g + 40); a6 -= ld(g + 48); a7 -= ld(g + 56);
+                    }
+                } else {
+                    a0 = splat(0); a1 = a0; a2 = a0; a3 = a0; a4 = a0; a5 = a0; a6 = a0; a7 = a0;
+                    for (; m; m &= m - 1) {
+                        const float *g = gb + __builtin_ctzll(m) * TILE;
+                        a0 += ld(g); a1 += ld(g + 8); a2 += ld(g + 16); a3 += ld(g + 24);
+                        a4 += ld(g + 32); a5 += ld(g + 40); a6 += ld(g + 48); a7 += ld(g + 56);
+                    }
+                }
+                V8_ACC(Dt + (int64_t)cols[p] * TILE, +, a);
+            }
+        }
+    }
+}
+
 /* ---- LIF scan over T for P independent neurons -----------------------------------
    x, S: [T, P]; V: [T, P] or NULL (inference keeps no history); v0, vlast: [P].
    hard: V = (V * (1 - l)) * decay + x;  subtract: V = (V - vth * l) * decay + x,

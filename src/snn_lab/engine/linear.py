@@ -6,15 +6,18 @@ The input ``x[M, K]`` of a spiking layer is binary, and usually sparse. Strategi
             (1 byte per spike instead of 4) when it is known to be binary.
 ``sparse``  gather-accumulate (CPU native kernels): each output row is the sum of the
             weight columns its spikes select, and the weight gradient scatters each
-            output-gradient row into the columns its spikes select. Work is proportional
-            to the number of spikes; the CSR index (int32 per spike) is all that is saved.
+            output-gradient row into the columns its spikes select. Given ``T``, a
+            sample's spikes are grouped per input over time (one 64-bit mask per
+            (sample, input) that fires): rate-coded inputs fire the same input at many
+            steps, so each weight row is read once per group, and an input firing at
+            most steps is handled by its complement. Only the index is saved (int32 +
+            int64 per group, or int32 per spike without ``T``).
 ``bf16x3``  binary inputs are exact in bfloat16, so ``x @ W^T`` equals the sum of three
             bf16 GEMMs against ``W = W1 + W2 + W3`` (each ``Wi`` bf16, 24 bits together)
             accumulated in fp32 -- tensor-core speed at fp32 accuracy on GPUs. The weight
             gradient splits ``G`` the same way. (CUDA; elsewhere it is emulated and slow.)
-``auto``    ``sparse`` when the native kernels are loaded, the input is binary, its
-            density is at most ``sparse_max_density`` and the layer has at least
-            ``SPARSE_MIN_OUT`` outputs; ``dense`` otherwise.
+``auto``    ``sparse`` when the native kernels are loaded, the input is binary and its
+            density is at most ``sparse_max_density``; ``dense`` otherwise.
 
 Exactness: ``dense`` runs the same GEMM as the per-step path (bit-identical spikes on
 this CPU). ``sparse`` and ``bf16x3`` sum the same terms in another order, so currents
@@ -24,19 +27,36 @@ within that distance of the threshold; see docs/BENCHMARKS.md.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 
 from . import native
 from .options import STRATEGIES, native_enabled
 
-#: below this many outputs a row is too short for the gather kernels' 64-wide tiles
-SPARSE_MIN_OUT = 32
-
 
 def is_binary(x: torch.Tensor) -> bool:
     """True when every entry of ``x`` is 0 or 1 (one pass; a host sync on GPU)."""
     return bool(((x == 0) | (x == 1)).all())
+
+
+_PACKED: dict[int, tuple] = {}  # id(weight) -> (key, packed); evicted when weight dies
+
+
+def packed_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``W^T`` in the native kernels' tile layout, cached per weight tensor until it
+    changes (its version counter moves on every in-place optimizer update), so
+    inference packs once and training once per step."""
+    key = (weight._version, weight.data_ptr(), tuple(weight.shape))
+    hit = _PACKED.get(id(weight))
+    if hit is not None and hit[0] == key and hit[2]() is weight:
+        return hit[1]
+    wp = native.pack_tiles(weight.detach().t().contiguous())
+    if hit is None:
+        weakref.finalize(weight, _PACKED.pop, id(weight), None)
+    _PACKED[id(weight)] = (key, wp, weakref.ref(weight))
+    return wp
 
 
 def _split3(a: torch.Tensor) -> list[torch.Tensor]:
@@ -65,31 +85,40 @@ def _bf16x3_mm(x_bin: torch.Tensor, w_t_pieces: list[torch.Tensor]) -> torch.Ten
 
 class _SpikeLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, strategy: str, binary: bool | None, max_density: float):
+    def forward(ctx, x, weight, bias, strategy: str, binary: bool | None, max_density: float,
+                time_steps: int | None):
         M, K = x.shape
         N = weight.shape[0]
         need_w = ctx.needs_input_grad[1]
-        csr = None
+        idx = None  # spike index for the sparse kernels: ("tm", pairs) or ("csr", rows)
         use_native = (strategy in ("auto", "sparse") and x.device.type == "cpu"
-                      and (strategy == "sparse" or N >= SPARSE_MIN_OUT)
                       and x.dtype == torch.float32 and weight.dtype == torch.float32
                       and binary is not False and native_enabled())
         if use_native:
             xc = x.contiguous()
-            csr = native.csr(xc)
-            if csr is None:
-                binary = False
+            T = time_steps
+            if T is not None and 1 <= T <= native.MAX_T and M % T == 0:
+                tm = native.tmask(xc.view(T, M // T, K))
+                idx = None if tm is None else ("tm", tm)
+                nspikes = None if tm is None else tm[3]
             else:
-                binary = True
-                density = (csr[1].numel() - 1) / max(M * K, 1)
-                if strategy == "auto" and density > max_density:
-                    csr = None  # dense GEMM; the CSR is dropped (bool saving is cheaper)
-        if csr is not None:
-            wp = native.pack_tiles(weight.detach().t().contiguous())
+                csr = native.csr(xc)
+                idx = None if csr is None else ("csr", csr)
+                nspikes = None if csr is None else csr[1].numel() - 1
+            binary = idx is not None
+            if idx is not None and strategy == "auto" and nspikes > max_density * M * K:
+                idx = None  # dense GEMM; saving the bool input is as lean
+        if idx is not None:
+            wp = packed_weight(weight)
             b = None if bias is None else bias.detach().contiguous()
-            out = native.spmm_fwd(csr[0], csr[1], wp, b, M, N)
-            ctx.mode = "sparse"
-            saved_x = csr if need_w else (None, None)
+            kind, data = idx
+            if kind == "tm":
+                out = native.tm_fwd(data, wp, b, time_steps, M // time_steps, N)
+                saved_x = data[:3] if need_w else (None, None, None)
+            else:
+                out = native.spmm_fwd(data[0], data[1], wp, b, M, N)
+                saved_x = (*data, None) if need_w else (None, None, None)
+            ctx.mode = kind
         else:
             if binary is None and (need_w or strategy == "bf16x3"):
                 binary = is_binary(x)
@@ -101,42 +130,48 @@ class _SpikeLinear(torch.autograd.Function):
             else:
                 out = F.linear(x, weight, bias)
                 ctx.mode = "dense"
-            saved_x = (x.to(torch.bool) if binary else x, None) if need_w else (None, None)
+            saved_x = (x.to(torch.bool) if binary else x, None, None) if need_w else (None, None, None)
         ctx.save_for_backward(weight, *saved_x)
-        ctx.shape = (M, K, N)
+        ctx.shape = (M, K, N, time_steps)
         ctx.has_bias = bias is not None
         return out
 
     @staticmethod
     def backward(ctx, g):
-        weight, a, b = ctx.saved_tensors
-        M, K, N = ctx.shape
+        weight, a, b, c = ctx.saved_tensors
+        M, K, N, T = ctx.shape
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         g = g.contiguous()
         gx = gw = gb = None
         if need_x:
             gx = g @ weight
         if need_w:
-            if ctx.mode == "sparse":
+            if ctx.mode == "tm":
+                gw = native.tm_wgrad((a, b, c), g, T, M // T, K).t()
+            elif ctx.mode == "csr":
                 gw = native.spmm_wgrad(a, b, g, K).t()
             elif ctx.mode == "bf16x3":
-                xb = a.to(torch.bfloat16)
+                xb = a.view(torch.uint8).to(torch.bfloat16)
                 gw = _bf16x3_mm(xb.t(), _split3(g)).t()
             else:
-                x = a.to(g.dtype) if a.dtype == torch.bool else a
+                # bool -> uint8 view -> float is ~5x faster than bool -> float on CPU
+                x = a.view(torch.uint8).to(g.dtype) if a.dtype == torch.bool else a
                 gw = g.t() @ x
         if need_b and ctx.has_bias:
             gb = g.sum(0)
-        return gx, gw, gb, None, None, None
+        return gx, gw, gb, None, None, None, None
 
 
 def spike_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                  strategy: str = "auto", binary: bool | None = None,
-                 max_density: float = 0.3) -> torch.Tensor:
+                 max_density: float = 0.5, time_steps: int | None = None) -> torch.Tensor:
     """``x @ weight^T + bias`` for a 2-D spike matrix ``x[M, K]``.
 
     ``binary``: True when the caller knows ``x`` holds only 0/1 (a spiking layer's
     output), None to check, False to skip the spike-specific paths.
+    ``time_steps``: ``T`` when the rows are ``T`` time-major blocks of ``M / T`` samples
+    (``x`` = a ``[T, B, K]`` train flattened); lets the sparse path group each sample's
+    spikes over time (the temporal layout of ``_csrc.py``).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"matmul={strategy!r} is unknown; accepted: {', '.join(STRATEGIES)}")
@@ -148,4 +183,4 @@ def spike_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         return F.linear(x, weight, bias)
     if torch.compiler.is_compiling():
         return F.linear(x, weight, bias)
-    return _SpikeLinear.apply(x, weight, bias, strategy, binary, float(max_density))
+    return _SpikeLinear.apply(x, weight, bias, strategy, binary, float(max_density), time_steps)

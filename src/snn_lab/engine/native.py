@@ -95,7 +95,12 @@ def _build() -> ctypes.CDLL:
     lib.snn_spmm_wgrad.argtypes = [p, p, p, p, i64, i64, i64, i32]
     lib.snn_lif_fwd.argtypes = [p, p, p, p, p, i64, i64, f32, f32, i32, i32]
     lib.snn_lif_bwd.argtypes = [p, p, p, p, i64, i64, f32, f32, i32, i32, i32, f32, i32]
-    for f in ("snn_csr_fill", "snn_pack_tiles", "snn_unpack_tiles", "snn_spmm_fwd", "snn_spmm_wgrad", "snn_lif_fwd", "snn_lif_bwd"):
+    lib.snn_tm_count.argtypes = [p, i64, i64, i64, p, p, p, i32]
+    lib.snn_tm_count.restype = i64
+    lib.snn_tm_fill.argtypes = [p, i64, i64, p, p, p, i32]
+    lib.snn_tm_fwd.argtypes = [p, p, p, p, i64, p, p, i64, i64, i64, i32]
+    lib.snn_tm_wgrad.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i32]
+    for f in ("snn_tm_fill", "snn_tm_fwd", "snn_tm_wgrad", "snn_csr_fill", "snn_pack_tiles", "snn_unpack_tiles", "snn_spmm_fwd", "snn_spmm_wgrad", "snn_lif_fwd", "snn_lif_bwd"):
         getattr(lib, f).restype = None
     _state["path"] = str(target)
     return lib
@@ -125,6 +130,12 @@ def status() -> dict:
             "disabled": os.environ.get("SNN_LAB_NATIVE", "1").lower() in ("0", "false", "no", "off")}
 
 
+def _lib_or_raise() -> ctypes.CDLL:
+    if not available():
+        raise RuntimeError(f"native kernels unavailable: {_state['error'] or 'disabled'}")
+    return _lib
+
+
 def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
@@ -135,10 +146,13 @@ def _check(*ts: torch.Tensor | None) -> None:
             raise ValueError("native kernels take contiguous CPU tensors")
 
 
-def _nt(work: int = 1 << 30) -> int:
-    """Threads for a kernel touching ``work`` floats: one below ~64k (a parallel region
-    costs more than it saves there)."""
-    return 1 if work < (1 << 16) else max(1, torch.get_num_threads())
+def _nt(work: int = 1 << 30, units: int = 1 << 30) -> int:
+    """Threads for a kernel doing ``work`` float operations split over ``units``
+    independent pieces: one below ~256k (waking a thread costs more than it saves there,
+    and far more on an oversubscribed machine), never more than there are pieces."""
+    if work < (1 << 18):
+        return 1
+    return max(1, min(torch.get_num_threads(), units))
 
 
 def csr(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -147,12 +161,12 @@ def csr(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     _check(X)
     M, K = X.shape
     row_ptr = torch.empty(M + 1, dtype=torch.int64)
-    nt = _nt(M * K)
-    nnz = _lib.snn_csr_count(_ptr(X), M, K, _ptr(row_ptr), nt)
+    nt = _nt(M * K, M)
+    nnz = _lib_or_raise().snn_csr_count(_ptr(X), M, K, _ptr(row_ptr), nt)
     if nnz < 0:
         return None
     col = torch.empty(int(nnz) + 1, dtype=torch.int32)  # one spare slot (see _csrc)
-    _lib.snn_csr_fill(_ptr(X), M, K, _ptr(row_ptr), _ptr(col), nt)
+    _lib_or_raise().snn_csr_fill(_ptr(X), M, K, _ptr(row_ptr), _ptr(col), nt)
     return row_ptr, col
 
 
@@ -164,7 +178,7 @@ def pack_tiles(A: torch.Tensor) -> torch.Tensor:
     _check(A)
     K, N = A.shape
     Ap = torch.empty((N + TILE - 1) // TILE, K, TILE, dtype=torch.float32)
-    _lib.snn_pack_tiles(_ptr(A), _ptr(Ap), K, N, _nt(K * N))
+    _lib_or_raise().snn_pack_tiles(_ptr(A), _ptr(Ap), K, N, _nt(K * N, K))
     return Ap
 
 
@@ -174,7 +188,7 @@ def spmm_fwd(row_ptr, col, Wp: torch.Tensor, bias: torch.Tensor | None, M: int, 
     K = Wp.shape[1]
     out = torch.empty(M, N, dtype=torch.float32)
     work = (col.numel() + M) * N
-    _lib.snn_spmm_fwd(_ptr(row_ptr), _ptr(col), _ptr(Wp), K, _ptr(bias), _ptr(out), M, N, _nt(work))
+    _lib_or_raise().snn_spmm_fwd(_ptr(row_ptr), _ptr(col), _ptr(Wp), K, _ptr(bias), _ptr(out), M, N, _nt(work, M))
     return out
 
 
@@ -183,10 +197,59 @@ def spmm_wgrad(row_ptr, col, G: torch.Tensor, K: int) -> torch.Tensor:
     _check(G)
     M, N = G.shape
     dWp = torch.zeros((N + TILE - 1) // TILE, K, TILE, dtype=torch.float32)
-    _lib.snn_spmm_wgrad(_ptr(row_ptr), _ptr(col), _ptr(G), _ptr(dWp), K, M, N,
-                        _nt((col.numel() + M) * N))
+    _lib_or_raise().snn_spmm_wgrad(_ptr(row_ptr), _ptr(col), _ptr(G), _ptr(dWp), K, M, N,
+                        _nt((col.numel() + M) * N, (N + TILE - 1) // TILE))
     dWT = torch.empty(K, N, dtype=torch.float32)
-    _lib.snn_unpack_tiles(_ptr(dWp), _ptr(dWT), K, N, _nt(K * N))
+    _lib_or_raise().snn_unpack_tiles(_ptr(dWp), _ptr(dWT), K, N, _nt(K * N, K))
+    return dWT
+
+
+MAX_T = 64  # time steps a temporal mask holds
+
+
+def tmask(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None:
+    """Spike train ``X[T, B, K]`` (binary float32, ``T <= 64``) grouped per sample:
+    ``(row_ptr int64[B+1], cols int32[P], masks int64[P], n_spikes)`` with one entry per
+    (sample, input) that spikes, bit ``t`` of its mask = ``X[t, b, k]``; ``None`` when
+    ``X`` is not binary."""
+    _check(X)
+    T, B, K = X.shape
+    if T > MAX_T:
+        raise ValueError(f"temporal masks hold at most {MAX_T} steps, got T={T}")
+    Mk = torch.empty(B, K, dtype=torch.int64)
+    row_ptr = torch.empty(B + 1, dtype=torch.int64)
+    nspk = ctypes.c_int64(0)
+    nt = _nt(T * B * K, B)
+    npairs = _lib_or_raise().snn_tm_count(_ptr(X), T, B, K, _ptr(Mk), _ptr(row_ptr), ctypes.byref(nspk), nt)
+    if npairs < 0:
+        return None
+    cols = torch.empty(max(int(npairs), 1), dtype=torch.int32)
+    masks = torch.empty(max(int(npairs), 1), dtype=torch.int64)
+    _lib_or_raise().snn_tm_fill(_ptr(Mk), B, K, _ptr(row_ptr), _ptr(cols), _ptr(masks), nt)
+    return row_ptr, cols, masks, int(nspk.value)
+
+
+def tm_fwd(tm, Wp: torch.Tensor, bias: torch.Tensor | None, T: int, B: int, N: int) -> torch.Tensor:
+    """``X @ W^T + bias`` as ``[T*B, N]`` from :func:`tmask` pairs; ``Wp = pack_tiles(W^T)``."""
+    _check(Wp, bias)
+    row_ptr, cols, masks = tm[:3]
+    K = Wp.shape[1]
+    out = torch.empty(T * B, N, dtype=torch.float32)
+    _lib_or_raise().snn_tm_fwd(_ptr(row_ptr), _ptr(cols), _ptr(masks), _ptr(Wp), K, _ptr(bias), _ptr(out),
+                    T, B, N, _nt(cols.numel() * N * 4, B))
+    return out
+
+
+def tm_wgrad(tm, G: torch.Tensor, T: int, B: int, K: int) -> torch.Tensor:
+    """``X^T @ G`` (``[K, N]``) from :func:`tmask` pairs; ``G[T*B, N]``."""
+    _check(G)
+    row_ptr, cols, masks = tm[:3]
+    N = G.shape[1]
+    dWp = torch.zeros((N + TILE - 1) // TILE, K, TILE, dtype=torch.float32)
+    _lib_or_raise().snn_tm_wgrad(_ptr(row_ptr), _ptr(cols), _ptr(masks), _ptr(G), _ptr(dWp), K, T, B, N,
+                      _nt(cols.numel() * N * 4, (N + TILE - 1) // TILE))
+    dWT = torch.empty(K, N, dtype=torch.float32)
+    _lib_or_raise().snn_unpack_tiles(_ptr(dWp), _ptr(dWT), K, N, _nt(K * N, K))
     return dWT
 
 
@@ -199,8 +262,8 @@ def lif_fwd(x: torch.Tensor, v0: torch.Tensor, vth: float, decay: float, hard: b
     V = torch.empty_like(x) if keep_v else None
     S = torch.empty_like(x)
     vlast = torch.empty_like(v0)
-    _lib.snn_lif_fwd(_ptr(x), _ptr(v0), _ptr(V), _ptr(S), _ptr(vlast), T, P, vth, decay,
-                     int(hard), _nt(T * P))
+    _lib_or_raise().snn_lif_fwd(_ptr(x), _ptr(v0), _ptr(V), _ptr(S), _ptr(vlast), T, P, vth, decay,
+                     int(hard), _nt(T * P * 4, P // 8))
     return V, S, vlast
 
 
@@ -211,6 +274,6 @@ def lif_bwd(V: torch.Tensor, gS: torch.Tensor | None, gvlast: torch.Tensor | Non
     T = V.shape[0]
     P = V[0].numel()
     G = torch.empty_like(V)
-    _lib.snn_lif_bwd(_ptr(V), _ptr(gS), _ptr(gvlast), _ptr(G), T, P, vth, decay, int(hard),
-                     int(detach), kind, width, _nt(T * P))
+    _lib_or_raise().snn_lif_bwd(_ptr(V), _ptr(gS), _ptr(gvlast), _ptr(G), T, P, vth, decay, int(hard),
+                     int(detach), kind, width, _nt(T * P * 8, P // 8))
     return G

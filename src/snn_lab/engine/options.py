@@ -13,9 +13,9 @@ STRATEGIES = ("auto", "dense", "sparse", "bf16x3")
 class EngineOptions:
     enabled: bool = True
     matmul: str = "auto"
-    # Measured crossover on a 2-core AVX2 CPU (docs/BENCHMARKS.md): the gather kernels
-    # win below ~35% density for the seed's 784->512 and 512->512 layers.
-    sparse_max_density: float = 0.3
+    # ``auto`` uses the sparse kernels up to this fraction of ones in a layer's input
+    # (on the 2-core AVX2 CPU of docs/BENCHMARKS.md they beat BLAS well past 0.3).
+    sparse_max_density: float = 0.5
     native: bool = True
 
     def __post_init__(self):

@@ -66,6 +66,8 @@ def machine_info(device: torch.device) -> dict:
         info["cpu"] = platform.processor()
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    if hasattr(os, "getloadavg"):
+        info["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
     return info
 
 
@@ -148,6 +150,7 @@ def run(cfg: BenchConfig) -> dict:
     if not cfg.infer_batches or any(int(b) < 1 for b in cfg.infer_batches):
         raise ValueError(f"infer_batches={list(cfg.infer_batches)} is invalid: batch sizes >= 1")
     engine.configure(**dict(cfg.engine))
+    load_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     torch.manual_seed(cfg.seed)
     images, labels = _images(cfg, device)
     n_img = images.shape[0]
@@ -272,8 +275,10 @@ def run(cfg: BenchConfig) -> dict:
         targets = {"train_ge_3x": e["train"] >= 3.0,
                    "infer_b28_ge_3x": (e.get("infer_b28") or 0) >= 3.0 if "infer_b28" in e else None,
                    "memory_le_0.5x": e["saved_activation_memory"] <= 0.5}
+    machine = machine_info(device)
+    machine["loadavg_at_start"] = load_start
     return {
-        "machine": machine_info(device),
+        "machine": machine,
         "config": dataclasses.asdict(cfg),
         "engine": engine.describe(),
         "network": {"sizes": list(C.SIZES), "time_steps": T, "pretrain_steps": cfg.pretrain_steps,
@@ -310,6 +315,15 @@ def table(res: dict) -> str:
             ms = ", ".join(f"{k} {v['forward']:.1f}+{v['wgrad']:.1f}" for k, v in L["ms"].items())
             out += (f"\n  layer {L['layer']} {L['in_features']}->{L['out_features']} density "
                     f"{L['input_density']:.3f}: {ms}; fastest {L['fastest']}, auto picks {L['auto_picks']}")
+    m = res["machine"]
+    out += (f"\nmachine: {m.get('cpu', '?')}, {m['cpu_count']} CPUs, torch {m['torch']} "
+            f"({m['cpu_capability']}), {m['torch_threads']} threads; native kernels "
+            f"{'on' if (res['engine'].get('native_status') or {}).get('available') else 'off'}")
+    load = m.get("loadavg_at_start")
+    if load and m["cpu_count"] and max(load[0], m.get("loadavg_1_5_15", [0])[0]) > m["cpu_count"]:
+        out += (f"\nwarning: load average {load[0]} at start, {m['loadavg_1_5_15'][0]} at the end on "
+                f"{m['cpu_count']} CPUs: other processes competed for the cores, so these numbers "
+                "(multi-threaded ones most) are unreliable; rerun on an idle machine")
     if res["agreement"]:
         a = res["agreement"]
         out += (f"\nengine vs per-step on one input train: scores identical {a['scores_identical']}, "

@@ -98,6 +98,21 @@ void snn_pack_tiles(const float *A, float *Ap, int64_t K, int64_t N, int nt) {
         }
 }
 
+/* The same tiles straight from W[N, K] (nn.Linear's layout), without forming W^T. */
+void snn_pack_tiles_t(const float *W, float *Ap, int64_t K, int64_t N, int nt) {
+    int64_t ntiles = (N + TILE - 1) / TILE;
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t ti = 0; ti < ntiles; ti++) {
+        int64_t n0 = ti * TILE, nb = min64(TILE, N - n0);
+        float *dst = Ap + ti * K * TILE;
+        if (nb < TILE) memset(dst, 0, sizeof(float) * (size_t)(K * TILE));
+        for (int64_t j = 0; j < nb; j++) {
+            const float *src = W + (n0 + j) * K;
+            for (int64_t k = 0; k < K; k++) dst[k * TILE + j] = src[k];
+        }
+    }
+}
+
 void snn_unpack_tiles(const float *Ap, float *A, int64_t K, int64_t N, int nt) {
     int64_t ntiles = (N + TILE - 1) / TILE;
     #pragma omp parallel for num_threads(nt) schedule(static) collapse(2)

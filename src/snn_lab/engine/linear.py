@@ -52,7 +52,7 @@ def packed_weight(weight: torch.Tensor) -> torch.Tensor:
     hit = _PACKED.get(id(weight))
     if hit is not None and hit[0] == key and hit[2]() is weight:
         return hit[1]
-    wp = native.pack_tiles(weight.detach().t().contiguous())
+    wp = native.pack_weight(weight.detach().contiguous())
     if hit is None:
         weakref.finalize(weight, _PACKED.pop, id(weight), None)
     _PACKED[id(weight)] = (key, wp, weakref.ref(weight))

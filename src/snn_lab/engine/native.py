@@ -91,6 +91,7 @@ def _build() -> ctypes.CDLL:
     lib.snn_csr_fill.argtypes = [p, i64, i64, p, p, i32]
     lib.snn_pack_tiles.argtypes = [p, p, i64, i64, i32]
     lib.snn_unpack_tiles.argtypes = [p, p, i64, i64, i32]
+    lib.snn_pack_tiles_t.argtypes = [p, p, i64, i64, i32]
     lib.snn_spmm_fwd.argtypes = [p, p, p, i64, p, p, i64, i64, i32]
     lib.snn_spmm_wgrad.argtypes = [p, p, p, p, i64, i64, i64, i32]
     lib.snn_lif_fwd.argtypes = [p, p, p, p, p, i64, i64, f32, f32, i32, i32]
@@ -100,7 +101,7 @@ def _build() -> ctypes.CDLL:
     lib.snn_tm_fill.argtypes = [p, i64, i64, p, p, p, i32]
     lib.snn_tm_fwd.argtypes = [p, p, p, p, i64, p, p, i64, i64, i64, i32]
     lib.snn_tm_wgrad.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i32]
-    for f in ("snn_tm_fill", "snn_tm_fwd", "snn_tm_wgrad", "snn_csr_fill", "snn_pack_tiles", "snn_unpack_tiles", "snn_spmm_fwd", "snn_spmm_wgrad", "snn_lif_fwd", "snn_lif_bwd"):
+    for f in ("snn_tm_fill", "snn_tm_fwd", "snn_tm_wgrad", "snn_csr_fill", "snn_pack_tiles", "snn_pack_tiles_t", "snn_unpack_tiles", "snn_spmm_fwd", "snn_spmm_wgrad", "snn_lif_fwd", "snn_lif_bwd"):
         getattr(lib, f).restype = None
     _state["path"] = str(target)
     return lib
@@ -179,6 +180,15 @@ def pack_tiles(A: torch.Tensor) -> torch.Tensor:
     K, N = A.shape
     Ap = torch.empty((N + TILE - 1) // TILE, K, TILE, dtype=torch.float32)
     _lib_or_raise().snn_pack_tiles(_ptr(A), _ptr(Ap), K, N, _nt(K * N, K))
+    return Ap
+
+
+def pack_weight(W: torch.Tensor) -> torch.Tensor:
+    """``pack_tiles(W.t())`` for a Linear weight ``W[N, K]``, without the transpose copy."""
+    _check(W)
+    N, K = W.shape
+    Ap = torch.empty((N + TILE - 1) // TILE, K, TILE, dtype=torch.float32)
+    _lib_or_raise().snn_pack_tiles_t(_ptr(W), _ptr(Ap), K, N, _nt(K * N, (N + TILE - 1) // TILE))
     return Ap
 
 

@@ -197,7 +197,8 @@ def run_deploy(network_or_ckpt, backend: str = "onnxruntime", batch_size: int = 
         "backend_info": compiled.describe(),
         "host": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                  "loadavg_1m_before": load_start, "loadavg_1m_after": load_end,
-                 "cpu_share_used_by_other_processes": busy.others, "machine": platform.machine()},
+                 "cpu_share_used_by_other_processes": busy.others,
+                 "process_cpu_seconds": busy.cpu_seconds, "machine": platform.machine()},
         "versions": _versions(),
     }
     if opt["verify"]:

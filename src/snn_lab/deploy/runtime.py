@@ -287,6 +287,7 @@ class BusyMeter:
     def __exit__(self, *exc):
         j1, p1, w1 = cpu_jiffies(), time.process_time(), time.perf_counter()
         self.others = None
+        self.cpu_seconds = round(p1 - self._p0, 4)
         if self._j0 and j1 and j1[1] > self._j0[1]:
             hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
             busy = (j1[0] - self._j0[0]) / hz

@@ -54,6 +54,7 @@ def machine_info(device: torch.device) -> dict:
         "platform": platform.platform(), "python": platform.python_version(),
         "torch": torch.__version__, "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     try:

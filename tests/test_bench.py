@@ -24,7 +24,8 @@ def test_tiny_bench_in_process():
             assert entry[metric]["samples_per_s"] > 0
         assert entry["saved_activation_bytes"] > 0
     assert res["ratios_vs_reference"]["reference"]["train"] == pytest.approx(1.0)
-    assert res["agreement"]["spikes_compared"] > 0
+    assert res["agreement"]["engine"]["spikes_compared"] > 0
+    assert res["agreement"]["seed_code"]["scores_identical"]
     assert [row["layer"] for row in res["layers"]] == [0, 1, 2]
     assert res["machine"]["torch"]
     assert "reference" in table(res) and "engine" in table(res)

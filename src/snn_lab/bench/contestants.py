@@ -2,7 +2,9 @@
 LIF vth 0.4 / decay 0.8, Bernoulli rate coding, mean-spike readout).
 
 Each contestant exposes ``scores(images, generator) -> [B, 10]`` (encoding included),
-``parameters()`` and ``load(state)`` (seed-layout weights, so all start equal).
+``from_train(train)`` (the same on a given spike train ``[T, B, 1, 28, 28]``, for the
+agreement check), ``parameters()`` and ``load(state)`` (seed-layout weights, so all
+start equal).
 
 ``reference``  snn_lab's per-step path: ``seed_network(mode="step")`` driven one time
                step at a time, a fresh ``rand < p`` draw per step -- what the seed's
@@ -44,6 +46,9 @@ class Contestant:
     def scores(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def from_train(self, train: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def parameters(self):
         return self.module.parameters()
 
@@ -76,6 +81,9 @@ class Reference(Contestant):
             out, state = net.step((u < images).to(images.dtype), state)
             total = total + out
         return total / self.T
+
+    def from_train(self, train):
+        return self.module.forward_spikes(train, mode="step")
 
 
 class _Rect(torch.autograd.Function):
@@ -112,8 +120,9 @@ class _SeedNet(nn.Module):
         self.mems[i] = mem
         return _Rect.apply(mem, self.vth)
 
-    def forward(self, images, generator=None):
-        x = torch.bernoulli(images, generator=generator).view(images.shape[0], -1)
+    def forward(self, images, generator=None, spikes=None):
+        x = torch.bernoulli(images, generator=generator) if spikes is None else spikes
+        x = x.view(x.shape[0], -1)
         x = self.layer(0, self.linear_1, x)
         x = self.layer(1, self.linear_2, x)
         return self.layer(2, self.linear_3, x)
@@ -138,6 +147,13 @@ class SeedCode(Contestant):
             total = total + self.module(images, generator)
         return total / self.T
 
+    def from_train(self, train):
+        self.module.reset()
+        total = 0
+        for t in range(train.shape[0]):
+            total = total + self.module(None, spikes=train[t])
+        return total / train.shape[0]
+
 
 class Engine(Contestant):
     name = "engine"
@@ -154,6 +170,9 @@ class Engine(Contestant):
 
     def scores(self, images, generator):
         return self.module(images, generator=generator)
+
+    def from_train(self, train):
+        return self.module.forward_spikes(train)
 
 
 # -- peer libraries (optional) ---------------------------------------------------------
@@ -175,9 +194,12 @@ class _Peer(Contestant):
         self.module.load_state_dict({k: v for k, v in seed_state.items() if k.startswith("linear")},
                                     strict=False)
 
-    def _encode_all(self, images, generator):
+    def scores(self, images, generator):
         u = torch.rand((self.T, *images.shape), generator=generator, device=images.device)
-        return (u < images).float().flatten(2)  # [T, B, 784]
+        return self.from_train((u < images).float())
+
+    def from_train(self, train):
+        return self._run(train.flatten(2))  # [T, B, 784]
 
 
 class SnnTorch(_Peer):
@@ -192,17 +214,16 @@ class SnnTorch(_Peer):
                                  for _ in range(3))
         return net
 
-    def scores(self, images, generator):
+    def _run(self, x_seq):
         net = self.module
-        x_seq = self._encode_all(images, generator)
         mems = [lif.init_leaky() for lif in net.lifs]
         total = 0
-        for t in range(self.T):
+        for t in range(x_seq.shape[0]):
             x = x_seq[t]
             for i, (fc, lif) in enumerate(zip(net.linears, net.lifs)):
                 x, mems[i] = lif(fc(x), mems[i])
             total = total + x
-        return total / self.T
+        return total / x_seq.shape[0]
 
 
 class SpikingJelly(_Peer):
@@ -217,12 +238,11 @@ class SpikingJelly(_Peer):
                                                 detach_reset=False, step_mode="m") for _ in range(3))
         return net
 
-    def scores(self, images, generator):
+    def _run(self, x):
         from spikingjelly.activation_based import functional
 
         net = self.module
         functional.reset_net(net)
-        x = self._encode_all(images, generator)
         T, B = x.shape[:2]
         for fc, lif in zip(net.linears, net.lifs):
             x = lif(fc(x.reshape(T * B, -1)).reshape(T, B, -1))
@@ -242,17 +262,16 @@ class Norse(_Peer):
         net.lifs = nn.ModuleList(LIFBoxCell(p) for _ in range(3))
         return net
 
-    def scores(self, images, generator):
+    def _run(self, x_seq):
         net = self.module
-        x_seq = self._encode_all(images, generator)
         states = [None, None, None]
         total = 0
-        for t in range(self.T):
+        for t in range(x_seq.shape[0]):
             x = x_seq[t]
             for i, (fc, lif) in enumerate(zip(net.linears, net.lifs)):
                 x, states[i] = lif(fc(x), states[i])
             total = total + x
-        return total / self.T
+        return total / x_seq.shape[0]
 
 
 BUILTIN = {"reference": Reference, "seed_code": SeedCode, "engine": Engine}

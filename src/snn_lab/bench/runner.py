@@ -191,21 +191,22 @@ def run(cfg: BenchConfig) -> dict:
                 raise
             skipped[n] = f"{type(e).__name__}: {e}"
 
-    # Agreement: the engine against the per-step path on one fixed input train.
-    agreement = None
-    if "engine" in racers:
-        ref_net = C.Reference(T, device)
-        ref_net.load(start)
-        with torch.no_grad():
-            xb, _ = batch(64)
-            train = (torch.rand((T, *xb.shape), generator=gen, device=device) < xb).float()
-            s_ref, r_ref = ref_net.module.forward_spikes(train, return_record=True, mode="step")
-            s_eng, r_eng = racers["engine"][0].module.forward_spikes(train, return_record=True, mode="layer")
-        mism = sum(int((a != b).sum()) for a, b in zip(r_ref.spikes, r_eng.spikes))
-        total = sum(a.numel() for a in r_ref.spikes)
-        agreement = {"scores_identical": bool(torch.equal(s_ref, s_eng)),
-                     "max_abs_score_diff": float((s_ref - s_eng).abs().max()),
-                     "spike_mismatches": mism, "spikes_compared": total}
+    # Agreement: every contestant against the per-step path on one fixed input train.
+    agreement = {}
+    with torch.no_grad():
+        xb, _ = batch(64)
+        train = (torch.rand((T, *xb.shape), generator=gen, device=device) < xb).float()
+        ref_scores = racers["reference"][0].from_train(train)
+        for n, (c, _) in racers.items():
+            c.train(False)
+            s = c.from_train(train)
+            agreement[n] = {"scores_identical": bool(torch.equal(s, ref_scores)),
+                            "max_abs_score_diff": float((s - ref_scores).abs().max())}
+        if "engine" in racers:  # and the engine's spikes, layer by layer
+            _, r_ref = racers["reference"][0].module.forward_spikes(train, return_record=True, mode="step")
+            _, r_eng = racers["engine"][0].module.forward_spikes(train, return_record=True)
+            agreement["engine"]["spike_mismatches"] = sum(int((a != b).sum()) for a, b in zip(r_ref.spikes, r_eng.spikes))
+            agreement["engine"]["spikes_compared"] = sum(a.numel() for a in r_ref.spikes)
 
     metrics = ["train"] + [f"infer_b{b}" for b in cfg.infer_batches]
     per_round: dict[str, dict[str, list[float]]] = {n: {m: [] for m in metrics} for n in racers}
@@ -327,6 +328,10 @@ def table(res: dict) -> str:
                 "(multi-threaded ones most) are unreliable; rerun on an idle machine")
     if res["agreement"]:
         a = res["agreement"]
-        out += (f"\nengine vs per-step on one input train: scores identical {a['scores_identical']}, "
-                f"{a['spike_mismatches']} of {a['spikes_compared']} spikes differ")
+        same = ", ".join(f"{n} {'identical' if v['scores_identical'] else 'max diff %.3g' % v['max_abs_score_diff']}"
+                         for n, v in a.items() if n != "reference")
+        out += f"\nscores on one shared input train vs the reference: {same}"
+        if "engine" in a and "spike_mismatches" in a["engine"]:
+            out += (f"\nengine spikes vs per-step: {a['engine']['spike_mismatches']} of "
+                    f"{a['engine']['spikes_compared']} differ")
     return out

@@ -252,6 +252,13 @@ def run(cfg: BenchConfig) -> dict:
         xb, yb = batch(cfg.train_batch)
         saved = saved_activation_bytes(c, xb, yb, gen)
         entry = {"description": c.description, "saved_activation_bytes": saved}
+        if device.type == "cuda":  # the allocator's peak over one whole training step
+            torch.cuda.synchronize(device)
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            _train_step(c, racers[n][1], xb, yb, gen)
+            torch.cuda.synchronize(device)
+            entry["cuda_peak_step_bytes"] = torch.cuda.max_memory_allocated(device) - base
         for m in metrics:
             entry[m] = {"samples_per_s": median(per_round[n][m]), "rounds": per_round[n][m]}
         results[n] = entry

@@ -8,11 +8,11 @@ The recurrence is the seed's (``neurons/lif.py``), for a sequence of input curre
     V_t = (V[t-1] - vth * l_t) * decay + x_t      # reset="subtract"
     s_t = H(V_t - vth)
 
-Forward. Each step is four in-place kernels on preallocated ``[T, ...]`` buffers
-(multiply, masked fill, add, compare). ``V * (1 - l) * decay`` is computed as
-``where(l, 0, V * decay)``, which is the same float value (``V * 1 = V`` and
-``0 * decay = 0``), and addition is commutative, so the membranes -- hence the spikes --
-are bit-identical to looping ``LIF.step``.
+Forward. On CPU, one pass of the native kernel (``native.lif_fwd``); otherwise four
+in-place kernels per step on preallocated ``[T, ...]`` buffers (multiply by the 0/1
+"keep" mask, multiply by decay, add the input, compare). Both evaluate the seed's
+``(V * (1 - l)) * decay + x`` in the seed's order without fused multiply-adds, so the
+membranes -- hence the spikes -- are bit-identical to looping ``LIF.step``.
 
 Backward. Only the pre-reset membranes ``V`` are saved (one float per neuron and step);
 spikes ``S = V > vth`` and the surrogate derivative ``sg = surrogate.grad(V - vth)`` are
@@ -244,6 +244,8 @@ def lif_scan(x: torch.Tensor, v0: torch.Tensor | None, vth, decay, surrogate=Non
         raise ValueError(f"reset={reset!r} is unknown; accepted: hard, subtract")
     if v0 is None:
         v0 = torch.zeros(x.shape[1:], device=x.device, dtype=x.dtype)
+    elif v0.shape != x.shape[1:]:
+        v0 = v0.expand(x.shape[1:])  # e.g. the seed's [1, N] membrane for a batch
     vth_t = vth if isinstance(vth, torch.Tensor) else _as_scalar(vth, x)
     decay_t = decay if isinstance(decay, torch.Tensor) else _as_scalar(decay, x)
     vth_t = vth_t.reshape(()).to(x.dtype)

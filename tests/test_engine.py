@@ -291,3 +291,14 @@ def test_time_invariant_input_goes_through_the_synapse_once(gen):
     out_l.sum().backward()
     for a, b in zip(step_net.parameters(), layer_net.parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("time_steps", [None, 4])
+def test_spike_linear_without_any_spike(gen, time_steps):
+    x = torch.zeros(8, 30)
+    W = torch.randn(70, 30, generator=gen, requires_grad=True)
+    b = torch.randn(70, generator=gen, requires_grad=True)
+    out = spike_linear(x, W, b, "sparse", True, time_steps=time_steps)
+    assert torch.equal(out, b.detach().expand(8, 70))
+    gw, gb = torch.autograd.grad(out.sum(), [W, b])
+    assert torch.equal(gw, torch.zeros_like(W)) and torch.equal(gb, torch.full((70,), 8.0))

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..engine.options import EngineOptions
 from . import contestants as C
 from .measure import layer_strategies, median, saved_activation_bytes, timed
 
@@ -45,7 +46,7 @@ class BenchConfig:
     peers: bool = True
     layer_repeats: int = 3
     dataset: str = "mnist"
-    engine: dict = dataclasses.field(default_factory=dict)
+    engine: EngineOptions = dataclasses.field(default_factory=EngineOptions)
     output: str | None = None
 
 
@@ -139,6 +140,16 @@ def _train_step(c, opt, images, labels, gen):
 
 
 def run(cfg: BenchConfig) -> dict:
+    """Run the benchmark described by ``cfg``; returns what ``bench.json`` holds. Engine
+    options apply for the run only."""
+    from .. import engine
+
+    opts = dict(cfg.engine) if isinstance(cfg.engine, dict) else dataclasses.asdict(cfg.engine)
+    with engine.using(**opts):
+        return _run(cfg)
+
+
+def _run(cfg: BenchConfig) -> dict:
     from .. import engine
 
     device = _device(cfg.target)
@@ -150,7 +161,6 @@ def run(cfg: BenchConfig) -> dict:
             raise ValueError(f"{key}={getattr(cfg, key)!r} is invalid: must be an integer >= {lo}")
     if not cfg.infer_batches or any(int(b) < 1 for b in cfg.infer_batches):
         raise ValueError(f"infer_batches={list(cfg.infer_batches)} is invalid: batch sizes >= 1")
-    engine.configure(**dict(cfg.engine))
     load_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     torch.manual_seed(cfg.seed)
     images, labels = _images(cfg, device)

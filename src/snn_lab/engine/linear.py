@@ -3,7 +3,7 @@
 The input ``x[M, K]`` of a spiking layer is binary, and usually sparse. Strategies:
 
 ``dense``   ``F.linear`` (BLAS). The input is saved for the weight gradient as ``bool``
-            (1 byte per spike instead of 4) when it is known to be binary.
+            (1 byte per entry instead of 4) when it is known to be binary.
 ``sparse``  gather-accumulate (CPU native kernels): each output row is the sum of the
             weight columns its spikes select, and the weight gradient scatters each
             output-gradient row into the columns its spikes select. Given ``T``, a

@@ -7,9 +7,14 @@ Returns the monitored metric (best ``val/acc``) for sweepers.
 
 from __future__ import annotations
 
+import os
+
+# Idle OpenMP threads sleep instead of spinning: on a shared 2-core box spinning threads
+# slowed a 2-epoch run from ~80 s to ~10 min (docs/BENCHMARKS.md). Must precede torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import logging
 import math
-import os
 import shutil
 import sys
 import time

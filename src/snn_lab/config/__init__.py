@@ -41,6 +41,10 @@ def validate(cfg: Mapping) -> None:
     _one_of(cfg, "data.source", SOURCES)
     _one_of(cfg, "data.augment", ("none", "shift"))
     _one_of(cfg, "model.mode", MODES)
+    if "pool" in cfg.model:
+        from ..models.conv import POOLS
+
+        _one_of(cfg, "model.pool", POOLS)
     n = cfg.neuron
     if "vth" in n:
         _require(n.vth > 0, "neuron.vth", n.vth, "must be > 0")

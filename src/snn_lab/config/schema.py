@@ -136,6 +136,7 @@ class ConvConf(ModelConf):
     channels: list[int] = field(default_factory=lambda: [32, 64])
     fc: int = 256
     dropout: float = 0.2
+    pool: str = "current"  # current: pool before the neuron (cheaper) | spikes: after it
 
 
 # -- data -------------------------------------------------------------------------------

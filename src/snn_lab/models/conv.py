@@ -11,32 +11,43 @@ from ..neurons import LI, Neuron
 from .base import SNNModel, SpikingLayer
 
 
+POOLS = ("current", "spikes")
+
+
 class SpikingConvNet(SNNModel):
-    """Each block is ``Conv3x3 -> BN -> neuron``, max-pooled by 2 before the next block
-    (max-pooling binary spikes yields spikes). The head is ``Flatten -> Dropout ->
+    """Each block is ``Conv3x3 -> BN -> neuron`` with a 2x2 max-pool either on the
+    synaptic current before the neuron (``pool="current"``: 4x fewer neurons to
+    integrate, the cheaper choice) or on the spikes after it (``pool="spikes"``:
+    max-pooling binary spikes yields spikes). The head is ``Flatten -> Dropout ->
     Linear(fc) -> neuron -> Dropout -> Linear(classes) -> output neuron``."""
 
     def __init__(self, make_neuron: Callable[[], Neuron], input_shape: Sequence[int] = (1, 28, 28),
                  channels: Sequence[int] = (32, 64), fc: int = 256, num_classes: int = 10,
                  time_steps: int = 8, encoder: Encoder | None = None, readout: str = "rate",
-                 dropout: float = 0.2, out_decay: float = 0.8, mode: str = "step"):
+                 dropout: float = 0.2, out_decay: float = 0.8, mode: str = "step",
+                 pool: str = "spikes"):
         if len(input_shape) != 3:
             raise ValueError(f"input_shape={tuple(input_shape)} is invalid for a conv model: expected (C, H, W)")
         if not channels or any(int(c) < 1 for c in channels):
             raise ValueError(f"channels={list(channels)} is invalid: need at least one block, sizes >= 1")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout={dropout!r} is invalid: must lie in [0, 1)")
+        if pool not in POOLS:
+            raise ValueError(f"pool={pool!r} is unknown; accepted: {', '.join(POOLS)}")
         c_in, h, w = (int(d) for d in input_shape)
+        if min(h, w) >> len(channels) < 1:
+            raise ValueError(f"input_shape={tuple(input_shape)} is too small for {len(channels)} "
+                             f"pooled blocks: each halves H and W")
         layers = []
         for i, c_out in enumerate(int(c) for c in channels):
-            ops: list[nn.Module] = [nn.MaxPool2d(2)] if i > 0 else []
-            if i > 0:
-                h, w = h // 2, w // 2
+            ops: list[nn.Module] = [nn.MaxPool2d(2)] if i > 0 and pool == "spikes" else []
             ops += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)]
+            if pool == "current":
+                ops.append(nn.MaxPool2d(2))
             layers.append(SpikingLayer(nn.Sequential(*ops), make_neuron()))
-            c_in = c_out
-        h, w = h // 2, w // 2
-        head = [nn.MaxPool2d(2), nn.Flatten()]
+            c_in, h, w = c_out, h // 2, w // 2
+        head = [nn.MaxPool2d(2)] if pool == "spikes" else []
+        head.append(nn.Flatten())
         if dropout > 0:
             head.append(nn.Dropout(dropout))
         head.append(nn.Linear(c_in * h * w, int(fc)))

@@ -88,9 +88,10 @@ def test_step_schedule_gives_the_seed_lr_list():
 @pytest.mark.parametrize("override,key", [
     ("neuron.vth=-0.1", "neuron.vth"), ("neuron.decay=1.5", "neuron.decay"), ("time_steps=0", "time_steps"),
     ("data.batch_size=0", "data.batch_size"), ("optimizer.lr=0", "optimizer.lr"),
-    ("model.mode=fused", "model.mode"), ("data.source=ftp", "data.source"), ("logger.name=wandb", "logger.name"),
+    ("model.mode=fused", "model.mode"), ("model=conv model.pool=avg", "model.pool"),
+    ("data.source=ftp", "data.source"), ("logger.name=wandb", "logger.name"),
     ("trainer.max_epochs=0", "trainer.max_epochs"), ("surrogate.width=0", "surrogate.width"),
 ])
 def test_validation_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "="):
-        validate(_compose([override]))
+        validate(_compose(override.split()))

@@ -100,12 +100,37 @@ def test_conv_snn_runs_and_trains(mode):
     assert net.state_shapes[0] == (4, 28, 28) and net.state_shapes[1] == (8, 14, 14)
 
 
-def test_conv_layer_and_step_modes_agree_in_eval():
+@pytest.mark.parametrize("pool", ["spikes", "current"])
+def test_conv_layer_and_step_modes_agree_in_eval(pool):
     torch.manual_seed(0)
-    net = SpikingConvNet(lambda: LIF(), channels=(4,), fc=8, time_steps=3).eval()
+    net = SpikingConvNet(lambda: LIF(), channels=(4, 6), fc=8, time_steps=3, pool=pool).eval()
     x = torch.rand(3, 2, 1, 28, 28).round()
     with torch.no_grad():
         assert torch.equal(net.forward_spikes(x, mode="step"), net.forward_spikes(x, mode="layer"))
+
+
+def test_conv_pool_current_pools_before_the_neuron():
+    torch.manual_seed(0)
+    net = SpikingConvNet(lambda: LIF(vth=0.3), channels=(4, 8, 16), fc=8, time_steps=3,
+                         pool="current", dropout=0.0).eval()
+    # each block halves H and W before its neurons: 4x fewer neurons than pool=spikes
+    assert net.state_shapes[:3] == [(4, 14, 14), (8, 7, 7), (16, 3, 3)]
+    x = torch.rand(3, 2, 1, 28, 28).round()
+    block = net.layers[0].synapse
+    conv, bn = block[0], block[1]
+    with torch.no_grad():
+        _, rec = net.forward_spikes(x, return_record=True)
+        cur = torch.nn.functional.max_pool2d(bn(conv(x.reshape(6, 1, 28, 28))), 2).reshape(3, 2, 4, 14, 14)
+        expected, _ = LIF(vth=0.3).multi_step(cur, None)
+    assert torch.equal(rec.spikes[0], expected)
+    assert rec.spikes[0].sum() > 0
+
+
+def test_conv_bad_pool_and_too_many_blocks():
+    with pytest.raises(ValueError, match="pool='avg' is unknown; accepted: current, spikes"):
+        SpikingConvNet(lambda: LIF(), pool="avg")
+    with pytest.raises(ValueError, match="too small for 5 pooled blocks"):
+        SpikingConvNet(lambda: LIF(), channels=(2, 2, 2, 2, 2))
 
 
 def test_wrong_input_shape():

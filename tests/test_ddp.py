@@ -16,6 +16,29 @@ from snn_lab.lit.callbacks import RankSeed
 DDP = [*TINY, "trainer=ddp", "encoder=direct", "target.threads=1"]
 
 
+def _layer0_rate(ckpt, dataset, world_size=2) -> float:
+    """Layer 0's firing rate averaged over the ranks' halves, each in one batch."""
+    net = load_network(ckpt)
+    images = dataset.tensors[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            rates = [net(images[r::world_size].float().div(255), return_record=True)[1].firing_rates()[0]
+                     for r in range(world_size)]
+    finally:
+        torch.set_num_threads(threads)
+    return sum(rates) / world_size
+
+
+def _tb_scalar(run, tag) -> float:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    return acc.Scalars(tag)[-1].value
+
+
 def _accuracy(ckpt, dataset, world_size=2) -> float:
     """Accuracy over the whole set, evaluated like the ranks did: rank r gets samples
     r, r + world_size, ... (DistributedSampler without shuffling) in one batch, 1 thread."""
@@ -55,6 +78,9 @@ def test_ddp_two_cpu_processes_shard_data_sync_metrics_and_write_once(tmp_path):
     dm.setup()
     assert m["final_val_acc"] == pytest.approx(_accuracy(run / "checkpoints" / "last.ckpt", dm.val_set), abs=1e-6)
     assert m["test_acc"] == pytest.approx(_accuracy(run / "checkpoints" / "best.ckpt", dm.test_set), abs=1e-6)
+    # firing rates are averaged over the ranks too, not rank 0's half alone
+    assert _tb_scalar(run, "rates/layer0") == pytest.approx(
+        _layer0_rate(run / "checkpoints" / "last.ckpt", dm.val_set), abs=1e-6)
 
 
 def test_rank_seed_gives_each_rank_its_own_stream_only_under_ddp():

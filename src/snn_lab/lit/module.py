@@ -32,6 +32,8 @@ class SNNLitModule(pl.LightningModule):
             stage: torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
             for stage in ("train_acc", "val_acc", "test_acc")
         })
+        # the epoch's training loss as a metric, so DDP reduces it over all ranks
+        self.train_loss = torchmetrics.MeanMetric()
         self._gen: torch.Generator | None = None
         self._gen_state: torch.Tensor | None = None
 
@@ -81,9 +83,15 @@ class SNNLitModule(pl.LightningModule):
                 "lower optimizer.lr or enable trainer.gradient_clip_val")
         acc = self.metrics[f"{stage}_acc"]
         acc(scores.detach(), labels)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "train",
-                 batch_size=len(labels), sync_dist=not on_step)
+        if stage == "train":
+            # per step: this rank's value (syncing every step would cost a collective);
+            # per epoch: the sample-weighted mean over every rank's batches
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=len(labels))
+            self.train_loss(loss.detach(), len(labels))
+            self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
+        else:
+            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels),
+                     sync_dist=True)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss, rec
 
@@ -93,7 +101,8 @@ class SNNLitModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         _, rec = self._shared(batch, "val", record=True)
         for i, rate in enumerate(rec.firing_rates()):
-            self.log(f"rates/layer{i}", rate, on_step=False, on_epoch=True, batch_size=len(batch[1]))
+            self.log(f"rates/layer{i}", rate, on_step=False, on_epoch=True, batch_size=len(batch[1]),
+                     sync_dist=True)
         return rec
 
     def test_step(self, batch, batch_idx):

@@ -16,7 +16,7 @@ from snn_lab.deploy import (BackendUnavailableError, LoadSaveStep, StepModule, U
                             UnsupportedError, create_backend, get_backend, list_backends, register_backend,
                             run_deploy, state_slots)
 from snn_lab.deploy import registry
-from snn_lab.deploy.api import compile_step
+from snn_lab.deploy.api import compile_step, load_images
 from snn_lab.deploy.backends.base import Backend
 from snn_lab.deploy.encoding import CounterDraws, mix32, sample_keys
 from snn_lab.deploy.ops import graph_ops
@@ -372,3 +372,45 @@ def test_python_api_unknown_backend_and_option(tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-x", "-q"]))
+
+
+def _conv_bn_net():
+    """A conv SNN with BatchNorm (non-trivial running statistics) and dropout, direct input:
+    wrong in deployment unless every backend runs it in eval mode on float inputs."""
+    from snn_lab.encoders import build_encoder
+    from snn_lab.models import SpikingConvNet
+
+    torch.manual_seed(0)
+    net = SpikingConvNet(lambda: PLIF(0.5, 0.6, Surrogate()), channels=(4, 8), fc=16, time_steps=3,
+                         encoder=build_encoder("direct"), readout="membrane", pool="current", dropout=0.3)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.2, 2.0)
+    return net.eval()
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torchscript"])
+def test_conv_batchnorm_direct_input_deploys_exactly_and_stays_in_eval(backend, tmp_path):
+    net = _conv_bn_net()
+    # input_dtype as the CLI's backend config passes it
+    opts = {"input_dtype": "auto"} if backend == "onnxruntime" else None
+    rep = run_deploy(net, backend, 7, tmp_path, num_samples=30, latency_batch1=False, warmup=0,
+                     backend_options=opts)
+    assert not any(m.training for m in net.modules())  # compiling left the network in eval mode
+    assert rep["agreement"] == 1.0 and rep["deployed_accuracy"] == rep["eager_accuracy"]
+    # and the report's eager reference is the eval-mode network's
+    images, labels = load_images(net, "test", None, 30)
+    with torch.no_grad():
+        pred = net(images).argmax(1).numpy()
+    assert rep["eager_accuracy"] == pytest.approx(float(np.mean(pred == np.asarray(labels))))
+
+
+def test_narrow_input_dtype_for_analog_inputs_is_refused(tmp_path):
+    net = _conv_bn_net()
+    with pytest.raises(UnsupportedError, match=r"input_dtype='uint8' would truncate the analog inputs"):
+        compile_step(net, "onnxruntime", 4, tmp_path, backend_options={"input_dtype": "uint8"})
+    _, compiled, _ = compile_step(net, "onnxruntime", 4, tmp_path)
+    assert compiled.input_dtype == torch.float32
+    _, compiled, _ = compile_step(tiny(), "onnxruntime", 4, tmp_path / "spikes")
+    assert compiled.input_dtype == torch.uint8

@@ -107,7 +107,7 @@ def test_target_apu_selects_lynxi_and_backend_group_wins():
         assert backend_from_config(compose("deploy"))[0] == "onnxruntime"
         name, opts = backend_from_config(compose("deploy", overrides=["target=apu", "backend=sparse"]))
         assert name == "sparse" and opts["threads"] == 2
-        assert backend_from_config(compose("deploy", overrides=["target=cpu"]))[1]["input_dtype"] == "uint8"
+        assert backend_from_config(compose("deploy", overrides=["target=cpu"]))[1]["input_dtype"] == "auto"
 
 
 @pytest.mark.slow

@@ -242,6 +242,7 @@ def eager_reference(model, source: InputSource, images: torch.Tensor, batch_size
     N = int(images.shape[0])
     ids = np.arange(N, dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
     chunks = []
+    model.eval()  # BatchNorm running statistics, no dropout: what was deployed
     with torch.no_grad():
         if source.bernoulli or not deploy_batch:
             for start in range(0, N, batch_size):

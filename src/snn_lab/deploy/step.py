@@ -106,6 +106,9 @@ class _StepCore(nn.Module):
         super().__init__()
         check_encoder(model, encode)
         self.model = model.eval()
+        # the wrapper too: exporters restore the wrapper's mode recursively afterwards, and
+        # a training-mode wrapper would leave BatchNorm/dropout of the network training
+        self.train(False)
         self.encode = encode
         self.slots = state_slots(model)
         self.input_shape = tuple(model.input_shape)

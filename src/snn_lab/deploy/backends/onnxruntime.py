@@ -4,8 +4,8 @@ The runtime path keeps everything in place between steps: the state lives in two
 of preallocated buffers bound with ``io_binding`` (step t reads set A and writes set B,
 step t+1 the reverse), the images of a batch are bound once, and each step only re-points
 the input at that step's slice of the draws (or spikes). No tensor is allocated or copied
-per step. With ``encode=host`` the spikes are fed as ``uint8`` (exact for 0/1) and cast
-in-graph, a quarter of the float32 bytes.
+per step. With ``encode=host`` binary spikes are fed as ``uint8`` (exact for 0/1) and cast
+in-graph, a quarter of the float32 bytes; analog inputs (direct encoding) as float32.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class OnnxRuntimeBackend(Backend):
     requires = ("onnx", "onnxruntime")
     install_hint = "pip install onnx onnxruntime (or: pip install -e '.[deploy]')"
     default_options = {"threads": 2, "opset": 17, "optimization": "all", "io_binding": True,
-                       "spinning": True, "input_dtype": "uint8", "save_optimized": False}
+                       "spinning": True, "input_dtype": "auto", "save_optimized": False}
 
     def session_options(self, opts):
         import onnxruntime as ort
@@ -141,8 +141,12 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         opts = self.options(options)
+        if opts["input_dtype"] == "auto":
+            from ..api import resolve_input_dtype
+
+            opts["input_dtype"] = resolve_input_dtype(step.model, "auto")
         if opts["input_dtype"] not in _DTYPES:
-            raise UnsupportedError(f"input_dtype={opts['input_dtype']!r} is unknown; accepted: {', '.join(_DTYPES)}")
+            raise UnsupportedError(f"input_dtype={opts['input_dtype']!r} is unknown; accepted: auto, {', '.join(_DTYPES)}")
         batch = example_inputs[0].shape[0]
         if step.encode == "host":
             dt = _DTYPES[opts["input_dtype"]]

@@ -155,3 +155,20 @@ def test_bad_mode_and_readout():
 def test_conv_bad_input_shape():
     with pytest.raises(ValueError, match="input_shape"):
         SpikingConvNet(lambda: LIF(), input_shape=(784,))
+
+
+def test_conv_pool_bench_script_prints_side_by_side_ratio():
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "bench_conv_pool.py"
+    r = subprocess.run([sys.executable, str(script), "--rounds", "2", "--steps", "1", "--batch", "4",
+                        "--threads", "1", "model.channels=[2,4]", "model.fc=8"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(re.findall(r"^round \d: pool=current \d+ samples/s  pool=spikes \d+ samples/s  ratio [\d.]+x$",
+                          r.stdout, re.M)) == 2, r.stdout
+    assert re.search(r"^median: .* current/spikes [\d.]+x \(rounds [\d.]+-[\d.]+x\), batch 4, 1 threads$",
+                     r.stdout, re.M), r.stdout

@@ -95,19 +95,6 @@ def resolve_encode(backend, model: SNNModel, encode: str) -> str:
     return encode
 
 
-def resolve_input_dtype(model: SNNModel, requested: str) -> str:
-    """``auto``: ``uint8`` (exact for 0/1) for a binary encoder's spikes, ``float32`` for
-    analog inputs, which a narrower type would truncate."""
-    binary = getattr(model.encoder, "binary", True)
-    if requested == "auto":
-        return "uint8" if binary else "float32"
-    if not binary and requested != "float32":
-        name = type(model.encoder).__name__
-        raise UnsupportedError(f"input_dtype={requested!r} would truncate the analog inputs of {name}; "
-                               "use input_dtype=float32 or auto")
-    return requested
-
-
 def compile_step(model: SNNModel, backend_name: str, batch_size: int, out_dir, encode: str = "auto",
                  backend_options: dict | None = None):
     """Check, lower and compile: returns ``(backend, compiled, compile_seconds)``.
@@ -121,8 +108,6 @@ def compile_step(model: SNNModel, backend_name: str, batch_size: int, out_dir, e
     backend.check_model(model)
     encode = resolve_encode(backend, model, encode)
     opts = dict(backend_options or {})
-    if "input_dtype" in backend.default_options:
-        opts["input_dtype"] = resolve_input_dtype(model, opts.get("input_dtype", "auto"))
     backend.options(opts)  # unknown options fail here
     step = build_step(model, backend.lowering, encode, batch_size)
     example = step.example_inputs(batch_size)  # (inputs..., *state) for the explicit lowering

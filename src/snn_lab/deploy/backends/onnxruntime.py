@@ -42,6 +42,20 @@ def export_onnx(step, example_inputs, path: str, opset: int = 17) -> str:
     return path
 
 
+def resolve_input_dtype(model, requested: str) -> str:
+    """``auto``: ``uint8`` (exact for 0/1) for a binary encoder's spikes, ``float32`` for
+    analog inputs, which a narrower type would truncate."""
+    if requested != "auto" and requested not in _DTYPES:
+        raise UnsupportedError(f"input_dtype={requested!r} is unknown; accepted: auto, {', '.join(_DTYPES)}")
+    binary = getattr(model.encoder, "binary", True)
+    if requested == "auto":
+        return "uint8" if binary else "float32"
+    if not binary and requested != "float32":
+        raise UnsupportedError(f"input_dtype={requested!r} would truncate the analog inputs of "
+                               f"{type(model.encoder).__name__}; use input_dtype=float32 or auto")
+    return requested
+
+
 class OrtStep(CompiledStep):
     backend = "onnxruntime"
 
@@ -141,12 +155,7 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         opts = self.options(options)
-        if opts["input_dtype"] == "auto":
-            from ..api import resolve_input_dtype
-
-            opts["input_dtype"] = resolve_input_dtype(step.model, "auto")
-        if opts["input_dtype"] not in _DTYPES:
-            raise UnsupportedError(f"input_dtype={opts['input_dtype']!r} is unknown; accepted: auto, {', '.join(_DTYPES)}")
+        opts["input_dtype"] = resolve_input_dtype(step.model, opts["input_dtype"])
         batch = example_inputs[0].shape[0]
         if step.encode == "host":
             dt = _DTYPES[opts["input_dtype"]]

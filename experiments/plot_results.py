@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Compare finished runs: per-epoch accuracy curves (PNG) and a Markdown table.
 
-    python experiments/plot_results.py seed=outputs/seed_mnist/runs/<ts> \
+    python experiments/plot_results.py seed=outputs/tutorial_mnist/runs/<ts> \
         best_fc=outputs/best_fc/runs/<ts> conv=outputs/conv_mnist/runs/<ts> --out docs
 
 Reads each run's ``metrics.json`` (final metrics and the per-epoch validation history; a run with
-``data.val_split=0``, like seed_mnist, validates on the test set)
+``data.val_split=0``, like tutorial_mnist, validates on the test set)
 and, when present, the training loss per epoch from its TensorBoard events. Writes
 ``<out>/results_curves.png`` and prints the table (also ``<out>/results_table.md``).
 """
@@ -37,8 +37,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="name=run_dir")
     ap.add_argument("--out", default="docs")
-    ap.add_argument("--seed-doc", action="store_true",
-                    help="also mark the test accuracies the seed document reports (after epochs 1, 10, 30)")
+    ap.add_argument("--tutorial", action="store_true",
+                    help="also mark the test accuracies the reference tutorial reports (after epochs 1, 10, 30)")
     args = ap.parse_args(argv)
     runs = {}
     for item in args.runs:
@@ -61,8 +61,8 @@ def main(argv=None) -> int:
         loss = _train_loss(run)
         if loss:
             ax2.plot(range(1, len(loss) + 1), loss, marker=".", label=name)
-    if args.seed_doc:  # ../shared/seed/snn_from_scratch.md: 92.63 after epoch 0, 96.83 after 9, 97.08 final
-        ax1.plot([1, 10, 30], [92.63, 96.83, 97.08], "k*", markersize=9, label="seed document (test)")
+    if args.tutorial:  # the reference tutorial (docs/REFERENCE.md): 92.63 after epoch 0, 96.83 after 9, 97.08 final
+        ax1.plot([1, 10, 30], [92.63, 96.83, 97.08], "k*", markersize=9, label="reference tutorial (test)")
     ax1.set(xlabel="epoch", ylabel="held-out accuracy (%)", title="accuracy per epoch", ylim=(90, 100))
     ax2.set(xlabel="epoch", ylabel="training loss", title="training loss per epoch", yscale="log")
     for ax in (ax1, ax2):

@@ -18,14 +18,14 @@ TINY = dict(time_steps=3, train_batch=8, train_steps=1, infer_batches=[1, 4], in
 
 def test_tiny_bench_in_process():
     res = run(BenchConfig(**TINY))
-    assert set(res["contestants"]) >= {"reference", "seed_code", "engine"}
+    assert set(res["contestants"]) >= {"reference", "tutorial_code", "engine"}
     for name, entry in res["contestants"].items():
         for metric in ("train", "infer_b1", "infer_b4"):
             assert entry[metric]["samples_per_s"] > 0
         assert entry["saved_activation_bytes"] > 0
     assert res["ratios_vs_reference"]["reference"]["train"] == pytest.approx(1.0)
     assert res["agreement"]["engine"]["spikes_compared"] > 0
-    assert res["agreement"]["seed_code"]["scores_identical"]
+    assert res["agreement"]["tutorial_code"]["scores_identical"]
     assert [row["layer"] for row in res["layers"]] == [0, 1, 2]
     assert res["machine"]["torch"]
     assert "reference" in table(res) and "engine" in table(res)

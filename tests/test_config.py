@@ -60,7 +60,7 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
 
 
 def test_seed_experiment_is_the_seed_recipe():
-    c = _compose(["experiment=seed_mnist"])
+    c = _compose(["experiment=tutorial_mnist"])
     assert (c.model.name, list(c.model.hidden), c.model.batch_norm, c.model.dropout) == ("mlp", [512, 512], False, 0.0)
     assert (c.neuron.name, c.neuron.vth, c.neuron.decay, c.neuron.reset) == ("lif", 0.4, 0.8, "hard")
     assert (c.surrogate.name, c.surrogate.width, c.encoder.name, c.readout.name) == ("rectangle", 0.5, "bernoulli", "rate")
@@ -68,11 +68,11 @@ def test_seed_experiment_is_the_seed_recipe():
     assert (c.optimizer._target_, c.optimizer.lr, c.optimizer.momentum, c.optimizer.weight_decay) == (
         "torch.optim.SGD", 0.02, 0.9, 1e-3)
     assert (c.lr_schedule.name, c.lr_schedule.step_size, c.lr_schedule.gamma) == ("step", 10, 0.1)
-    assert c.data.val_split == 0  # validates on the 10k test set every epoch, like the seed
+    assert c.data.val_split == 0  # validates on the 10k test set every epoch, like the tutorial
 
 
 def test_step_schedule_gives_the_seed_lr_list():
-    c = _compose(["experiment=seed_mnist"])
+    c = _compose(["experiment=tutorial_mnist"])
     net = build_network(net_config(c))
     opt = build_optimizer(c.optimizer, net.parameters())
     sched = build_lr_scheduler(c.lr_schedule, opt, 30, 300)["scheduler"]

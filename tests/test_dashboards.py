@@ -95,7 +95,7 @@ def test_probe_is_the_same_sample_and_spikes_every_time_and_touches_no_rng(small
     for x, y in zip(a["spikes"] + a["membrane"], b["spikes"] + b["membrane"]):
         assert torch.equal(x, y)
     assert a["spikes"][0].sum() > 0 and set(a["spikes"][0].unique().tolist()) <= {0.0, 1.0}
-    # membranes line up with spikes: the seed's LIF fires when V > vth (strict)
+    # membranes line up with spikes: the tutorial's LIF fires when V > vth (strict)
     for spikes, mem, vth in zip(a["spikes"][1:], a["membrane"], a["vth"]):
         assert torch.equal(spikes, (mem > vth).float())
     # another seed draws other input spikes

@@ -23,7 +23,7 @@ from snn_lab.deploy.ops import graph_ops
 from snn_lab.deploy.runtime import InputSource, Runtime, eager_reference
 from snn_lab.deploy.step import export_program, trace_torchscript
 from snn_lab.encoders import BernoulliEncoder, LatencyEncoder
-from snn_lab.models import SpikingMLP, seed_network
+from snn_lab.models import SpikingMLP, tutorial_network
 from snn_lab.neurons import ALIF, IF, LIF, PLIF, Surrogate
 
 T = 6
@@ -103,7 +103,7 @@ def test_graph_encoding_equals_host_encoding_on_the_same_draws():
 def test_state_slots_have_stable_keys():
     assert [s.key for s in state_slots(tiny())] == ["layers.0.v", "layers.1.v", "layers.2.v"]
     assert [s.key for s in state_slots(tiny("alif"))][:2] == ["layers.0.v", "layers.0.a"]
-    assert [s.shape for s in state_slots(seed_network())] == [(512,), (512,), (10,)]
+    assert [s.shape for s in state_slots(tutorial_network())] == [(512,), (512,), (10,)]
 
 
 def test_loadsave_step_runs_like_the_explicit_step_and_resets():
@@ -276,7 +276,7 @@ def test_seed_size_network_on_real_mnist_batches(tmp_path):
     from snn_lab.data.mnist import load_mnist_arrays
 
     torch.manual_seed(0)
-    net = seed_network(encoder=BernoulliEncoder()).eval()
+    net = tutorial_network(encoder=BernoulliEncoder()).eval()
     for layer in net.layers:
         layer.synapse[-1].weight.data.mul_(3.0)
     images, _ = load_mnist_arrays("test")

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 
 from snn_lab import engine
 from snn_lab.engine import lif_scan, lif_scan_reference, native, spike_linear
-from snn_lab.models import seed_network
+from snn_lab.models import tutorial_network
 from snn_lab.neurons import ALIF, IF, LIF, PLIF, Surrogate
 
-from seed_reference import SeedReference
+from tutorial_impl import TutorialReference
 
 NATIVE = native.available()
 BACKENDS = [pytest.param(False, id="torch")] + ([pytest.param(True, id="native")] if NATIVE else [])
@@ -136,10 +136,10 @@ def test_engine_off_and_overridden_step_use_the_loop(gen, monkeypatch):
 
 
 @pytest.mark.parametrize("matmul", ["dense", "sparse", "auto", "bf16x3"])
-def test_seed_network_layer_mode_equals_step_mode(gen, matmul):
+def test_tutorial_network_layer_mode_equals_step_mode(gen, matmul):
     torch.manual_seed(0)
-    step_net = seed_network(mode="step")
-    layer_net = seed_network(mode="layer")
+    step_net = tutorial_network(mode="step")
+    layer_net = tutorial_network(mode="layer")
     layer_net.load_state_dict(step_net.state_dict())
     p = torch.rand(16, 1, 28, 28, generator=gen) * (torch.rand(16, 1, 28, 28, generator=gen) < 0.3)
     train = (torch.rand(20, *p.shape, generator=gen) < p).float()
@@ -159,12 +159,12 @@ def test_seed_network_layer_mode_equals_step_mode(gen, matmul):
             torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=n)
 
 
-def test_layer_mode_matches_independent_seed_reference(gen):
-    ref = SeedReference()
-    net = seed_network(mode="layer")
-    from snn_lab.models import load_seed_state_dict
+def test_layer_mode_matches_independent_tutorial_impl(gen):
+    ref = TutorialReference()
+    net = tutorial_network(mode="layer")
+    from snn_lab.models import load_tutorial_state_dict
 
-    load_seed_state_dict(net, ref.seed_state_dict())
+    load_tutorial_state_dict(net, ref.tutorial_state_dict())
     train = (torch.rand(20, 8, 784, generator=gen) < 0.15).float()
     out_ref = ref(train)
     out = net.forward_spikes(train)
@@ -223,7 +223,7 @@ def test_engine_keeps_at_most_half_the_activation_memory(gen):
     train = (torch.rand(20, *images.shape, generator=gen) < images).float()
     sizes = {}
     for mode in ("step", "layer"):
-        net = seed_network(mode=mode)
+        net = tutorial_network(mode=mode)
         with SavedBytes(list(net.parameters()) + list(net.buffers())) as sb:
             net.forward_spikes(train).sum()
         sizes[mode] = sb.total
@@ -259,9 +259,9 @@ def test_scan_traces_under_torch_compile(gen):
 
 
 @pytest.mark.slow
-def test_seed_network_compiles_with_inductor(gen):
+def test_tutorial_network_compiles_with_inductor(gen):
     torch._dynamo.reset()
-    net = seed_network(mode="layer", time_steps=6)
+    net = tutorial_network(mode="layer", time_steps=6)
     compiled = torch.compile(net.forward_spikes)
     train = (torch.rand(6, 4, 1, 28, 28, generator=gen) < 0.3).float()
     out = compiled(train)

@@ -1,17 +1,17 @@
 import pytest
 import torch
 
-from seed_reference import SeedReference
+from tutorial_impl import TutorialReference
 from snn_lab.encoders import build_encoder
-from snn_lab.models import SpikingConvNet, SpikingMLP, load_seed_state_dict, seed_network
+from snn_lab.models import SpikingConvNet, SpikingMLP, load_tutorial_state_dict, tutorial_network
 from snn_lab.neurons import LIF, Surrogate
 
 
 def _seed_pair(seed=0):
     torch.manual_seed(seed)
-    ref = SeedReference()
-    net = seed_network()
-    load_seed_state_dict(net, ref.seed_state_dict())
+    ref = TutorialReference()
+    net = tutorial_network()
+    load_tutorial_state_dict(net, ref.tutorial_state_dict())
     return ref, net
 
 
@@ -22,7 +22,7 @@ def _spikes(T=20, B=16, seed=1):
 
 
 @pytest.mark.parametrize("mode", ["step", "layer"])
-def test_seed_network_bit_exact_against_independent_reference(mode):
+def test_tutorial_network_bit_exact_against_independent_reference(mode):
     ref, net = _seed_pair()
     x = _spikes()
     with torch.no_grad():
@@ -32,7 +32,7 @@ def test_seed_network_bit_exact_against_independent_reference(mode):
     assert expected.sum() > 0  # the check is not vacuous: output neurons fire
 
 
-def test_seed_network_gradients_match_reference():
+def test_tutorial_network_gradients_match_reference():
     ref, net = _seed_pair()
     x = _spikes(T=10, B=8)
     y = torch.arange(8) % 10
@@ -44,7 +44,7 @@ def test_seed_network_gradients_match_reference():
 
 
 def test_gradients_reach_every_weight_through_T_steps():
-    net = seed_network(time_steps=20)
+    net = tutorial_network(time_steps=20)
     x = _spikes(B=8)
     torch.nn.functional.cross_entropy(net.forward_spikes(x), torch.arange(8)).backward()
     for name, p in net.named_parameters():
@@ -63,7 +63,7 @@ def test_looping_step_equals_forward():
 
 
 def test_forward_encodes_with_generator():
-    net = seed_network(encoder=build_encoder("bernoulli"), time_steps=5)
+    net = tutorial_network(encoder=build_encoder("bernoulli"), time_steps=5)
     img = torch.rand(3, 1, 28, 28)
     a = net(img, torch.Generator().manual_seed(0))
     b = net(img, torch.Generator().manual_seed(0))
@@ -134,7 +134,7 @@ def test_conv_bad_pool_and_too_many_blocks():
 
 
 def test_wrong_input_shape():
-    net = seed_network()
+    net = tutorial_network()
     with pytest.raises(ValueError, match=r"input of shape \(20, 4, 100\) does not fit.*784 values"):
         net.forward_spikes(torch.zeros(20, 4, 100))
 
@@ -142,12 +142,12 @@ def test_wrong_input_shape():
 @pytest.mark.parametrize("T", [0, -1, 2.5])
 def test_bad_time_steps(T):
     with pytest.raises(ValueError, match="time_steps"):
-        seed_network(time_steps=T)
+        tutorial_network(time_steps=T)
 
 
 def test_bad_mode_and_readout():
     with pytest.raises(ValueError, match="mode='fast'"):
-        seed_network(mode="fast")
+        tutorial_network(mode="fast")
     with pytest.raises(ValueError, match="readout='max'"):
         SpikingMLP(lambda: LIF(), readout="max")
 

@@ -33,7 +33,7 @@ def test_lif_hand_computed_two_neuron_trace():
         V3 = 0 (delayed reset) -> no
         V4 = 0.25 -> no
         V5 = 0.2 -> no
-    The stored membrane at t2 is the pre-reset 0.54/0.65 (the seed keeps it), and the
+    The stored membrane at t2 is the pre-reset 0.54/0.65 (the tutorial keeps it), and the
     reset shows only at t3.
     """
     W = torch.tensor([[0.3, 0.0], [0.25, 0.2]])

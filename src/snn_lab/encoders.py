@@ -57,7 +57,7 @@ def _uniform(images: torch.Tensor, generator, shape=None) -> torch.Tensor:
 
 class BernoulliEncoder(Encoder):
     """Rate coding: ``spike = (u < p)`` with ``u ~ U[0, 1)`` fresh each step, the same
-    comparison the seed's on-chip random op makes."""
+    comparison the tutorial's on-chip random op makes."""
 
     def step(self, images, t, time_steps, generator=None):
         return (_uniform(images, generator) < images).to(images.dtype)

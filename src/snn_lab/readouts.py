@@ -1,6 +1,6 @@
 """Readouts: the output layer's activity over T -> class scores ``[B, classes]``.
 
-``rate``      mean of the output spikes over T (the seed's prediction)
+``rate``      mean of the output spikes over T (the tutorial's prediction)
 ``membrane``  mean membrane of a non-spiking leaky-integrator output layer (``LI``)
 """
 
@@ -19,5 +19,5 @@ def check_readout(name: str) -> str:
 
 def reduce_outputs(outputs: torch.Tensor) -> torch.Tensor:
     """Mean over the time axis. For spikes the sum of 0/1 values is exact, so this
-    equals the seed's running ``sum / T`` bit for bit."""
+    equals the tutorial's running ``sum / T`` bit for bit."""
     return outputs.sum(0) / outputs.shape[0]

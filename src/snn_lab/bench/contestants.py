@@ -1,4 +1,4 @@
-"""The implementations the benchmark races, all on the seed network (784-512-512-10,
+"""The implementations the benchmark races, all on the tutorial network (784-512-512-10,
 LIF vth 0.4 / decay 0.8, Bernoulli rate coding, mean-spike readout).
 
 Each contestant exposes ``scores(images, generator) -> [B, 10]`` (encoding included),
@@ -6,15 +6,15 @@ Each contestant exposes ``scores(images, generator) -> [B, 10]`` (encoding inclu
 agreement check), ``parameters()`` and ``load(state)`` (seed-layout weights, so all
 start equal).
 
-``reference``  snn_lab's per-step path: ``seed_network(mode="step")`` driven one time
-               step at a time, a fresh ``rand < p`` draw per step -- what the seed's
+``reference``  snn_lab's per-step path: ``tutorial_network(mode="step")`` driven one time
+               step at a time, a fresh ``rand < p`` draw per step -- what the tutorial's
                training loop does.
-``seed_code``  the seed document's per-step class, re-implemented here from its
+``tutorial_code``  the reference tutorial's per-step class, re-implemented here from its
                description (own ``autograd.Function`` rectangle surrogate, membranes as
                module state, ``torch.bernoulli`` encoding each step).
-``engine``     ``seed_network(mode="layer")``: the fast multi-step engine.
+``engine``     ``tutorial_network(mode="layer")``: the fast multi-step engine.
 ``snntorch`` / ``spikingjelly`` / ``norse``
-               the peer libraries with the parameters that reproduce the seed's spikes
+               the peer libraries with the parameters that reproduce the tutorial's spikes
                (``pip install -e ".[bench]"``; skipped when not installed).
 """
 
@@ -24,14 +24,14 @@ import torch
 from torch import nn
 
 from ..encoders import BernoulliEncoder
-from ..models import SEED_KEYS, seed_network
+from ..models import TUTORIAL_KEYS, tutorial_network
 
 SIZES = (784, 512, 512, 10)
 
 
-def seed_layout(state: dict) -> dict:
-    """Our model's state dict -> the seed's names (``linear_1.weight`` ...)."""
-    back = {v: k for k, v in SEED_KEYS.items()}
+def tutorial_layout(state: dict) -> dict:
+    """Our model's state dict -> the tutorial's names (``linear_1.weight`` ...)."""
+    back = {v: k for k, v in TUTORIAL_KEYS.items()}
     return {back[k]: v for k, v in state.items() if k in back}
 
 
@@ -52,7 +52,7 @@ class Contestant:
     def parameters(self):
         return self.module.parameters()
 
-    def load(self, seed_state: dict) -> None:
+    def load(self, tutorial_state: dict) -> None:
         raise NotImplementedError
 
     def train(self, mode: bool = True) -> None:
@@ -61,16 +61,16 @@ class Contestant:
 
 class Reference(Contestant):
     name = "reference"
-    description = "per-step loop: seed_network(mode='step'), rand<p each step (the seed's order)"
+    description = "per-step loop: tutorial_network(mode='step'), rand<p each step (the tutorial's order)"
 
     def __init__(self, time_steps, device):
         super().__init__(time_steps, device)
-        self.module = seed_network(time_steps=time_steps, mode="step").to(device)
+        self.module = tutorial_network(time_steps=time_steps, mode="step").to(device)
 
-    def load(self, seed_state):
-        from ..models import load_seed_state_dict
+    def load(self, tutorial_state):
+        from ..models import load_tutorial_state_dict
 
-        load_seed_state_dict(self.module, seed_state)
+        load_tutorial_state_dict(self.module, tutorial_state)
 
     def scores(self, images, generator):
         net = self.module
@@ -87,7 +87,7 @@ class Reference(Contestant):
 
 
 class _Rect(torch.autograd.Function):
-    """Heaviside forward; the seed's window derivative (|v - vth| < 0.5, height 1)."""
+    """Heaviside forward; the tutorial's window derivative (|v - vth| < 0.5, height 1)."""
 
     @staticmethod
     def forward(ctx, v, vth):
@@ -100,7 +100,7 @@ class _Rect(torch.autograd.Function):
         return grad * ((v - vth).abs() < 0.5).float(), None
 
 
-class _SeedNet(nn.Module):
+class _TutorialNet(nn.Module):
     def __init__(self, vth=0.4, decay=0.8):
         super().__init__()
         self.linear_1 = nn.Linear(784, 512)
@@ -128,16 +128,16 @@ class _SeedNet(nn.Module):
         return self.layer(2, self.linear_3, x)
 
 
-class SeedCode(Contestant):
-    name = "seed_code"
-    description = "the seed document's per-step class (re-implemented): module state, torch.bernoulli"
+class TutorialCode(Contestant):
+    name = "tutorial_code"
+    description = "the reference tutorial's per-step class (re-implemented): module state, torch.bernoulli"
 
     def __init__(self, time_steps, device):
         super().__init__(time_steps, device)
-        self.module = _SeedNet().to(device)
+        self.module = _TutorialNet().to(device)
 
-    def load(self, seed_state):
-        self.module.load_state_dict({k: v for k, v in seed_state.items() if k.startswith("linear")},
+    def load(self, tutorial_state):
+        self.module.load_state_dict({k: v for k, v in tutorial_state.items() if k.startswith("linear")},
                                     strict=False)
 
     def scores(self, images, generator):
@@ -157,16 +157,16 @@ class SeedCode(Contestant):
 
 class Engine(Contestant):
     name = "engine"
-    description = "seed_network(mode='layer'): fused LIF scan + spike-aware matmuls (snn_lab.engine)"
+    description = "tutorial_network(mode='layer'): fused LIF scan + spike-aware matmuls (snn_lab.engine)"
 
     def __init__(self, time_steps, device):
         super().__init__(time_steps, device)
-        self.module = seed_network(time_steps=time_steps, encoder=BernoulliEncoder(), mode="layer").to(device)
+        self.module = tutorial_network(time_steps=time_steps, encoder=BernoulliEncoder(), mode="layer").to(device)
 
-    def load(self, seed_state):
-        from ..models import load_seed_state_dict
+    def load(self, tutorial_state):
+        from ..models import load_tutorial_state_dict
 
-        load_seed_state_dict(self.module, seed_state)
+        load_tutorial_state_dict(self.module, tutorial_state)
 
     def scores(self, images, generator):
         return self.module(images, generator=generator)
@@ -190,8 +190,8 @@ class _Peer(Contestant):
         super().__init__(time_steps, device)
         self.module = self._build().to(device)
 
-    def load(self, seed_state):
-        self.module.load_state_dict({k: v for k, v in seed_state.items() if k.startswith("linear")},
+    def load(self, tutorial_state):
+        self.module.load_state_dict({k: v for k, v in tutorial_state.items() if k.startswith("linear")},
                                     strict=False)
 
     def scores(self, images, generator):
@@ -274,6 +274,6 @@ class Norse(_Peer):
         return total / x_seq.shape[0]
 
 
-BUILTIN = {"reference": Reference, "seed_code": SeedCode, "engine": Engine}
+BUILTIN = {"reference": Reference, "tutorial_code": TutorialCode, "engine": Engine}
 PEERS = {"snntorch": SnnTorch, "spikingjelly": SpikingJelly, "norse": Norse}
 ALL = {**BUILTIN, **PEERS}

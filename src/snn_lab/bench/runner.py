@@ -42,7 +42,7 @@ class BenchConfig:
     pretrain_steps: int = 100
     lr: float = 0.02
     seed: int = 0
-    contestants: list[str] = dataclasses.field(default_factory=lambda: ["reference", "seed_code", "engine"])
+    contestants: list[str] = dataclasses.field(default_factory=lambda: ["reference", "tutorial_code", "engine"])
     peers: bool = True
     layer_repeats: int = 3
     dataset: str = "mnist"
@@ -180,7 +180,7 @@ def _run(cfg: BenchConfig) -> dict:
     opt = torch.optim.SGD(eng.parameters(), lr=cfg.lr, momentum=0.9)
     for _ in range(int(cfg.pretrain_steps)):
         _train_step(eng, opt, *batch(cfg.train_batch), gen)
-    start = C.seed_layout(eng.module.state_dict())
+    start = C.tutorial_layout(eng.module.state_dict())
     with torch.no_grad():
         x, _ = batch(cfg.train_batch)
         _, rec = eng.module(x, generator=gen, return_record=True)

@@ -118,7 +118,7 @@ class ModelConf:
     name: str = MISSING
     input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
     num_classes: int = 10
-    mode: str = "step"  # step: time outermost (the seed's loop); layer: multi-step engine
+    mode: str = "step"  # step: time outermost (the tutorial's loop); layer: multi-step engine
 
 
 @dataclass

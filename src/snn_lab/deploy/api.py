@@ -20,7 +20,7 @@ from .step import LoadSaveStep, StepModule, check_encoder
 REPORT_NAME = "deploy_report.json"
 #: the issue's target: twice the KA200's 1963 samples/s at batch 28, T = 20
 TARGET = {"samples_per_second": 3926.0, "agreement": 0.999, "batch_size": 28, "time_steps": 20,
-          "reference": "Lynxi KA200 APU, 1963 samples/s at batch 28, T=20 (seed document)"}
+          "reference": "Lynxi KA200 APU, 1963 samples/s at batch 28, T=20 (reference tutorial)"}
 
 DEFAULTS: dict[str, Any] = {
     "encode": "auto",          # host | graph | auto (backend's preference)

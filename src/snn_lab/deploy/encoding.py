@@ -1,6 +1,6 @@
 """Bernoulli encoding with draws that every backend can reproduce bit for bit.
 
-The seed encodes on the chip: a random op draws ``u ~ U[0, 1)`` per pixel and time step
+The tutorial encodes on the chip: a random op draws ``u ~ U[0, 1)`` per pixel and time step
 and the graph compares ``u < p`` (``p`` = pixel intensity). To check a deployment
 *exactly* against eager PyTorch, both must see the same draws, wherever they are made
 (host thread, ONNX input, C kernel). So the draws here are a counter-based hash, a pure

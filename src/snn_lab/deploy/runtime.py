@@ -1,5 +1,5 @@
 """The deploy runtime: loop the compiled step over T, batch after batch, feeding and
-reading in parallel, the way the seed drives the KA200 (a feeder thread that encodes
+reading in parallel, the way the tutorial drives the KA200 (a feeder thread that encodes
 and submits, a reader thread that collects results and scores them).
 
 Per sample batch: the state is reset (:meth:`CompiledStep.reset`), T steps run, and the

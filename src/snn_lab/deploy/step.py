@@ -19,7 +19,7 @@ Inputs depend on where encoding happens (``encode``):
            its dtype may be ``uint8``/``bool`` (exact for 0/1) and is cast in-graph.
 ``graph``  ``(images, u_t)``: the pixel intensities and this step's uniform draws; the
            graph makes the spikes itself as ``(u_t < images)``, the comparison the
-           seed's on-chip random op feeds and the one :class:`BernoulliEncoder` makes,
+           tutorial's on-chip random op feeds and the one :class:`BernoulliEncoder` makes,
            so equal draws give equal spikes.
 
 The LIF hard reset is emitted fused as ``where(v > vth, I, v * decay + I)``. For finite
@@ -86,7 +86,7 @@ def unflatten_state(model: SNNModel, flat: Sequence[Tensor]) -> tuple:
 
 
 def fusable_lif(neuron: nn.Module) -> bool:
-    """LIF/IF/PLIF with the seed's hard reset: eligible for the fused update."""
+    """LIF/IF/PLIF with the tutorial's hard reset: eligible for the fused update."""
     return isinstance(neuron, LIF) and neuron.reset == "hard"
 
 
@@ -193,7 +193,7 @@ class LoadSaveStep(_StepCore):
     maps each state key to its current value; in eager mode a step reads it through
     ``state_load`` and writes the saved values back, so the module runs T steps on CPU
     exactly like the device would. While tracing (:meth:`tracing`) nothing is written
-    back and the templates become graph constants, as in the seed's compiled graph.
+    back and the templates become graph constants, as in the tutorial's compiled graph.
     """
 
     def __init__(self, model: SNNModel, batch_size: int, encode: str = "host"):

@@ -2,7 +2,7 @@
 
 Plain C99 + OpenMP on raw float32 buffers: no PyTorch headers, so it builds in about a
 second with any C compiler. Built with ``-ffp-contract=off`` (no fused multiply-add), so
-the LIF forward rounds exactly like the seed's ``v * (1 - last) * decay + x``.
+the LIF forward rounds exactly like the tutorial's ``v * (1 - last) * decay + x``.
 """
 
 SOURCE = r"""
@@ -368,7 +368,7 @@ void snn_tm_wgrad(const int64_t *row_ptr, const int32_t *cols, const uint64_t *m
 /* ---- LIF scan over T for P independent neurons -----------------------------------
    x, S: [T, P]; V: [T, P] or NULL (inference keeps no history); v0, vlast: [P].
    hard: V = (V * (1 - l)) * decay + x;  subtract: V = (V - vth * l) * decay + x,
-   with l = (V_prev > vth) and S[t] = (V_t > vth): the seed's operations in the seed's
+   with l = (V_prev > vth) and S[t] = (V_t > vth): the tutorial's operations in the tutorial's
    order (no fused multiply-add), hence the same floats. Time is the outer loop, so
    every pass streams contiguous rows; lanes of 8 neurons, a scalar tail. */
 static inline float lif_fwd_1(float v, float x, float vth, float decay, int hard) {
@@ -426,7 +426,7 @@ static inline float sgrad(float u, int kind, float w) {
      G[t] = gS[t] * sg_t + G[t + 1] * A_t   (G[T-1]: gS * sg + gvlast)
      A_t  = decay * ((1 - s_t) - [!detach] V_t * sg_t)   hard
      A_t  = decay * (1 - [!detach] vth * sg_t)           subtract
-   gS, gvlast may be NULL (zero). The rectangle (the seed's surrogate) has a vector
+   gS, gvlast may be NULL (zero). The rectangle (the tutorial's surrogate) has a vector
    path; other surrogates run scalar. */
 static inline float lif_bwd_1(float v, float gs, float gn, int last, float vth, float decay,
                               int hard, int detach, int kind, float w) {

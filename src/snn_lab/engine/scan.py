@@ -1,6 +1,6 @@
 """Fused LIF scan over the whole time axis, with a memory-lean custom backward.
 
-The recurrence is the seed's (``neurons/lif.py``), for a sequence of input currents
+The recurrence is the tutorial's (``neurons/lif.py``), for a sequence of input currents
 ``x[0..T-1]`` and an initial membrane ``v0`` (``V[-1] := v0``)::
 
     l_t = H(V[t-1] - vth)                         # the previous step's spike
@@ -10,8 +10,8 @@ The recurrence is the seed's (``neurons/lif.py``), for a sequence of input curre
 
 Forward. On CPU, one pass of the native kernel (``native.lif_fwd``); otherwise four
 in-place kernels per step on preallocated ``[T, ...]`` buffers (multiply by the 0/1
-"keep" mask, multiply by decay, add the input, compare). Both evaluate the seed's
-``(V * (1 - l)) * decay + x`` in the seed's order without fused multiply-adds, so the
+"keep" mask, multiply by decay, add the input, compare). Both evaluate the tutorial's
+``(V * (1 - l)) * decay + x`` in the tutorial's order without fused multiply-adds, so the
 membranes -- hence the spikes -- are bit-identical to looping ``LIF.step``.
 
 Backward. Only the pre-reset membranes ``V`` are saved (one float per neuron and step);
@@ -70,7 +70,7 @@ def _scan_forward(x: torch.Tensor, v0: torch.Tensor, vth: torch.Tensor, decay: t
     for t in range(T):
         vt = V[t] if keep_v else ring[t % 2]
         if hard:
-            # seed order: (v * (1 - last)) * decay + x
+            # tutorial order: (v * (1 - last)) * decay + x
             torch.mul(prev_v, prev_m, out=vt)
         else:
             # (v - vth * last) * decay + x
@@ -231,10 +231,10 @@ def surrogate_grad(name: str, u: torch.Tensor, width: float, inplace: bool = Fal
 
 def lif_scan(x: torch.Tensor, v0: torch.Tensor | None, vth, decay, surrogate=None,
              reset: str = "hard", detach_reset: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the seed LIF over ``x[T, ...]``; returns ``(spikes[T, ...], v_last)``.
+    """Run the tutorial LIF over ``x[T, ...]``; returns ``(spikes[T, ...], v_last)``.
 
     ``vth``/``decay`` are scalars or one-element tensors (learnable ones get gradients);
-    ``surrogate`` is a :class:`~snn_lab.neurons.Surrogate` (default: the seed's rectangle).
+    ``surrogate`` is a :class:`~snn_lab.neurons.Surrogate` (default: the tutorial's rectangle).
     """
     from ..neurons.surrogate import Surrogate
 
@@ -245,7 +245,7 @@ def lif_scan(x: torch.Tensor, v0: torch.Tensor | None, vth, decay, surrogate=Non
     if v0 is None:
         v0 = torch.zeros(x.shape[1:], device=x.device, dtype=x.dtype)
     elif v0.shape != x.shape[1:]:
-        v0 = v0.expand(x.shape[1:])  # e.g. the seed's [1, N] membrane for a batch
+        v0 = v0.expand(x.shape[1:])  # e.g. the tutorial's [1, N] membrane for a batch
     vth_t = vth if isinstance(vth, torch.Tensor) else _as_scalar(vth, x)
     decay_t = decay if isinstance(decay, torch.Tensor) else _as_scalar(decay, x)
     vth_t = vth_t.reshape(()).to(x.dtype)
@@ -260,7 +260,7 @@ def lif_scan(x: torch.Tensor, v0: torch.Tensor | None, vth, decay, surrogate=Non
 
 
 def lif_scan_reference(x, v0, vth, decay, surrogate, reset="hard", detach_reset=False):
-    """The plain autograd loop over the seed recurrence (what the fused scan must equal)."""
+    """The plain autograd loop over the tutorial's recurrence (what the fused scan must equal)."""
     v = torch.zeros_like(x[0]) if v0 is None else v0
     out = []
     for t in range(x.shape[0]):

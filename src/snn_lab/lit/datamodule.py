@@ -62,7 +62,7 @@ class MNISTDataModule(pl.LightningDataModule):
                 self.val_set = TensorDataset(*(t[: self.eval_subset] for t in self.val_set.tensors))
         self.train_set = TensorDataset(x, y)
         self.test_set = TensorDataset(xt, yt)
-        if self.val_set is None:  # val_split=0: validate on the test set, as the seed does
+        if self.val_set is None:  # val_split=0: validate on the test set, as the tutorial does
             self.val_set = self.test_set
 
     def _loader(self, ds, batch_size, sampler=None):

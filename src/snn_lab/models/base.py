@@ -5,10 +5,10 @@ Public entry points (the seams training, the fast engine and deploy rely on):
 * ``init_state(batch_size, device)``  -> tuple with one neuron state per layer
 * ``step(x_t, state)``                -> ``(out_t, new_state)``: one time step, all layers
 * ``forward_spikes(train)``           -> class scores from a given input train
-  ``[T, B, ...]`` (bypasses the encoder; used to check the seed network bit for bit)
+  ``[T, B, ...]`` (bypasses the encoder; used to check the tutorial network bit for bit)
 * ``forward(images, generator)``      -> encode on the model's device, then run T steps
 
-``mode="step"`` loops time outermost, exactly like the seed's code. ``mode="layer"``
+``mode="step"`` loops time outermost, exactly like the tutorial's code. ``mode="layer"``
 runs each layer over the whole sequence (one synapse call over ``T*B`` rows, then the
 neuron's ``multi_step``), which a fused engine accelerates; it gives the same spikes
 when synapses are per-sample (no BatchNorm in training mode: there it normalises over

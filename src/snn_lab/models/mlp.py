@@ -1,4 +1,4 @@
-"""Fully connected SNN: the seed's 784-512-512-10 by default."""
+"""Fully connected SNN: the tutorial's 784-512-512-10 by default."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .base import SNNModel, SpikingLayer
 class SpikingMLP(SNNModel):
     """``[Flatten] Linear -> (BN) -> neuron -> (Dropout)`` per hidden layer, then a
     ``Linear`` into the output neuron (spiking for ``readout="rate"``, a non-spiking
-    ``LI`` for ``readout="membrane"``). With defaults this is the seed network."""
+    ``LI`` for ``readout="membrane"``). With defaults this is the tutorial network."""
 
     def __init__(self, make_neuron: Callable[[], Neuron], input_shape: Sequence[int] = (1, 28, 28),
                  hidden: Sequence[int] = (512, 512), num_classes: int = 10, time_steps: int = 20,
@@ -53,32 +53,32 @@ def _seq(ops: list[nn.Module]) -> nn.Module:
     return nn.Sequential(*ops)
 
 
-def seed_network(vth: float = 0.4, decay: float = 0.8, time_steps: int = 20,
+def tutorial_network(vth: float = 0.4, decay: float = 0.8, time_steps: int = 20,
                  encoder: Encoder | None = None, mode: str = "step") -> SpikingMLP:
-    """The seed's 784-512-512-10 LIF network with the rectangle surrogate (lens 0.5)."""
+    """The tutorial's 784-512-512-10 LIF network with the rectangle surrogate (lens 0.5)."""
     from ..neurons import LIF, Surrogate
 
     return SpikingMLP(lambda: LIF(vth=vth, decay=decay, surrogate=Surrogate("rectangle", 0.5)),
                       time_steps=time_steps, encoder=encoder, mode=mode)
 
 
-# The seed's ``Spiking_Network_1step`` parameter names -> ours.
-SEED_KEYS = {
+# The tutorial's ``Spiking_Network_1step`` parameter names -> ours.
+TUTORIAL_KEYS = {
     "linear_1.weight": "layers.0.synapse.1.weight", "linear_1.bias": "layers.0.synapse.1.bias",
     "linear_2.weight": "layers.1.synapse.0.weight", "linear_2.bias": "layers.1.synapse.0.bias",
     "linear_3.weight": "layers.2.synapse.0.weight", "linear_3.bias": "layers.2.synapse.0.bias",
 }
 
 
-def load_seed_state_dict(model: SpikingMLP, seed_state: dict) -> None:
-    """Load weights saved by the seed's code (``linear_1.weight`` ...; its ``vth`` and
+def load_tutorial_state_dict(model: SpikingMLP, tutorial_state: dict) -> None:
+    """Load weights saved by the tutorial's code (``linear_1.weight`` ...; its ``vth`` and
     ``decay`` entries set every LIF layer's parameters)."""
-    missing = [k for k in SEED_KEYS if k not in seed_state]
+    missing = [k for k in TUTORIAL_KEYS if k not in tutorial_state]
     if missing:
-        raise ValueError(f"not a seed state dict: missing {missing}; expected keys {list(SEED_KEYS)}")
-    ours = {SEED_KEYS[k]: v for k, v in seed_state.items() if k in SEED_KEYS}
+        raise ValueError(f"not a tutorial state dict: missing {missing}; expected keys {list(TUTORIAL_KEYS)}")
+    ours = {TUTORIAL_KEYS[k]: v for k, v in tutorial_state.items() if k in TUTORIAL_KEYS}
     model.load_state_dict(ours, strict=False)
     for layer in model.layers:
         for name in ("vth", "decay"):
-            if name in seed_state and hasattr(layer.neuron, name):
-                getattr(layer.neuron, name).data.copy_(seed_state[name].reshape(()))
+            if name in tutorial_state and hasattr(layer.neuron, name):
+                getattr(layer.neuron, name).data.copy_(tutorial_state[name].reshape(()))

@@ -1,4 +1,4 @@
-"""Adaptive-threshold LIF (ALIF, Bellec et al. 2018), with the seed's delayed reset.
+"""Adaptive-threshold LIF (ALIF, Bellec et al. 2018), with the tutorial's delayed reset.
 
 ::
 

@@ -1,6 +1,6 @@
-"""Integrate-and-fire family with the seed's delayed hard reset.
+"""Integrate-and-fire family with the tutorial's delayed hard reset.
 
-The seed's discrete LIF (``../shared/seed``), per layer with scalar ``vth`` and ``decay``::
+The tutorial's discrete LIF (docs/REFERENCE.md), per layer with scalar ``vth`` and ``decay``::
 
     o_{t-1} = H(V_{t-1} - vth)                       # previous step's spike
     V_t     = V_{t-1} * (1 - o_{t-1}) * decay + W s_t  # reset is applied one step late
@@ -28,7 +28,7 @@ class LIFState(NamedTuple):
 
 
 class LIF(Neuron):
-    """Leaky integrate-and-fire, exactly the seed's recurrence by default."""
+    """Leaky integrate-and-fire, exactly the tutorial's recurrence by default."""
 
     State = LIFState
 
@@ -67,7 +67,7 @@ class LIF(Neuron):
         if self.detach_reset:
             last = last.detach()
         if self.reset == "hard":
-            # Same operation order as the seed, so results are bit-identical.
+            # Same operation order as the tutorial, so results are bit-identical.
             v = v * (1 - last) * self.leak() + x
         else:
             v = (v - self.vth * last) * self.leak() + x

@@ -1,13 +1,13 @@
 """Spike functions: Heaviside forward, surrogate derivative backward.
 
 Every surrogate takes ``u = v - vth`` and returns ``(u > 0)`` as a float tensor, so
-the forward pass is the seed's strict ``v > vth`` (for IEEE floats ``v - vth > 0``
+the forward pass is the tutorial's strict ``v > vth`` (for IEEE floats ``v - vth > 0``
 holds exactly when ``v > vth``). Only the backward pass differs between surrogates.
 
 ================  ==============================================  =======================
 name              derivative d spike / d u                        width parameter
 ================  ==============================================  =======================
-``rectangle``     ``1/(2w)`` if ``|u| < w`` else 0 (the seed)      ``w`` (seed: 0.5)
+``rectangle``     ``1/(2w)`` if ``|u| < w`` else 0 (the tutorial)      ``w`` (seed: 0.5)
 ``triangle``      ``max(0, 1 - |u|/w) / w``                         ``w`` half-width
 ``sigmoid``       ``k * sig(k u) * (1 - sig(k u))``                 ``k`` slope
 ``atan``          ``a / (2 (1 + (pi/2 * a * u)^2))``                ``a`` slope
@@ -30,7 +30,7 @@ def heaviside(u: torch.Tensor) -> torch.Tensor:
 
 
 def _rectangle_grad(u: torch.Tensor, w: float) -> torch.Tensor:
-    # Same expression as the seed: (|u| < lens) / (2 lens).
+    # Same expression as the tutorial: (|u| < lens) / (2 lens).
     return (u.abs() < w).to(u.dtype) / (w * 2)
 
 
@@ -54,7 +54,7 @@ _GRADS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
     "atan": _atan_grad,
 }
 
-# Default width/slope per surrogate; ``rectangle`` is the seed's lens = 0.5.
+# Default width/slope per surrogate; ``rectangle`` is the tutorial's lens = 0.5.
 SURROGATES: dict[str, float] = {"rectangle": 0.5, "triangle": 1.0, "sigmoid": 4.0, "atan": 2.0}
 
 

@@ -4,7 +4,7 @@
 ``eager``      PyTorch runs the step module as is (the reference)
 ``torchscript``  ``torch.jit.trace`` + freeze, saved as ``step.torchscript.pt``
 ``onnxruntime``  ONNX export + ONNX Runtime session, state kept in bound buffers
-``nir``        NIR export (Affine + LIF, exact mapping of the seed's LIF), read back with
+``nir``        NIR export (Affine + LIF, exact mapping of the tutorial's LIF), read back with
                nirtorch and run from the file
 ``sparse``     a C kernel built for this network: binary inputs as index lists,
                gather-accumulate of weight rows, fused LIF update, in-kernel encoding

@@ -18,7 +18,7 @@ What needs the Lynxi SDK (not installable here, so NOT exercised by our tests):
 * ``pylynchipsdk`` (LynSDK runtime) -- :class:`LynSdkDevice` loads the built model,
   resets its state per sample batch, sends T steps asynchronously on one stream and
   receives outputs on another, delivering each batch's outputs by stream callback, as
-  the seed's runtime does; the deploy runtime's feeder/reader threads drive it.
+  the tutorial's runtime does; the deploy runtime's feeder/reader threads drive it.
 
 Without lyngor, ``compile`` writes the graph artifacts and then fails with
 :class:`BackendUnavailableError` naming what to install. The test-suite drives the same

@@ -1,11 +1,10 @@
 """``nir``: export to the Neuromorphic Intermediate Representation, read it back, run it.
 
 Export (``step.nir``, HDF5): ``Input -> Flatten -> (Affine -> LIF)* -> Output`` with the
-mapping of the seed's *discrete* LIF (``V = V (1 - o) decay + W s``, ``o = V > vth``,
+mapping of the tutorial's *discrete* LIF (``V = V (1 - o) decay + W s``, ``o = V > vth``,
 reset one step late) onto NIR's continuous one
 (``tau dv/dt = (v_leak - v) + r I``, spike when ``v > v_threshold``, then ``v = v_reset``)
-that was measured to reproduce the seed's spikes in real NIR clients
-(``../shared/notes/nir.md``)::
+that reproduces the tutorial's spikes in NIR clients that use this discretisation::
 
     Affine(W, b)                      float32, unscaled
     LIF(tau = dt / (1 - decay), r = 1, v_leak = 0,
@@ -13,9 +12,9 @@ that was measured to reproduce the seed's spikes in real NIR clients
     dt = 1e-4 in the graph metadata   (Norse users: from_nir(graph, dt=1e-4))
 
 Parameters are float64 arrays of shape ``(n,)`` computed from the float32 ``decay``/``vth``.
-Euler at ``dt`` gives ``v' = decay v + (1 - decay) I``: NIR's membrane is the seed's
+Euler at ``dt`` gives ``v' = decay v + (1 - decay) I``: NIR's membrane is the tutorial's
 scaled by ``(1 - decay)``, and its threshold is scaled the same way, so spikes agree. The
-seed's delayed hard reset needs no extra node: NIR's immediate reset to 0 followed by
+the tutorial's delayed hard reset needs no extra node: NIR's immediate reset to 0 followed by
 the leak is the same thing (only the stored membrane differs: post- vs pre-reset).
 The non-spiking ``LI`` output layer of the membrane readout maps to
 ``LI(tau = dt / (1 - decay), r = 1 / (1 - decay), v_leak = 0)`` (membrane unscaled).
@@ -127,7 +126,7 @@ def to_nir(model, dt: float = DT):
 # -- read-back ------------------------------------------------------------------------------
 
 class NirLIF(nn.Module):
-    """A NIR LIF node discretised at ``dt`` (snnTorch's reading), run as the seed's recurrence.
+    """A NIR LIF node discretised at ``dt`` (snnTorch's reading), run as the tutorial's recurrence.
 
     State is the pre-reset membrane in discrete units (NIR's ``v / (r dt / tau)``)."""
 
@@ -135,7 +134,7 @@ class NirLIF(nn.Module):
         super().__init__()
         tau, r = np.asarray(node.tau, np.float64), np.asarray(node.r, np.float64)
         if np.any(np.asarray(node.v_leak) != 0) or (node.v_reset is not None and np.any(np.asarray(node.v_reset) != 0)):
-            raise UnsupportedError("nir backend: LIF with v_leak != 0 or v_reset != 0 has no seed-LIF reading")
+            raise UnsupportedError("nir backend: LIF with v_leak != 0 or v_reset != 0 has no tutorial-LIF reading")
         gain = r * dt / tau
         self.register_buffer("decay", torch.from_numpy((1.0 - dt / tau).astype(np.float32)))
         self.register_buffer("vth", torch.from_numpy((np.asarray(node.v_threshold, np.float64) / gain).astype(np.float32)))
@@ -255,7 +254,7 @@ class NirStep(CompiledStep):
 
 @register_backend("nir")
 class NirBackend(Backend):
-    description = "NIR export (Affine + LIF, exact seed-LIF mapping), read back with nirtorch"
+    description = "NIR export (Affine + LIF, exact tutorial-LIF mapping), read back with nirtorch"
     requires = ("nir", "nirtorch", "h5py")
     install_hint = "pip install nir nirtorch h5py (or: pip install -e '.[deploy]')"
     encodings = ("host",)

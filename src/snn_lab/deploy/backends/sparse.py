@@ -6,12 +6,12 @@ Where the graph is special, and what the kernel (``sparse_kernel.c``) does with 
   of the inputs that spiked: the kernel keeps each sample's spikes as an index list and
   gather-accumulates rows (no multiplies, exact inputs; fed as ``uint8`` from the host);
 * sparse spikes -- only the rows of active inputs are read (MNIST pixels spike ~12% of
-  the time, hidden neurons ~10-20% in a trained seed network), a fraction of a GEMM;
+  the time, hidden neurons ~10-20% in a trained tutorial network), a fraction of a GEMM;
 * fused state update -- accumulate, add bias, LIF update, threshold and emit the next
   layer's index list in one pass over a 64-column block held in registers;
 * encoding on the device -- with ``encode=graph`` the kernel draws the Bernoulli numbers
   itself (the counter hash of :mod:`snn_lab.deploy.encoding`, only for non-zero pixels),
-  as the seed's chip does with its random op; the host sends images once per batch.
+  as the tutorial's chip does with its random op; the host sends images once per batch.
 
 Compiling = lowering the network to packed, column-padded, transposed float32 weights
 and building the kernel with the system C compiler (``cc``/``gcc``/``clang``, pthreads;

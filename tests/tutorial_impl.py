@@ -1,6 +1,6 @@
-"""An independent re-implementation of the seed's semantics, for bit-exact checks.
+"""An independent re-implementation of the tutorial's semantics, for bit-exact checks.
 
-Written from the seed document's equations (not its code): per step, the previous
+Written from the reference tutorial's equations (not its code): per step, the previous
 membrane is compared to vth (strict '>') for the delayed reset, then
 ``mem * (1 - last) * decay + W x``; the prediction is the running sum of output spikes
 divided by T. Surrogate: rectangle window |u| < 0.5, height 1.
@@ -22,7 +22,7 @@ class _Rect(torch.autograd.Function):
         return g * ((mem - vth).abs() < 0.5).float() / 1.0, None
 
 
-class SeedReference(nn.Module):
+class TutorialReference(nn.Module):
     def __init__(self, sizes=(784, 512, 512, 10), vth=0.4, decay=0.8):
         super().__init__()
         self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
@@ -43,7 +43,7 @@ class SeedReference(nn.Module):
             total = total + x
         return total / spikes.shape[0]
 
-    def seed_state_dict(self):
+    def tutorial_state_dict(self):
         sd = {}
         for i, fc in enumerate(self.fcs):
             sd[f"linear_{i + 1}.weight"] = fc.weight.detach().clone()

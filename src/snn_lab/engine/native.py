@@ -1,10 +1,8 @@
-"""Optional native CPU kernels: compiled from ``_csrc.py`` on first use, loaded by ctypes.
+"""Optional native CPU kernels (``snn_lab/_native/csrc/engine.c``), loaded by ctypes.
 
 Nothing depends on them: without a C compiler (or with ``SNN_LAB_NATIVE=0``) every
-caller falls back to the pure-PyTorch path, which gives the same spikes. The shared
-object is cached under ``$SNN_LAB_CACHE`` (default ``~/.cache/snn_lab``), keyed by the
-source, the compiler and the CPU's feature flags, and written atomically, so concurrent
-processes and machines sharing a home directory are safe.
+caller falls back to the pure-PyTorch path, which gives the same spikes. Building,
+caching and the one warning when they are unavailable belong to :mod:`snn_lab._native`.
 
 All functions take contiguous float32 CPU tensors; the wrappers check this.
 """
@@ -12,79 +10,21 @@ All functions take contiguous float32 CPU tensors; the wrappers check this.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-import threading
-from pathlib import Path
+from typing import Any
 
 import torch
 
-from ._csrc import SOURCE
+from .._native import build
 
-__all__ = ["available", "status", "csr", "spmm_fwd", "spmm_wgrad", "lif_fwd", "lif_bwd",
-           "SURROGATE_KINDS"]
+__all__ = ["SURROGATE_KINDS", "available", "csr", "lif_bwd", "lif_fwd", "spmm_fwd", "spmm_wgrad", "status"]
 
 #: surrogate names the C backward knows (index = kind code)
 SURROGATE_KINDS = {"rectangle": 0, "triangle": 1, "sigmoid": 2, "atan": 3}
 
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-std=gnu99",
-         "-shared", "-fPIC"]
-
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_state = {"tried": False, "error": None, "path": None}
+_loaded: dict[str, ctypes.CDLL] = {}  # "lib": the bound library, once loaded
 
 
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    import platform
-
-    return platform.machine() + platform.processor()
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("SNN_LAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "snn_lab")
-    return Path(root)
-
-
-def _build() -> ctypes.CDLL:
-    cc = _compiler()
-    if cc is None:
-        raise RuntimeError("no C compiler found (set CC)")
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\n".join([SOURCE, cc, version, " ".join(FLAGS), _cpu_flags()]).encode()).hexdigest()[:16]
-    out_dir = _cache_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"snn_kernels_{key}.so"
-    if not target.exists():
-        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-            src = Path(tmp) / "kernels.c"
-            src.write_text(SOURCE)
-            so = Path(tmp) / "kernels.so"
-            for flags in (FLAGS, [f for f in FLAGS if f != "-fopenmp"]):  # then single-threaded
-                proc = subprocess.run([cc, *flags, str(src), "-o", str(so), "-lm"],
-                                      capture_output=True, text=True, timeout=300)
-                if proc.returncode == 0:
-                    break
-            else:
-                raise RuntimeError(f"compiling the engine kernels failed:\n{proc.stderr[-2000:]}")
-            os.replace(so, target)
-    lib = ctypes.CDLL(str(target))
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     i64, i32, f32, p = ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_void_p
     lib.snn_csr_count.argtypes = [p, i64, i64, p, i32]
     lib.snn_csr_count.restype = i64
@@ -101,40 +41,34 @@ def _build() -> ctypes.CDLL:
     lib.snn_tm_fill.argtypes = [p, i64, i64, p, p, p, i32]
     lib.snn_tm_fwd.argtypes = [p, p, p, p, i64, p, p, i64, i64, i64, i32]
     lib.snn_tm_wgrad.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i32]
-    for f in ("snn_tm_fill", "snn_tm_fwd", "snn_tm_wgrad", "snn_csr_fill", "snn_pack_tiles", "snn_pack_tiles_t", "snn_unpack_tiles", "snn_spmm_fwd", "snn_spmm_wgrad", "snn_lif_fwd", "snn_lif_bwd"):
+    for f in ("snn_tm_fill", "snn_tm_fwd", "snn_tm_wgrad", "snn_csr_fill", "snn_pack_tiles", "snn_pack_tiles_t",
+              "snn_unpack_tiles", "snn_spmm_fwd", "snn_spmm_wgrad", "snn_lif_fwd", "snn_lif_bwd"):
         getattr(lib, f).restype = None
-    _state["path"] = str(target)
     return lib
 
 
 def available() -> bool:
     """True when the kernels are built and loaded (builds them on the first call)."""
-    global _lib
-    if _lib is not None:
-        return True
-    if os.environ.get("SNN_LAB_NATIVE", "1").lower() in ("0", "false", "no", "off"):
-        return False
-    with _lock:
-        if not _state["tried"]:
-            _state["tried"] = True
-            try:
-                _lib = _build()
-            except Exception as e:  # no compiler, sandbox, read-only cache...: fall back
-                _state["error"] = f"{type(e).__name__}: {e}"
-    return _lib is not None
+    if "lib" not in _loaded:
+        try:
+            _loaded["lib"] = _bind(build.load("engine"))
+        except build.NativeUnavailableError:  # already logged once by _native
+            return False
+    return True
 
 
-def status() -> dict:
-    """What the native backend is doing, for logs and ``bench.json``."""
+def status() -> dict[str, Any]:
+    """Which path the engine's kernels take, for logs and ``bench.json``: ``available``,
+    ``kernels`` ("native" or "pytorch"), ``path`` (= ``library``), ``error``, ``disabled``."""
     ok = available()
-    return {"available": ok, "path": _state["path"], "error": _state["error"],
-            "disabled": os.environ.get("SNN_LAB_NATIVE", "1").lower() in ("0", "false", "no", "off")}
+    st = build.status("engine")
+    return {"available": ok, **st, "path": st["library"]}
 
 
 def _lib_or_raise() -> ctypes.CDLL:
     if not available():
-        raise RuntimeError(f"native kernels unavailable: {_state['error'] or 'disabled'}")
-    return _lib
+        raise RuntimeError(f"native kernels unavailable: {build.status('engine')['error']}")
+    return _loaded["lib"]
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -166,12 +100,12 @@ def csr(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     nnz = _lib_or_raise().snn_csr_count(_ptr(X), M, K, _ptr(row_ptr), nt)
     if nnz < 0:
         return None
-    col = torch.empty(int(nnz) + 1, dtype=torch.int32)  # one spare slot (see _csrc)
+    col = torch.empty(int(nnz) + 1, dtype=torch.int32)  # one spare slot (see snn_csr_fill)
     _lib_or_raise().snn_csr_fill(_ptr(X), M, K, _ptr(row_ptr), _ptr(col), nt)
     return row_ptr, col
 
 
-TILE = 64  # must match _csrc.py
+TILE = 64  # must match csrc/common.h
 
 
 def pack_tiles(A: torch.Tensor) -> torch.Tensor:

@@ -1,14 +1,14 @@
-"""C source of the optional CPU kernels (compiled on first use by ``native.py``).
-
-Plain C99 + OpenMP on raw float32 buffers: no PyTorch headers, so it builds in about a
-second with any C compiler. Built with ``-ffp-contract=off`` (no fused multiply-add), so
-the LIF forward rounds exactly like the tutorial's ``v * (1 - last) * decay + x``.
-"""
-
-SOURCE = r"""
+/* snn_lab engine kernels: sparse spike matmuls (CSR and temporal-mask layouts) and the
+ * LIF scan, forward and backward, on raw float32 buffers.
+ *
+ * Plain C + OpenMP, no PyTorch headers, so it builds in about a second with any C
+ * compiler; without OpenMP it runs single-threaded. Built with -ffp-contract=off (no fused
+ * multiply-add), so the LIF forward rounds exactly like the tutorial's
+ * v * (1 - last) * decay + x.
+ */
 #include <math.h>
-#include <stdint.h>
-#include <string.h>
+
+#include "common.h"
 #ifdef _OPENMP
 #include <omp.h>
 #else
@@ -22,22 +22,6 @@ static int omp_get_num_threads(void) { return 1; }
 #define SHARE(n, lo, hi) \
     const int64_t lo = (int64_t)(n) * omp_get_thread_num() / omp_get_num_threads(); \
     const int64_t hi = (int64_t)(n) * (omp_get_thread_num() + 1) / omp_get_num_threads();
-
-/* 8-float vectors (GCC/Clang vector extensions: AVX on x86-64 with -march=native,
-   pairs of NEON registers on arm64). Loads/stores go through memcpy: no alignment
-   or aliasing assumptions. */
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-static inline v8f ld(const float *p) { v8f v; memcpy(&v, p, 32); return v; }
-static inline void st(float *p, v8f v) { memcpy(p, &v, 32); }
-static inline v8f splat(float x) { v8f v = {x, x, x, x, x, x, x, x}; return v; }
-static inline v8f mask_to(v8i m, float x) { return (v8f)(m & (v8i)splat(x)); } /* m ? x : 0 */
-static inline v8f vabs(v8f v) { return (v8f)((v8i)v & (v8i){0x7fffffff, 0x7fffffff,
-    0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff}); }
-
-#define TILE 64  /* output columns per register block: 8 vectors */
-
-static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* ---- compressed rows of a binary float32 matrix X[M, K] ----------------------------
    snn_csr_count: row_ptr[m + 1] = number of non-zeros of row m, then a prefix sum.
@@ -81,36 +65,21 @@ void snn_csr_fill(const float *X, int64_t M, int64_t K, const int64_t *row_ptr,
 
 /* ---- out[M, N] = X @ W^T + bias for binary X in CSR form -------------------------
    Each output row is the sum of the rows of W^T its spikes select (gather-accumulate).
-   Wp holds W^T packed by column tiles, Wp[tile][k][TILE] (snn_pack_tiles): a tile is one
-   contiguous [K, TILE] block that stays in L2 while the rows stream by. (Rows of W^T
-   with a power-of-two stride would collide in the cache sets instead.) */
+   Wp holds W^T packed by full column tiles, Wp[tile][k][TILE] (the layout of common.h
+   with the width padded to TILE). */
 void snn_pack_tiles(const float *A, float *Ap, int64_t K, int64_t N, int nt) {
     /* A[K, N] -> Ap[ceil(N / TILE)][K][TILE], zero-padded */
     int64_t ntiles = (N + TILE - 1) / TILE;
     #pragma omp parallel for num_threads(nt) schedule(static) collapse(2)
     for (int64_t ti = 0; ti < ntiles; ti++)
-        for (int64_t k = 0; k < K; k++) {
-            int64_t n0 = ti * TILE, nb = min64(TILE, N - n0);
-            float *dst = Ap + (ti * K + k) * TILE;
-            const float *src = A + k * N + n0;
-            for (int64_t j = 0; j < nb; j++) dst[j] = src[j];
-            for (int64_t j = nb; j < TILE; j++) dst[j] = 0.0f;
-        }
+        for (int64_t k = 0; k < K; k++) pack_tile_row(A, Ap, K, N, ti * TILE, TILE, k);
 }
 
 /* The same tiles straight from W[N, K] (nn.Linear's layout), without forming W^T. */
 void snn_pack_tiles_t(const float *W, float *Ap, int64_t K, int64_t N, int nt) {
     int64_t ntiles = (N + TILE - 1) / TILE;
     #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t ti = 0; ti < ntiles; ti++) {
-        int64_t n0 = ti * TILE, nb = min64(TILE, N - n0);
-        float *dst = Ap + ti * K * TILE;
-        if (nb < TILE) memset(dst, 0, sizeof(float) * (size_t)(K * TILE));
-        for (int64_t j = 0; j < nb; j++) {
-            const float *src = W + (n0 + j) * K;
-            for (int64_t k = 0; k < K; k++) dst[k * TILE + j] = src[k];
-        }
-    }
+    for (int64_t ti = 0; ti < ntiles; ti++) pack_tile_t(W, Ap, K, N, ti * TILE, TILE);
 }
 
 void snn_unpack_tiles(const float *Ap, float *A, int64_t K, int64_t N, int nt) {
@@ -485,4 +454,3 @@ void snn_lif_bwd(const float *V, const float *gS, const float *gvlast, float *G,
         }
     }
 }
-"""

@@ -1,0 +1,61 @@
+/* Helpers shared by every snn_lab kernel library: 8-float vectors and the packed weight
+ * layout. Everything is static inline, so each library gets its own copy and only what it
+ * uses. Libraries are built with -ffp-contract=off and without fast-math: the arithmetic
+ * below rounds exactly like the PyTorch operations it replaces. */
+#ifndef SNN_LAB_COMMON_H
+#define SNN_LAB_COMMON_H
+
+#include <stdint.h>
+#include <string.h>
+
+/* 8-float vectors (GCC/Clang vector extensions: AVX on x86-64 with -march=native, pairs
+   of NEON registers on arm64). Loads/stores go through memcpy: no alignment or aliasing
+   assumptions. */
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+
+static inline v8f ld(const float *p) { v8f v; memcpy(&v, p, 32); return v; }
+static inline void st(float *p, v8f v) { memcpy(p, &v, 32); }
+static inline v8f splat(float x) { v8f v = {x, x, x, x, x, x, x, x}; return v; }
+static inline v8f mask_to(v8i m, float x) { return (v8f)(m & (v8i)splat(x)); } /* m ? x : 0 */
+static inline v8f vabs(v8f v) { return (v8f)((v8i)v & (v8i){0x7fffffff, 0x7fffffff,
+    0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff}); }
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* ---- packed weights ---------------------------------------------------------------------
+   A[K, N] (in practice W^T) is stored by column tiles: the tile of columns [c0, c0 + w) is
+   one contiguous [K][w] block at offset c0 * K, zero beyond column N. A tile stays in L2
+   while the inputs stream by (rows of W^T with a power-of-two stride would collide in the
+   cache sets instead). Tiles are TILE wide (8 vectors, one register block) while a whole
+   one fits in the padded width npad, then VEC wide: the engine pads npad to TILE (all tiles
+   full), the deploy kernel only to VEC (narrow tail tiles, less work on padding). */
+#define TILE 64
+#define VEC 8
+
+static inline int64_t tile_width(int64_t c0, int64_t npad) { return c0 + TILE <= npad ? TILE : VEC; }
+
+/* Row k of the tile at column c0 (width w) from row-major A[K, N]. */
+static inline void pack_tile_row(const float *A, float *Ap, int64_t K, int64_t N, int64_t c0,
+                                 int64_t w, int64_t k) {
+    const int64_t nb = min64(w, N - c0);
+    float *dst = Ap + c0 * K + k * w;
+    const float *src = A + k * N + c0;
+    for (int64_t j = 0; j < nb; j++) dst[j] = src[j];
+    for (int64_t j = nb; j < w; j++) dst[j] = 0.0f;
+}
+
+/* The whole tile at column c0 from W[N, K] (nn.Linear's layout, A = W^T) without forming
+   the transpose. */
+static inline void pack_tile_t(const float *W, float *Ap, int64_t K, int64_t N, int64_t c0, int64_t w) {
+    const int64_t nb = min64(w, N - c0);
+    float *dst = Ap + c0 * K;
+    if (nb < w) memset(dst, 0, sizeof(float) * (size_t)(K * w));
+    for (int64_t j = 0; j < nb; j++) {
+        const float *src = W + (c0 + j) * K;
+        for (int64_t k = 0; k < K; k++) dst[k * w + j] = src[k];
+    }
+}
+
+#endif

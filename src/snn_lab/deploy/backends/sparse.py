@@ -1,6 +1,7 @@
 """``sparse``: the step compiled to a C kernel specialised for spiking inputs.
 
-Where the graph is special, and what the kernel (``sparse_kernel.c``) does with it:
+Where the graph is special, and what the kernel (``snn_lab/_native/csrc/sparse_deploy.c``) does
+with it:
 
 * binary inputs -- every layer's input is 0/1, so ``W x`` is the sum of the weight rows
   of the inputs that spiked: the kernel keeps each sample's spikes as an index list and
@@ -15,8 +16,9 @@ Where the graph is special, and what the kernel (``sparse_kernel.c``) does with 
 
 Compiling = lowering the network to packed, column-padded, transposed float32 weights
 and building the kernel with the system C compiler (``cc``/``gcc``/``clang``, pthreads;
-``-ffp-contract=off`` so ``v * decay + I`` rounds like PyTorch). The build is cached in
-the output directory by a hash of source, flags and compiler. ``threads`` workers split
+``-ffp-contract=off`` so ``v * decay + I`` rounds like PyTorch). :mod:`snn_lab._native`
+builds it once per machine into its cache (``$SNN_LAB_CACHE``), shared by every deploy
+directory and with the engine's kernels. ``threads`` workers split
 the batch (the calling thread is one of them). Supported
 networks: Flatten/Dropout/Linear synapses, LIF/IF/PLIF with hard reset, and a LIF or LI
 output layer; anything else fails at compile time with the reason.
@@ -24,40 +26,35 @@ output layer; anything else fails at compile time with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
+import itertools
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..._native import build
 from ..errors import BackendUnavailableError, DeployError, UnsupportedError
 from ..registry import register_backend
 from .base import Backend, CompiledStep
 
-SOURCE = Path(__file__).with_name("sparse_kernel.c")
-ABI_VERSION = 5
+LIBRARY = "sparse_deploy"  # the kernel's name in snn_lab._native
+ABI_VERSION = 6
 KIND_LIF, KIND_LI = 0, 1
 BLOCK = 8  # floats per vector; columns are padded to a multiple of it
-WIDE = 64  # columns per register block (8 vectors)
 
 
-def pack_weights(wt: np.ndarray) -> np.ndarray:
-    """``W^T`` ``[n_in, n_pad]`` -> column blocks, each ``[n_in, width]`` contiguous, block
-    ``[c0, c0 + width)`` at offset ``c0 * n_in`` (width 64, then 8 for the tail): one
-    block's rows then sit in one compact region (few TLB pages, L2-resident)."""
-    n_in, n_pad = wt.shape
-    parts, c0 = [], 0
-    while c0 < n_pad:
-        width = WIDE if c0 + WIDE <= n_pad else BLOCK
-        parts.append(np.ascontiguousarray(wt[:, c0:c0 + width]).ravel())
-        c0 += width
-    return np.concatenate(parts)
+def pack_weights(lib: ctypes.CDLL, w: np.ndarray, n_pad: int) -> np.ndarray:
+    """Linear weight ``w[n_out, n_in]`` -> ``W^T`` zero-padded to ``n_pad`` columns, in the
+    kernel's column tiles (``csrc/common.h``): each tile's rows sit in one compact region
+    (few TLB pages, L2-resident). ``lib``: from :func:`build_kernel`."""
+    n_out, n_in = w.shape
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    out = np.empty(n_in * n_pad, dtype=np.float32)
+    lib.snn_pack_weights(_ptr(w), _ptr(out), n_in, n_out, n_pad)
+    return out
 
 
 class _Net(ctypes.Structure):
@@ -68,43 +65,38 @@ class _Net(ctypes.Structure):
 
 
 def find_compiler(cc: str | None = None) -> str:
-    for cand in ([cc] if cc else [os.environ.get("CC"), "cc", "gcc", "clang"]):
-        if cand and shutil.which(cand):
-            return shutil.which(cand)
+    found = build.find_compiler(cc)
+    if found:
+        return found
     raise BackendUnavailableError(
         "backend 'sparse' builds a C kernel but no C compiler was found (tried "
         f"{cc or '$CC, cc, gcc, clang'}); install one (apt-get install gcc) or set CC")
 
 
-def build_kernel(out_dir: str, cc: str | None = None, march_native: bool = True) -> str:
-    """Compile ``sparse_kernel.c`` into ``out_dir`` (cached); returns the library path."""
-    if not SOURCE.is_file():
-        raise BackendUnavailableError(f"backend 'sparse': kernel source {SOURCE} is missing; reinstall snn_lab")
-    compiler = find_compiler(cc)
-    src = SOURCE.read_bytes()
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    p = ctypes.c_void_p
+    lib.snn_step.argtypes = [p, p, ctypes.c_uint32, p, p]
+    lib.snn_step.restype = None
+    lib.snn_reset.argtypes = [p]
+    lib.snn_reset.restype = None
+    lib.snn_pool_create.argtypes = [ctypes.c_int]
+    lib.snn_pool_create.restype = p
+    lib.snn_pool_destroy.argtypes = [p]
+    lib.snn_pool_destroy.restype = None
+    lib.snn_pool_threads.argtypes = [p]
+    lib.snn_pack_weights.argtypes = [p, p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
+    lib.snn_pack_weights.restype = None
+    return lib
+
+
+def build_kernel(cc: str | None = None, march_native: bool = True) -> ctypes.CDLL:
+    """The kernel library, built once into the shared cache (see :mod:`snn_lab._native`)."""
+    find_compiler(cc)
     try:
-        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        version = ""
-    base = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared", "-std=c11", "-pthread"]
-    attempts = [base + ["-march=native"], base] if march_native else [base]
-    os.makedirs(out_dir, exist_ok=True)
-    errors = []
-    for flags in attempts:
-        tag = hashlib.sha256(src + " ".join(flags).encode() + compiler.encode() + version.encode()).hexdigest()[:16]
-        lib = os.path.join(out_dir, f"libsnn_sparse-{tag}.so")
-        if os.path.isfile(lib):
-            return lib
-        fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".so")
-        os.close(fd)
-        proc = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True)
-        if proc.returncode == 0:
-            os.replace(tmp, lib)
-            return lib
-        os.unlink(tmp)
-        errors.append(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}")
-    raise BackendUnavailableError(f"backend 'sparse': {compiler} could not build the kernel ({errors[-1]}); "
-                                  "install a working C compiler (apt-get install gcc)")
+        return _bind(build.load(LIBRARY, cc, march_native))
+    except build.NativeUnavailableError as e:
+        msg = f"backend 'sparse': {e}; install a working C compiler (apt-get install gcc)"
+        raise BackendUnavailableError(msg) from None
 
 
 def lower(model) -> list[dict]:
@@ -131,17 +123,15 @@ def lower(model) -> list[dict]:
             raise UnsupportedError(f"sparse backend: layer {i} neuron {type(n).__name__}"
                                    f"{'(reset=' + n.reset + ')' if isinstance(n, LIF) else ''} is not supported "
                                    "(LIF/IF/PLIF with hard reset, LI output only); use onnxruntime or torchscript")
-        w = lin.weight.detach().to(torch.float32).numpy()
+        w = np.ascontiguousarray(lin.weight.detach().to(torch.float32).numpy())
         n_out, n_in = w.shape
         n_pad = -(-n_out // BLOCK) * BLOCK
-        wt = np.zeros((n_in, n_pad), dtype=np.float32)
-        wt[:, :n_out] = w.T
         bias = np.zeros(n_pad, dtype=np.float32)
         if lin.bias is not None:
             bias[:n_out] = lin.bias.detach().to(torch.float32).numpy()
-        specs.append(dict(n_in=n_in, n_out=n_out, n_pad=n_pad, kind=kind, wt=wt, bias=bias,
+        specs.append(dict(n_in=n_in, n_out=n_out, n_pad=n_pad, kind=kind, w=w, bias=bias,
                           vth=np.float32(vth), decay=np.float32(decay)))
-    for a, b in zip(specs, specs[1:]):
+    for a, b in itertools.pairwise(specs):
         if a["n_out"] != b["n_in"]:
             raise UnsupportedError(f"sparse backend: layer sizes {a['n_out']} -> {b['n_in']} do not chain")
     if specs[0]["n_in"] != model.in_features:
@@ -156,33 +146,25 @@ def _ptr(a: np.ndarray) -> int:
 class SparseStep(CompiledStep):
     backend = "sparse"
 
-    def __init__(self, lib_path, specs, step, batch_size, threads, artifacts):
+    def __init__(self, lib: ctypes.CDLL, specs, step, batch_size, *, threads, artifacts):
         super().__init__(step, batch_size, artifacts, torch.uint8)
-        self.lib = ctypes.CDLL(lib_path)
+        self.lib = lib
+        lib_path = lib._name
         if self.lib.snn_abi_version() != ABI_VERSION:
             raise DeployError(f"sparse kernel {lib_path} has ABI {self.lib.snn_abi_version()}, expected "
                               f"{ABI_VERSION}; delete it to rebuild")
-        self.lib.snn_step.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p,
-                                      ctypes.c_void_p]
-        self.lib.snn_step.restype = None
-        self.lib.snn_reset.argtypes = [ctypes.c_void_p]
-        self.lib.snn_reset.restype = None
-        self.lib.snn_pool_create.argtypes = [ctypes.c_int]
-        self.lib.snn_pool_create.restype = ctypes.c_void_p
-        self.lib.snn_pool_destroy.argtypes = [ctypes.c_void_p]
-        self.lib.snn_pool_destroy.restype = None
-        self.lib.snn_pool_threads.argtypes = [ctypes.c_void_p]
+        _bind(lib)
         self._pool = self.lib.snn_pool_create(max(1, int(threads))) if int(threads) > 1 else None
         self.device_rng = step.encode == "graph"
         self.specs = specs
         B, L = int(batch_size), len(specs)
         n0 = specs[0]["n_in"]
         i32 = lambda k: np.array([s[k] for s in specs], dtype=np.int32)  # noqa: E731
-        keep = self._keep = {
+        keep: dict[str, Any] = {
             "n_in": i32("n_in"), "n_out": i32("n_out"), "n_pad": i32("n_pad"), "kind": i32("kind"),
             "vth": np.array([s["vth"] for s in specs], dtype=np.float32),
             "decay": np.array([s["decay"] for s in specs], dtype=np.float32),
-            "wt": [pack_weights(s["wt"]) for s in specs],
+            "wt": [pack_weights(self.lib, s["w"], s["n_pad"]) for s in specs],
             "bias": [np.ascontiguousarray(s["bias"]) for s in specs],
             "v": [np.zeros((B, s["n_pad"]), dtype=np.float32) for s in specs],
             "list": [np.zeros((B, s["n_in"]), dtype=np.int32) for s in specs],
@@ -193,6 +175,7 @@ class SparseStep(CompiledStep):
             "nz_count": np.zeros(B, dtype=np.int32),
             "keys": np.zeros(B, dtype=np.uint32),
         }
+        self._keep = keep
         self._ptr_arrays = {k: (ctypes.c_void_p * L)(*[_ptr(a) for a in keep[k]])
                             for k in ("wt", "bias", "v", "list", "count")}
         net = _Net(L, B, 1, 1 if self.device_rng else 0)
@@ -231,11 +214,12 @@ class SparseStep(CompiledStep):
         if self.device_rng:
             raise DeployError("the sparse backend's functional form takes spikes (encode=host); with "
                               "device encoding drive it with reset()/step()")
-        for buf, s, spec in zip(self._keep["v"], state, self.specs):
+        for buf, s, spec in zip(self._keep["v"], state, self.specs, strict=False):
             buf.fill(0.0)
             buf[:, :spec["n_out"]] = s.detach().numpy().reshape(self.batch_size, -1)
         out = self.step(0, x)
-        new = [torch.from_numpy(buf[:, :spec["n_out"]].copy()) for buf, spec in zip(self._keep["v"], self.specs)]
+        new = [torch.from_numpy(buf[:, :spec["n_out"]].copy())
+               for buf, spec in zip(self._keep["v"], self.specs, strict=True)]
         return (torch.from_numpy(out.copy()), *new)
 
     def close(self) -> None:
@@ -244,10 +228,8 @@ class SparseStep(CompiledStep):
             self.lib.snn_pool_destroy(pool)
 
     def __del__(self):
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     def describe(self) -> dict:
         return {**super().describe(), "threads": self.threads, "device_encoding": self.device_rng}
@@ -270,6 +252,6 @@ class SparseBackend(Backend):
         if step.model.encoder is not None and not getattr(step.model.encoder, "binary", True):
             raise UnsupportedError("sparse backend: the encoder does not emit binary spikes; use onnxruntime")
         specs = lower(step.model)
-        lib = build_kernel(out_dir, opts["cc"], bool(opts["march_native"]))
+        lib = build_kernel(opts["cc"], bool(opts["march_native"]))
         batch = int(example_inputs[0].shape[0])
-        return SparseStep(lib, specs, step, batch, int(opts["threads"] or 1), {"kernel": lib})
+        return SparseStep(lib, specs, step, batch, threads=int(opts["threads"] or 1), artifacts={"kernel": lib._name})

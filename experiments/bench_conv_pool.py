@@ -21,8 +21,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from snn_lab.config import register_configs
-from snn_lab.config.build import build_network, net_config
-from snn_lab.train import CONFIG_DIR
+from snn_lab.config.build import net_config
+from snn_lab.models import build_network
+from snn_lab.cli import CONFIG_DIR
 
 
 def build(pool: str, overrides: list[str]):

@@ -7,9 +7,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from snn_lab.config import ConfigError, register_configs, validate
-from snn_lab.config.build import (build_datamodule, build_lr_scheduler, build_network, build_optimizer,
-                                  build_trainer, net_config)
-from snn_lab.train import CONFIG_DIR
+from snn_lab.cli import CONFIG_DIR
+from snn_lab.config.build import build_datamodule, build_trainer, net_config
+from snn_lab.lit.optim import build_lr_scheduler, build_optimizer
+from snn_lab.models import build_network
 
 register_configs()
 GROUPS = ["data", "model", "neuron", "surrogate", "encoder", "readout", "optimizer", "lr_schedule",

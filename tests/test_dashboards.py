@@ -10,9 +10,10 @@ from hydra import compose, initialize_config_dir
 
 from helpers import TINY, train
 from snn_lab.config import ConfigError, validate
-from snn_lab.config.build import build_callbacks, build_network, net_config, to_dict
+from snn_lab.config.build import build_callbacks, net_config, to_dict
+from snn_lab.models import build_network
 from snn_lab.lit.callbacks import SpikeDashboard
-from snn_lab.train import CONFIG_DIR
+from snn_lab.cli import CONFIG_DIR
 
 pytest.importorskip("matplotlib")
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from helpers import TINY, metrics, train
-from snn_lab.lit import MNISTDataModule, load_network
+from snn_lab.lit import MNISTDataModule
+from snn_lab.models import load_network
 from snn_lab.lit.callbacks import RankSeed
 
 # encoder=direct: no encoder randomness, so the synced accuracies can be recomputed here
@@ -108,7 +109,7 @@ def test_child_command_is_the_job_not_the_sweep(tmp_path, monkeypatch):
     from omegaconf import open_dict
 
     from snn_lab.lit.ddp import hydra_child_command
-    from snn_lab.train import CONFIG_DIR
+    from snn_lab.cli import CONFIG_DIR
 
     monkeypatch.setattr(sys, "argv", ["train.py", "-m", "neuron.vth=0.3,0.5", "time_steps=4"])
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):

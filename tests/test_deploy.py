@@ -181,7 +181,7 @@ def test_register_backend_decorator_and_duplicates():
         with pytest.raises(ValueError, match="already registered"):
             register_backend("unit_test_backend")(type("Other", (Backend,), {}))
     finally:
-        registry._REGISTRY.pop("unit_test_backend", None)
+        registry.unregister_backend("unit_test_backend")
 
 
 def test_entry_point_plugin_backend_is_found(tmp_path, monkeypatch):
@@ -207,7 +207,7 @@ def test_entry_point_plugin_backend_is_found(tmp_path, monkeypatch):
         assert np.array_equal(run_compiled(compiled, net, images, np.arange(3)),
                               eager_scores(net, images, np.arange(3)))
     finally:
-        registry._REGISTRY.pop("fakechip", None)
+        registry.unregister_backend("fakechip")
 
 
 def test_missing_toolchain_fails_at_startup_saying_what_to_install(tmp_path):
@@ -346,7 +346,7 @@ def test_run_deploy_writes_a_complete_report(tmp_path):
 
 
 def test_wrong_checkpoint_fails_clearly(tmp_path):
-    from snn_lab.lit.module import CheckpointError
+    from snn_lab.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="does not exist"):
         run_deploy(tmp_path / "missing.ckpt", "eager", 2, tmp_path)

@@ -88,7 +88,7 @@ def test_deploy_config_errors_in_process(ckpt, tmp_path, args, needle):
     from hydra import compose, initialize_config_dir
 
     from snn_lab.deploy import DeployError
-    from snn_lab.deploy.__main__ import run
+    from snn_lab.cli.deploy import run
 
     with initialize_config_dir(CONF, version_base="1.3"):
         cfg = compose("deploy", overrides=[f"ckpt_path={ckpt}", f"out_dir={tmp_path}", *FAST, *args])
@@ -100,7 +100,7 @@ def test_deploy_config_errors_in_process(ckpt, tmp_path, args, needle):
 def test_target_apu_selects_lynxi_and_backend_group_wins():
     from hydra import compose, initialize_config_dir
 
-    from snn_lab.deploy.__main__ import backend_from_config
+    from snn_lab.cli.deploy import backend_from_config
 
     with initialize_config_dir(CONF, version_base="1.3"):
         assert backend_from_config(compose("deploy", overrides=["target=apu"]))[0] == "lynxi"

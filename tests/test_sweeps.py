@@ -102,7 +102,7 @@ def test_slurm_launcher_preset_composes_one_task_per_device():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from snn_lab.train import CONFIG_DIR
+    from snn_lab.cli import CONFIG_DIR
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm_ddp", "trainer=ddp", "target.devices=4",

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from helpers import QUIET, TINY, metrics, train
-from snn_lab.lit import SNNLitModule, load_network
+from snn_lab.lit import SNNLitModule
+from snn_lab.models import load_network
 
 
 # Bad overrides (wrong type, range, unknown option) are covered by test_bad_inputs.py.

@@ -19,8 +19,12 @@ the ``torch.Generator`` passed in (``None`` falls back to torch's global RNG).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
+
+from .registry import Registry
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -129,18 +133,11 @@ class DirectEncoder(Encoder):
         return images.unsqueeze(0).expand(time_steps, *images.shape)
 
 
-ENCODERS: dict[str, type[Encoder]] = {
-    "bernoulli": BernoulliEncoder,
-    "latency": LatencyEncoder,
-    "phase": PhaseEncoder,
-    "population": PopulationEncoder,
-    "direct": DirectEncoder,
-}
+#: built-in encoders by config name; ``ENCODERS.register("mine", MyEncoder)`` adds one
+ENCODERS: Registry[type[Encoder]] = Registry("encoder", {
+    "bernoulli": BernoulliEncoder, "latency": LatencyEncoder, "phase": PhaseEncoder,
+    "population": PopulationEncoder, "direct": DirectEncoder})
 
 
-def build_encoder(name: str, **params) -> Encoder:
-    try:
-        cls = ENCODERS[name]
-    except KeyError:
-        raise ValueError(f"encoder={name!r} is unknown; accepted: {', '.join(ENCODERS)}") from None
-    return cls(**params)
+def build_encoder(name: str, **params: Any) -> Encoder:
+    return ENCODERS.get(name)(**params)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..encoders import BernoulliEncoder
-from ..models import TUTORIAL_KEYS, tutorial_network
+from ..models import TUTORIAL_KEYS, load_tutorial_state_dict, tutorial_network
 
 SIZES = (784, 512, 512, 10)
 
@@ -68,8 +68,6 @@ class Reference(Contestant):
         self.module = tutorial_network(time_steps=time_steps, mode="step").to(device)
 
     def load(self, tutorial_state):
-        from ..models import load_tutorial_state_dict
-
         load_tutorial_state_dict(self.module, tutorial_state)
 
     def scores(self, images, generator):
@@ -164,8 +162,6 @@ class Engine(Contestant):
         self.module = tutorial_network(time_steps=time_steps, encoder=BernoulliEncoder(), mode="layer").to(device)
 
     def load(self, tutorial_state):
-        from ..models import load_tutorial_state_dict
-
         load_tutorial_state_dict(self.module, tutorial_state)
 
     def scores(self, images, generator):

@@ -9,6 +9,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..engine import linear as L
+from ..engine import native, options
+from ..engine.options import native_enabled
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -78,10 +82,6 @@ def layer_strategies(net, images: torch.Tensor, generator, repeats: int, device:
     index building, and weight gradient), interleaved, median of ``repeats``; ``auto``
     is what the engine picks. ``sparse`` groups spikes per sample over time (what the
     engine runs), ``sparse_rows`` indexes spikes row by row (used when T > 64)."""
-    from ..engine import linear as L
-    from ..engine import native, options
-    from ..engine.options import native_enabled
-
     with torch.no_grad():
         _, rec = net(images, generator=generator, return_record=True)
         train = net.encode(images, generator=generator)

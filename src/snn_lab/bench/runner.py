@@ -17,7 +17,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .. import engine
+from ..data import load_mnist_arrays
 from ..engine.options import EngineOptions
+from ..errors import ConfigError
 from . import contestants as C
 from .measure import layer_strategies, median, saved_activation_bytes, timed
 
@@ -75,8 +78,6 @@ def machine_info(device: torch.device) -> dict:
 
 def _images(cfg: BenchConfig, device) -> tuple[torch.Tensor, torch.Tensor]:
     if cfg.dataset == "mnist":
-        from ..data import load_mnist_arrays
-
         x, y = load_mnist_arrays("train")
         x = x.float().div_(255.0).unsqueeze(1)
     elif cfg.dataset == "random":  # for tests: MNIST-like sparsity without the files
@@ -86,7 +87,7 @@ def _images(cfg: BenchConfig, device) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.where(torch.rand(n, 1, 28, 28, generator=g) < 0.2, x, torch.zeros_like(x))
         y = torch.randint(0, 10, (n,), generator=g)
     else:
-        raise ValueError(f"dataset={cfg.dataset!r} is unknown; accepted: mnist, random")
+        raise ConfigError(f"dataset={cfg.dataset!r} is unknown; accepted: mnist, random")
     return x.to(device), y.to(device)
 
 
@@ -100,19 +101,19 @@ def _device(target) -> torch.device:
         return torch.device("cpu")
     if acc in ("gpu", "cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"target={name} needs CUDA, which is not available on this machine; "
+            raise ConfigError(f"target={name} needs CUDA, which is not available on this machine; "
                              "use target=cpu")
         return torch.device("cuda")
     if acc == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    raise ValueError(f"target={name!r} is unknown; accepted: cpu, gpu")
+    raise ConfigError(f"target={name!r} is unknown; accepted: cpu, gpu")
 
 
 def _select(cfg: BenchConfig) -> tuple[list[str], dict[str, str]]:
     names, skipped = [], {}
     for n in cfg.contestants:
         if n not in C.ALL:
-            raise ValueError(f"contestant {n!r} is unknown; accepted: {', '.join(C.ALL)}")
+            raise ConfigError(f"contestant {n!r} is unknown; accepted: {', '.join(C.ALL)}")
         names.append(n)
     if "reference" not in names:
         names.insert(0, "reference")
@@ -142,25 +143,21 @@ def _train_step(c, opt, images, labels, gen):
 def run(cfg: BenchConfig) -> dict:
     """Run the benchmark described by ``cfg``; returns what ``bench.json`` holds. Engine
     options apply for the run only."""
-    from .. import engine
-
     opts = dict(cfg.engine) if isinstance(cfg.engine, dict) else dataclasses.asdict(cfg.engine)
     with engine.using(**opts):
         return _run(cfg)
 
 
 def _run(cfg: BenchConfig) -> dict:
-    from .. import engine
-
     device = _device(cfg.target)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     for key, lo in (("time_steps", 1), ("train_batch", 1), ("train_steps", 1), ("rounds", 1),
                     ("infer_min_batches", 1)):
         if int(getattr(cfg, key)) < lo:
-            raise ValueError(f"{key}={getattr(cfg, key)!r} is invalid: must be an integer >= {lo}")
+            raise ConfigError(f"{key}={getattr(cfg, key)!r} is invalid: must be an integer >= {lo}")
     if not cfg.infer_batches or any(int(b) < 1 for b in cfg.infer_batches):
-        raise ValueError(f"infer_batches={list(cfg.infer_batches)} is invalid: batch sizes >= 1")
+        raise ConfigError(f"infer_batches={list(cfg.infer_batches)} is invalid: batch sizes >= 1")
     load_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     torch.manual_seed(cfg.seed)
     images, labels = _images(cfg, device)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import torch
+
+from ..data.mnist import SOURCES
+from ..deploy.registry import create_backend
+from ..errors import ConfigError, DeployError
+from ..models import MODES, build_network
+from ..models.conv import POOLS
+from .build import net_config
 from .schema import TrainConf, register_configs
-
-
-class ConfigError(ValueError):
-    """A config value is out of range or inconsistent (types are checked by Hydra)."""
 
 
 def _require(ok: bool, key: str, value, accepted: str) -> None:
@@ -26,10 +30,6 @@ def _one_of(cfg: Mapping, key: str, options) -> None:
 def validate(cfg: Mapping) -> None:
     """Range and consistency checks that types cannot express; raises ConfigError
     naming the full key. Runs before any data is loaded."""
-    from ..data.mnist import SOURCES
-    from ..models import MODES
-    from .build import build_network, net_config
-
     _require(cfg.time_steps >= 1, "time_steps", cfg.time_steps, "must be an integer >= 1")
     d = cfg.data
     for key in ("batch_size", "eval_batch_size"):
@@ -42,8 +42,6 @@ def validate(cfg: Mapping) -> None:
     _one_of(cfg, "data.augment", ("none", "shift"))
     _one_of(cfg, "model.mode", MODES)
     if "pool" in cfg.model:
-        from ..models.conv import POOLS
-
         _one_of(cfg, "model.pool", POOLS)
     n = cfg.neuron
     if "vth" in n:
@@ -68,8 +66,6 @@ def validate(cfg: Mapping) -> None:
                  cfg.callbacks.every_n_train_steps, "must be null or >= 1")
     _one_of(cfg, "target.accelerator", ("cpu", "gpu", "cuda", "mps", "auto"))
     if cfg.target.accelerator in ("gpu", "cuda"):
-        import torch
-
         _require(torch.cuda.is_available(), "target", cfg.target.name,
                  "no CUDA device is available here; use target=cpu")
     _require(cfg.deploy_batch_size >= 1, "deploy_batch_size", cfg.deploy_batch_size, "must be >= 1")
@@ -77,7 +73,7 @@ def validate(cfg: Mapping) -> None:
         _check_deploy(deploy_backend_name(cfg), cfg.deploy_batch_size)
     try:
         build_network(net_config(cfg))
-    except ValueError as e:
+    except ConfigError as e:
         raise ConfigError(f"network config: {e}") from None
 
 
@@ -88,9 +84,6 @@ def deploy_backend_name(cfg: Mapping) -> str:
 
 def _check_deploy(name: str, batch_size: int) -> None:
     # Before training: a typo or a missing toolchain must not surface after an hour.
-    from ..deploy.errors import DeployError
-    from ..deploy.registry import create_backend
-
     try:
         backend = create_backend(name)
         backend.check_available()

@@ -1,23 +1,22 @@
-"""The one place configs become objects (every ``instantiate`` call lives here).
-
-Networks are built from plain dicts (``net_config``) so a checkpoint's hyper-parameters
-alone rebuild the model: ``SNNLitModule.load_from_checkpoint(path)`` needs nothing else.
+"""Training configs become objects here: the data module, loggers, callbacks and the
+Trainer. The network itself is built from plain data by :func:`snn_lab.models.build_network`
+(``net_config`` extracts that data), so a checkpoint's hyper-parameters alone rebuild it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-import torch
-from hydra.utils import instantiate
+import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning import callbacks as cb
+from pytorch_lightning import loggers as pl_loggers
 
-from ..encoders import build_encoder
-from ..models import SNNModel, SpikingConvNet, SpikingMLP
-from ..neurons import build_neuron, get_surrogate
-from ..readouts import check_readout
+from ..lit.callbacks import FiringRateLogger, RankSeed, SpikeDashboard
+from ..lit.checkpoint_io import AtomicCheckpointIO
+from ..lit.datamodule import MNISTDataModule
+from ..lit.ddp import build_strategy
 
-MODELS = {"mlp": SpikingMLP, "conv": SpikingConvNet}
 NET_KEYS = ("model", "neuron", "surrogate", "encoder", "readout", "time_steps")
 
 
@@ -36,59 +35,12 @@ def _params(section: Mapping, drop=("name",)) -> dict:
     return {k: v for k, v in section.items() if k not in drop and not k.startswith("_")}
 
 
-def build_network(net: Mapping) -> SNNModel:
-    net = to_dict(net)
-    model = dict(net["model"])
-    name = model.pop("name")
-    if name not in MODELS:
-        raise ValueError(f"model={name!r} is unknown; accepted: {', '.join(MODELS)}")
-    sur = net.get("surrogate") or {}
-    surrogate = get_surrogate(sur.get("name", "rectangle"), sur.get("width"))
-    neuron = dict(net["neuron"])
-    neuron_name = neuron.pop("name")
-    make_neuron = lambda: build_neuron(neuron_name, surrogate=surrogate, **neuron)  # noqa: E731
-    make_neuron()  # fail early on bad neuron parameters
-    enc = dict(net.get("encoder") or {"name": "bernoulli"})
-    encoder = build_encoder(enc.pop("name"), **enc)
-    readout = dict(net.get("readout") or {"name": "rate"})
-    check_readout(readout["name"])
-    input_shape = list(model.pop("input_shape"))
-    input_shape[0] *= encoder.channel_multiplier
-    return MODELS[name](make_neuron, input_shape=input_shape, time_steps=net["time_steps"],
-                        encoder=encoder, readout=readout["name"], out_decay=readout.get("out_decay", 0.8),
-                        **model)
-
-
-def build_optimizer(cfg: Mapping, params) -> torch.optim.Optimizer:
-    return instantiate(to_dict(cfg), params=params, _convert_="all")
-
-
-def build_lr_scheduler(cfg: Mapping, optimizer, max_epochs: int, total_steps: int) -> dict:
-    cfg = dict(to_dict(cfg))
-    interval = cfg.pop("interval")
-    name = cfg.pop("name")
-    if name == "cosine" and cfg.get("T_max") is None:
-        cfg["T_max"] = max(1, max_epochs if interval == "epoch" else total_steps)
-    if name == "onecycle":
-        cfg["total_steps"] = max(1, total_steps)
-        if cfg.get("max_lr") is None:
-            cfg["max_lr"] = optimizer.param_groups[0]["lr"]
-    return {"scheduler": instantiate(cfg, optimizer=optimizer), "interval": interval}
-
-
-def build_datamodule(cfg: Mapping):
-    from ..lit.datamodule import MNISTDataModule
-
+def build_datamodule(cfg: Mapping) -> MNISTDataModule:
     d = _params(to_dict(cfg))
     return MNISTDataModule(**d)
 
 
-def build_callbacks(cfg: Mapping, monitor: str, ckpt_dir: str) -> list:
-    import pytorch_lightning as pl
-    from pytorch_lightning import callbacks as cb
-
-    from ..lit.callbacks import FiringRateLogger, RankSeed, SpikeDashboard
-
+def build_callbacks(cfg: Mapping, monitor: str, ckpt_dir: str) -> list[pl.Callback]:
     out: list[pl.Callback] = [FiringRateLogger(), RankSeed()]
     dash = cfg.get("dashboard") or {}
     if dash.get("enabled"):
@@ -115,9 +67,8 @@ def build_callbacks(cfg: Mapping, monitor: str, ckpt_dir: str) -> list:
     return out
 
 
-def build_loggers(cfg: Mapping, run_dir: str) -> list:
-    from pytorch_lightning import loggers
-
+def build_loggers(cfg: Mapping, run_dir: str) -> list[pl_loggers.Logger]:
+    loggers = pl_loggers
     name = cfg["name"]
     if name == "tensorboard":
         return [loggers.TensorBoardLogger(save_dir=run_dir, name="tensorboard", version="",
@@ -127,19 +78,14 @@ def build_loggers(cfg: Mapping, run_dir: str) -> list:
     return []
 
 
-def build_trainer(cfg: Mapping, run_dir: str, ckpt_dir: str, monitor: str):
-    import pytorch_lightning as pl
-
+def build_trainer(cfg: Mapping, run_dir: str, ckpt_dir: str, monitor: str) -> pl.Trainer:
     trainer_cfg = {k: v for k, v in to_dict(cfg["trainer"]).items() if v is not None}
     target = to_dict(cfg["target"])
     callbacks_cfg = to_dict(cfg["callbacks"])
     loggers = build_loggers(to_dict(cfg["logger"]), run_dir)
     callbacks = build_callbacks(callbacks_cfg, monitor, ckpt_dir)
-    from ..lit.ddp import build_strategy  # ddp: children that run this Hydra job, not sys.argv
-
+    # ddp: the children re-run this Hydra job, not sys.argv
     trainer_cfg["strategy"] = build_strategy(trainer_cfg["strategy"])
-    from ..lit.checkpoint_io import AtomicCheckpointIO
-
     return pl.Trainer(
         plugins=[AtomicCheckpointIO()],
         accelerator=target["accelerator"], devices=target["devices"], precision=target["precision"],

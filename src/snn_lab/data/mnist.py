@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import DataError
+
 BUNDLED_DIR = Path(__file__).resolve().parent / "mnist"
 
 FILES = {
@@ -31,10 +33,6 @@ SHA256 = {
 SOURCES = ("bundled", "dir", "download")
 
 _verified: set[tuple[str, float]] = set()
-
-
-class DataError(ValueError):
-    """A data file is missing, corrupt or not what it claims to be."""
 
 
 def _read(path: Path) -> bytes:

@@ -14,22 +14,15 @@ through the ``snn_lab.backends`` entry-point group). See docs/DEPLOY.md.
 
 from __future__ import annotations
 
-from .errors import (BackendUnavailableError, DeployError, ParityError, UnknownBackendError,
-                     UnsupportedError)
-from .registry import ENTRY_POINT_GROUP, create_backend, get_backend, list_backends, register_backend
+from ..errors import BackendUnavailableError, DeployError, UnknownBackendError, UnsupportedError
+from . import backends  # registers the built-in backends (eager, torchscript, onnxruntime, ...)
+from .api import run_deploy
+from .registry import ENTRY_POINT_GROUP, create_backend, get_backend, list_backends, register_backend, unregister_backend
 from .step import LoadSaveStep, StepModule, state_slots
 
 
-def run_deploy(network_or_ckpt, backend: str = "onnxruntime", batch_size: int = 28, out_dir="deploy",
-               **options) -> dict:
-    """See :func:`snn_lab.deploy.api.run_deploy`."""
-    from .api import run_deploy as _run
-
-    return _run(network_or_ckpt, backend=backend, batch_size=batch_size, out_dir=out_dir, **options)
-
-
 __all__ = [
-    "BackendUnavailableError", "DeployError", "ENTRY_POINT_GROUP", "LoadSaveStep", "ParityError", "StepModule",
+    "BackendUnavailableError", "DeployError", "ENTRY_POINT_GROUP", "LoadSaveStep", "StepModule",
     "UnknownBackendError", "UnsupportedError", "create_backend", "get_backend", "list_backends",
-    "register_backend", "run_deploy", "state_slots",
+    "register_backend", "run_deploy", "state_slots", "unregister_backend",
 ]

@@ -11,8 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models import SNNModel
-from .errors import DeployError, UnsupportedError
+from .. import _native
+from ..data.mnist import load_mnist_arrays
+from ..encoders import BernoulliEncoder
+from ..errors import DeployError, UnsupportedError
+from ..io import atomic_write_json
+from ..models import SNNModel, load_network
 from .registry import create_backend
 from .runtime import BusyMeter, InputSource, Runtime, eager_reference, loadavg, measure_latency, percentiles_ms
 from .step import LoadSaveStep, StepModule, check_encoder
@@ -45,8 +49,6 @@ def load_model(network_or_ckpt) -> tuple[SNNModel, str | None]:
     if isinstance(network_or_ckpt, SNNModel):
         return network_or_ckpt.eval(), None
     if isinstance(network_or_ckpt, (str, os.PathLike)):
-        from ..lit.module import load_network  # CheckpointError (a ValueError) on any bad file
-
         path = os.fspath(network_or_ckpt)
         return load_network(path), os.path.abspath(path)
     raise DeployError(f"deploy needs an SNNModel or a checkpoint path, got {type(network_or_ckpt).__name__}")
@@ -54,8 +56,6 @@ def load_model(network_or_ckpt) -> tuple[SNNModel, str | None]:
 
 def load_images(model: SNNModel, split: str = "test", root=None, num_samples=None):
     """Dataset images as float32 ``[N, *input_shape]`` in [0, 1] (uint8 / 255, as in training)."""
-    from ..data.mnist import load_mnist_arrays
-
     images, labels = load_mnist_arrays(split, root)
     if num_samples is not None:
         if int(num_samples) < 1:
@@ -81,8 +81,6 @@ def build_step(model: SNNModel, lowering: str, encode: str, batch_size: int):
 
 
 def resolve_encode(backend, model: SNNModel, encode: str) -> str:
-    from ..encoders import BernoulliEncoder
-
     allowed = tuple(getattr(backend, "encodings", ("host", "graph")))
     if encode == "auto":
         pref = getattr(backend, "preferred_encode", "host")
@@ -134,8 +132,6 @@ def run_deploy(network_or_ckpt, backend: str = "onnxruntime", batch_size: int = 
     Writes ``<out_dir>/deploy_report.json`` atomically and the backend's artifacts under
     ``<out_dir>/<backend>/``. Options: see :data:`DEFAULTS`.
     """
-    from ..io import atomic_write_json
-
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
         raise DeployError(f"unknown deploy option(s) {', '.join(unknown)}; accepted: {', '.join(sorted(DEFAULTS))}")
@@ -198,6 +194,7 @@ def run_deploy(network_or_ckpt, backend: str = "onnxruntime", batch_size: int = 
                  "cpu_share_used_by_other_processes": busy.others,
                  "process_cpu_seconds": busy.cpu_seconds, "machine": platform.machine()},
         "versions": _versions(),
+        "kernels": _native.describe(),
     }
     if opt["verify"]:
         t0 = time.perf_counter()

@@ -20,11 +20,10 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Callable, TypeVar
 
-from .errors import UnknownBackendError
+from ..errors import UnknownBackendError
 
 ENTRY_POINT_GROUP = "snn_lab.backends"
 _REGISTRY: dict[str, Callable] = {}
-_BUILTINS_LOADED = False
 
 T = TypeVar("T")
 
@@ -47,11 +46,9 @@ def register_backend(name: str | None = None, *, replace: bool = False) -> Calla
     return deco
 
 
-def _load_builtins() -> None:
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        from . import backends  # noqa: F401  (registers eager, torchscript, onnxruntime, ...)
+def unregister_backend(name: str) -> None:
+    """Remove a registered backend (a plug-in's teardown, tests); unknown names are ignored."""
+    _REGISTRY.pop(name, None)
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
@@ -64,13 +61,11 @@ def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
 
 def list_backends() -> list[str]:
     """Names of every backend: registered ones and ``snn_lab.backends`` entry points."""
-    _load_builtins()
     return sorted(set(_REGISTRY) | set(_entry_points()))
 
 
 def get_backend(name: str) -> Callable:
     """The registered class/factory for ``name`` (entry points are loaded on demand)."""
-    _load_builtins()
     if name in _REGISTRY:
         return _REGISTRY[name]
     ep = _entry_points().get(name)

@@ -33,7 +33,7 @@ import torch
 
 from ..encoders import BernoulliEncoder
 from .encoding import CounterDraws, batch_seed, sample_keys
-from .errors import DeployError, UnsupportedError
+from ..errors import DeployError, UnsupportedError
 
 _STOP = object()
 

@@ -42,7 +42,7 @@ from ..encoders import BernoulliEncoder
 from ..models import SNNModel
 from ..neurons import LI, LIF
 from . import ops
-from .errors import UnsupportedError
+from ..errors import UnsupportedError
 
 ENCODINGS = ("host", "graph")
 
@@ -74,15 +74,6 @@ def state_slots(model: SNNModel) -> list[StateSlot]:
 
 def flatten_state(state: Sequence) -> list[Tensor]:
     return [t for layer_state in state for t in layer_state]
-
-
-def unflatten_state(model: SNNModel, flat: Sequence[Tensor]) -> tuple:
-    out, k = [], 0
-    for layer, layer_state in zip(model.layers, model.init_state(1)):
-        n = len(layer_state)
-        out.append(type(layer_state)(*flat[k:k + n]))
-        k += n
-    return tuple(out)
 
 
 def fusable_lif(neuron: nn.Module) -> bool:

@@ -171,7 +171,7 @@ def spike_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     output), None to check, False to skip the spike-specific paths.
     ``time_steps``: ``T`` when the rows are ``T`` time-major blocks of ``M / T`` samples
     (``x`` = a ``[T, B, K]`` train flattened); lets the sparse path group each sample's
-    spikes over time (the temporal layout of ``_csrc.py``).
+    spikes over time (the temporal layout of ``_native/csrc/engine.c``).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"matmul={strategy!r} is unknown; accepted: {', '.join(STRATEGIES)}")

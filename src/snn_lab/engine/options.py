@@ -6,6 +6,8 @@ import contextlib
 import dataclasses
 from typing import Any, Iterator
 
+from . import native
+
 STRATEGIES = ("auto", "dense", "sparse", "bf16x3")
 
 
@@ -34,8 +36,6 @@ def options() -> EngineOptions:
 
 def native_enabled() -> bool:
     """True when the compiled CPU kernels may be used (option on and kernels loaded)."""
-    from . import native
-
     return _options.native and native.available()
 
 

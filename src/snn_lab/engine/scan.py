@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import torch
 
-from ..neurons.surrogate import _GRADS
 from . import native
 from .options import native_enabled
+from .surrogate import SURROGATE_GRADS, SURROGATE_WIDTHS, surrogate_grad
 
 __all__ = ["lif_scan", "lif_scan_reference"]
 
@@ -217,29 +217,18 @@ def _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, de
     return G
 
 
-def surrogate_grad(name: str, u: torch.Tensor, width: float, inplace: bool = False) -> torch.Tensor:
-    """``Surrogate.grad`` with float-mask arithmetic (the rectangle avoids bool tensors,
-    which are slow on CPU); other names use the registry's definition. ``inplace``
-    allows overwriting ``u``."""
-    if name == "rectangle":
-        out = u if inplace else u.clone()
-        out.abs_()
-        torch.lt(out, width, out=out)
-        return out.mul_(1.0 / (width * 2))
-    return _GRADS[name](u, width)
-
-
-def lif_scan(x: torch.Tensor, v0: torch.Tensor | None, vth, decay, surrogate=None,
-             reset: str = "hard", detach_reset: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def lif_scan(x: torch.Tensor, v0: torch.Tensor | None, vth: torch.Tensor | float, decay: torch.Tensor | float,
+             surrogate: str = "rectangle", width: float | None = None, reset: str = "hard",
+             detach_reset: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the tutorial LIF over ``x[T, ...]``; returns ``(spikes[T, ...], v_last)``.
 
     ``vth``/``decay`` are scalars or one-element tensors (learnable ones get gradients);
-    ``surrogate`` is a :class:`~snn_lab.neurons.Surrogate` (default: the tutorial's rectangle).
+    ``surrogate``/``width``: a name of :data:`SURROGATE_GRADS` and its width (None: its
+    default; the tutorial's is the rectangle of width 0.5).
     """
-    from ..neurons.surrogate import Surrogate
-
-    if surrogate is None:
-        surrogate = Surrogate()
+    if surrogate not in SURROGATE_GRADS:
+        raise ValueError(f"surrogate={surrogate!r} is unknown; accepted: {', '.join(SURROGATE_GRADS)}")
+    width = SURROGATE_WIDTHS[surrogate] if width is None else float(width)
     if reset not in ("hard", "subtract"):
         raise ValueError(f"reset={reset!r} is unknown; accepted: hard, subtract")
     if v0 is None:
@@ -255,7 +244,7 @@ def lif_scan(x: torch.Tensor, v0: torch.Tensor | None, vth, decay, surrogate=Non
         t.requires_grad for t in (x, v0, vth_t, decay_t))
     if not needs_grad:
         return forward_nograd(x, v0, vth_t, decay_t, hard)
-    return _LIFScan.apply(x, v0, vth_t, decay_t, surrogate.name, surrogate.width,
+    return _LIFScan.apply(x, v0, vth_t, decay_t, surrogate, width,
                           hard, bool(detach_reset))
 
 

@@ -1,6 +1,6 @@
 """Lightning wrappers: the DataModule for MNIST and the LightningModule for SNNs."""
 
 from .datamodule import MNISTDataModule
-from .module import CheckpointError, SNNLitModule, load_network
+from .module import SNNLitModule
 
-__all__ = ["CheckpointError", "MNISTDataModule", "SNNLitModule", "load_network"]
+__all__ = ["MNISTDataModule", "SNNLitModule"]

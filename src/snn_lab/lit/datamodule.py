@@ -13,7 +13,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from ..data.mnist import SOURCES, DataError, download_mnist, load_mnist_arrays
+from ..data.mnist import SOURCES, download_mnist, load_mnist_arrays
+from ..errors import DataError
 
 
 class MNISTDataModule(pl.LightningDataModule):

@@ -5,20 +5,14 @@ state is saved in checkpoints, so a resumed run draws the same spikes."""
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import torchmetrics
 
-from ..config.build import build_lr_scheduler, build_network, build_optimizer
-from ..models import SNNModel
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, unsafe or of another architecture."""
+from ..errors import DivergedError
+from ..models import SNNModel, build_network
+from .optim import build_lr_scheduler, build_optimizer
 
 
 class SNNLitModule(pl.LightningModule):
@@ -78,7 +72,7 @@ class SNNLitModule(pl.LightningModule):
         scores, rec = out if record else (out, None)
         loss = F.cross_entropy(scores, labels)
         if not torch.isfinite(loss):
-            raise FloatingPointError(
+            raise DivergedError(
                 f"non-finite {stage} loss ({loss.item()}) at global step {self.global_step}; "
                 "lower optimizer.lr or enable trainer.gradient_clip_val")
         acc = self.metrics[f"{stage}_acc"]
@@ -111,7 +105,7 @@ class SNNLitModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         for name, p in self.named_parameters():
             if p.grad is not None and not torch.isfinite(p.grad).all():
-                raise FloatingPointError(
+                raise DivergedError(
                     f"non-finite gradient in {name} at global step {self.global_step}; "
                     "lower optimizer.lr or enable trainer.gradient_clip_val")
 
@@ -123,40 +117,3 @@ class SNNLitModule(pl.LightningModule):
         max_epochs = self.trainer.max_epochs if self._trainer is not None else 1
         sched = build_lr_scheduler(self.hparams.lr_schedule, optimizer, max_epochs, total)
         return {"optimizer": optimizer, "lr_scheduler": sched}
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with one-line errors for every way it fails."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, pickle of arbitrary objects, not a checkpoint...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} cannot be loaded safely ({first[:160]}); "
-                              "it is corrupt, truncated or not a snn_lab checkpoint") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "net" not in ckpt.get("hyper_parameters", {}):
-        raise CheckpointError(f"checkpoint {path} is not a snn_lab training checkpoint "
-                              "(no state_dict / hyper_parameters.net)")
-    return ckpt
-
-
-def load_network(path: str | os.PathLike, expect: dict | None = None) -> SNNModel:
-    """Rebuild the trained network from a checkpoint (weights only, eval mode).
-
-    ``expect``: a net config the checkpoint must match (else :class:`CheckpointError`).
-    """
-    ckpt = read_checkpoint(path)
-    net_cfg = ckpt["hyper_parameters"]["net"]
-    if expect is not None and expect != net_cfg:
-        diff = sorted(k for k in set(expect) | set(net_cfg) if expect.get(k) != net_cfg.get(k))
-        raise CheckpointError(f"checkpoint {path} holds another network (differs in {', '.join(diff)})")
-    net = build_network(net_cfg)
-    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path} does not fit its own network config: "
-                              f"{str(e).splitlines()[0]}") from None
-    return net.eval()

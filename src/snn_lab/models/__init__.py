@@ -1,7 +1,13 @@
-"""Network models built from the neurons: the tutorial MLP and a convolutional SNN."""
+"""Networks: the tutorial MLP and a convolutional SNN, built from plain config
+(:func:`build_network`) or rebuilt from a checkpoint (:func:`load_network`)."""
 
 from .base import MODES, Record, SNNModel, SpikingLayer
+from .build import MODELS, build_network
+from .checkpoint import load_network, net_diff, read_checkpoint
 from .conv import SpikingConvNet
 from .mlp import TUTORIAL_KEYS, SpikingMLP, load_tutorial_state_dict, tutorial_network
 
-__all__ = ["MODES", "Record", "SNNModel", "SpikingLayer", "SpikingConvNet", "SpikingMLP", "TUTORIAL_KEYS", "load_tutorial_state_dict", "tutorial_network"]
+__all__ = [
+    "MODELS", "MODES", "TUTORIAL_KEYS", "Record", "SNNModel", "SpikingConvNet", "SpikingLayer", "SpikingMLP",
+    "build_network", "load_network", "load_tutorial_state_dict", "net_diff", "read_checkpoint", "tutorial_network",
+]

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import engine
 from ..encoders import Encoder
 from ..neurons import Neuron
 from ..readouts import check_readout, reduce_outputs
@@ -38,13 +39,61 @@ class SpikingLayer(nn.Module):
         self.synapse = synapse
         self.neuron = neuron
 
-    def step(self, x: torch.Tensor, state: Any):
+    def step(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         return self.neuron.step(self.synapse(x), state)
 
-    def multi_step(self, x_seq: torch.Tensor, state: Any):
+    def multi_step(self, x_seq: torch.Tensor, state: Any, binary: bool | None = None) -> tuple[torch.Tensor, Any]:
+        """The layer over a whole sequence ``[T, B, ...]``, with the engine's fast paths:
+
+        * an input that is the same at every step (stride 0 over time, as the direct
+          encoder gives) goes through the synapse once, on ``B`` rows like each step of
+          the per-step path, and the current is broadcast over time;
+        * a plain ``Linear`` synapse runs as :func:`snn_lab.engine.spike_linear` over
+          ``T*B`` rows (dense or gather over the spikes; ``binary``: what the caller
+          knows about ``x_seq``).
+        Otherwise the synapse runs once over ``T*B`` rows.
+        """
+        enabled = engine.options().enabled and not torch.jit.is_tracing()
+        if (enabled and x_seq.dim() >= 2 and x_seq.shape[0] > 1 and x_seq.stride(0) == 0
+                and _per_sample(self.synapse)):
+            cur = self.synapse(x_seq[0])
+            return self.neuron.multi_step(cur.unsqueeze(0).expand(x_seq.shape[0], *cur.shape), state)
         T, B = x_seq.shape[:2]
-        cur = self.synapse(x_seq.reshape(T * B, *x_seq.shape[2:]))
+        linear = _linear_of(self.synapse) if enabled and binary is not False else None
+        if linear is not None and x_seq[0, 0].numel() == linear.in_features:
+            opts = engine.options()
+            cur = engine.spike_linear(x_seq.reshape(T * B, -1), linear.weight, linear.bias, opts.matmul, binary,
+                                      opts.sparse_max_density, time_steps=T)
+        else:
+            cur = self.synapse(x_seq.reshape(T * B, *x_seq.shape[2:]))
         return self.neuron.multi_step(cur.reshape(T, B, *cur.shape[1:]), state)
+
+
+def _linear_of(synapse: nn.Module) -> nn.Linear | None:
+    """The ``Linear`` when ``synapse`` is one (optionally after ``Flatten`` and inactive
+    dropout), else None."""
+    if isinstance(synapse, nn.Linear):
+        return synapse
+    if not isinstance(synapse, nn.Sequential):
+        return None
+    linear = None
+    for m in synapse:
+        if linear is None and isinstance(m, nn.Flatten):
+            continue
+        if linear is None and isinstance(m, nn.Dropout) and (not m.training or m.p == 0):
+            continue
+        if linear is None and isinstance(m, nn.Linear):
+            linear = m
+            continue
+        return None
+    return linear
+
+
+def _per_sample(synapse: nn.Module) -> bool:
+    """No module that draws per call (active dropout): then equal inputs give equal
+    outputs, so a time-invariant input may go through the synapse once."""
+    return not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0
+                   for m in synapse.modules())
 
 
 @dataclass
@@ -143,11 +192,9 @@ class SNNModel(nn.Module):
         state = self.init_state(B, device=x.device, dtype=x.dtype)
         rec = Record()
         if mode == "layer":
-            from ..engine import layer_multi_step
-
-            binary = None  # the input train: checked by the engine where it matters
+            binary: bool | None = None  # the input train: checked by the engine where it matters
             for layer, s in zip(self.layers, state):
-                x, _ = layer_multi_step(layer, x, s, binary)
+                x, _ = layer.multi_step(x, s, binary)
                 binary = True if layer.neuron.spiking else False
                 rec.spikes.append(x)
             outputs = x

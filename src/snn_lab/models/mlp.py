@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 from torch import nn
 
 from ..encoders import Encoder
-from ..neurons import LI, Neuron
+from ..neurons import LI, LIF, Neuron, Surrogate
 from .base import SNNModel, SpikingLayer
 
 
@@ -56,8 +56,6 @@ def _seq(ops: list[nn.Module]) -> nn.Module:
 def tutorial_network(vth: float = 0.4, decay: float = 0.8, time_steps: int = 20,
                  encoder: Encoder | None = None, mode: str = "step") -> SpikingMLP:
     """The tutorial's 784-512-512-10 LIF network with the rectangle surrogate (lens 0.5)."""
-    from ..neurons import LIF, Surrogate
-
     return SpikingMLP(lambda: LIF(vth=vth, decay=decay, surrogate=Surrogate("rectangle", 0.5)),
                       time_steps=time_steps, encoder=encoder, mode=mode)
 

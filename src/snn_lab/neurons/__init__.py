@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from ..registry import Registry
 from .adaptive import ALIF, ALIFState
 from .base import Neuron
 from .izhikevich import Izhikevich, IzhikevichState
 from .lif import IF, LI, LIF, PLIF, LIFState, LIState
 from .surrogate import SURROGATES, Surrogate, get_surrogate, heaviside
 
-NEURONS: dict[str, type[Neuron]] = {
-    "if": IF,
-    "lif": LIF,
-    "plif": PLIF,
-    "alif": ALIF,
-    "izhikevich": Izhikevich,
-}
+#: built-in neurons by config name; ``NEURONS.register("mine", MyNeuron)`` adds one
+NEURONS: Registry[type[Neuron]] = Registry(
+    "neuron", {"if": IF, "lif": LIF, "plif": PLIF, "alif": ALIF, "izhikevich": Izhikevich})
 
 
-def build_neuron(name: str, surrogate: Surrogate | None = None, **params) -> Neuron:
+def build_neuron(name: str, surrogate: Surrogate | None = None, **params: Any) -> Neuron:
     """Build a neuron by registry name; unknown names list the accepted ones."""
-    try:
-        cls = NEURONS[name]
-    except KeyError:
-        raise ValueError(f"neuron={name!r} is unknown; accepted: {', '.join(NEURONS)}") from None
-    return cls(surrogate=surrogate, **params)
+    return NEURONS.get(name)(surrogate=surrogate, **params)
 
 
 __all__ = [

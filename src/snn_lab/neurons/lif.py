@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import torch
 
+from .. import engine
 from .base import Neuron, check_positive, check_unit
 from .surrogate import Surrogate
 
@@ -73,17 +74,27 @@ class LIF(Neuron):
             v = (v - self.vth * last) * self.leak() + x
         return self.spike(v - self.vth), LIFState(v)
 
-    def multi_step(self, x_seq: torch.Tensor, state: LIFState | None = None):
-        """Whole sequence ``[T, ...]``: the fused scan of :mod:`snn_lab.engine` (same
-        spikes as looping :meth:`step`, gradients within float tolerance), or the base
-        loop when it does not apply (a subclass with its own ``step``, engine off)."""
-        if type(self).step is LIF.step:
-            from ..engine import lif_multi_step
-
-            out = lif_multi_step(self, x_seq, state)
-            if out is not None:
-                return out
+    def multi_step(self, x_seq: torch.Tensor, state: LIFState | None = None) -> tuple[torch.Tensor, LIFState]:
+        """Whole sequence ``[T, ...]``: the engine's fused scan (same spikes as looping
+        :meth:`step`, gradients within float tolerance) when it applies, else the base
+        loop (a subclass with its own ``step``, the engine switched off, tracing,
+        per-neuron parameters, a custom spike function)."""
+        if self._scan_applies(x_seq, state):
+            spikes, v = engine.lif_scan(x_seq, None if state is None else state.v, self.vth, self.leak(),
+                                        self.spike.name, self.spike.width, self.reset, self.detach_reset)
+            return spikes, LIFState(v)
         return super().multi_step(x_seq, state)
+
+    def _scan_applies(self, x_seq: torch.Tensor, state: LIFState | None) -> bool:
+        if type(self).step is not LIF.step or not engine.options().enabled:
+            return False
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            return False
+        if not torch.is_floating_point(x_seq) or x_seq.dim() < 2 or type(self.spike) is not Surrogate:
+            return False
+        if self.vth.numel() != 1 or self.leak().numel() != 1:
+            return False
+        return state is None or state.v.shape == x_seq.shape[1:]
 
     def extra_repr(self) -> str:
         return f"vth={float(self.vth):g}, decay={float(self.leak()):g}, reset={self.reset}, surrogate={self.spike}"

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import BackendUnavailableError, UnsupportedError
+from ...errors import BackendUnavailableError, UnsupportedError
 
 
 class CompiledStep:

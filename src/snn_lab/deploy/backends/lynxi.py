@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ...io import atomic_write_json, atomic_write_text
-from ..errors import BackendUnavailableError, DeployError
+from ...errors import BackendUnavailableError, DeployError
 from ..ops import graph_ops
 from ..registry import register_backend
 from ..step import LoadSaveStep, trace_torchscript

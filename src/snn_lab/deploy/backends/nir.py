@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DeployError, UnsupportedError
+from ...errors import DeployError, UnsupportedError
+from ...neurons import LI, LIF
 from ..registry import register_backend
 from .base import Backend, CompiledStep
 
@@ -50,8 +51,6 @@ def _f64(x) -> float:
 
 def _lowerable(model):
     """Yield ``(kind, module_or_neuron)`` for the layers of ``model`` or raise UnsupportedError."""
-    from ...neurons import LI, LIF
-
     for i, layer in enumerate(model.layers):
         mods = list(layer.synapse) if isinstance(layer.synapse, nn.Sequential) else [layer.synapse]
         for m in mods:
@@ -198,8 +197,6 @@ def read_nir(path: str):
 
 def check_readback(model, module) -> dict:
     """Compare the read-back parameters with the trained network's, exactly."""
-    from ...neurons import LI
-
     ours = [m for kind, m in _lowerable(model) if kind in ("linear", "lif", "li")]
     theirs = [m for m in module.modules() if isinstance(m, (nn.Linear, NirLIF, NirLI))]
     if len(ours) != len(theirs):

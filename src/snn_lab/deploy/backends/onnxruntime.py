@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import torch
 
-from ..errors import UnsupportedError
+from ...errors import UnsupportedError
 from ..registry import register_backend
 from .base import Backend, CompiledStep
 

@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from ..._native import build
-from ..errors import BackendUnavailableError, DeployError, UnsupportedError
+from ...errors import BackendUnavailableError, DeployError, UnsupportedError
+from ...neurons import LI, LIF
 from ..registry import register_backend
 from .base import Backend, CompiledStep
 
@@ -101,8 +102,6 @@ def build_kernel(cc: str | None = None, march_native: bool = True) -> ctypes.CDL
 
 def lower(model) -> list[dict]:
     """The network as a list of layer specs, or :class:`UnsupportedError` naming the problem."""
-    from ...neurons import LI, LIF
-
     specs = []
     n_layers = len(model.layers)
     for i, layer in enumerate(model.layers):

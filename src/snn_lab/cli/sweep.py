@@ -12,7 +12,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .io import atomic_write_text
+from ..io import atomic_write_text
 
 COLUMNS = ("best_val_acc", "final_val_acc", "test_acc", "epochs", "wall_seconds",
            "train_samples_per_second")

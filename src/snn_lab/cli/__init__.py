@@ -1,0 +1,52 @@
+"""Command-line entry points: ``snn-train``/``python -m snn_lab.train``, ``snn-deploy``/
+``python -m snn_lab.deploy``, ``snn-bench``/``python -m snn_lab.bench``.
+
+This is the top layer: the only code that reads ``sys.argv``, sets process-wide
+defaults (environment variables) and turns errors into exit codes. Each entry function
+sets the environment first and imports torch only after that (OpenMP reads
+``OMP_WAIT_POLICY`` when it loads).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+#: Hydra's primary config directory: ``conf/`` at the top of the repository
+CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "conf")
+
+__all__ = ["CONFIG_DIR", "bench", "deploy", "prepare_process", "train"]
+
+
+def prepare_process() -> None:
+    """Process-wide defaults for a command-line run (an explicit setting wins).
+
+    Idle OpenMP threads sleep instead of spinning: on a 2-core machine shared with other
+    processes, spinning threads slowed a 2-epoch run from ~80 s to ~10 min
+    (docs/BENCHMARKS.md). Hydra prints one-line errors, not its own traceback.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+
+
+def train() -> None:
+    prepare_process()
+    from .train import check_output_dir, main
+
+    check_output_dir(sys.argv[1:])
+    main()
+
+
+def deploy() -> None:
+    prepare_process()
+    from .deploy import main
+
+    main()
+
+
+def bench() -> None:
+    prepare_process()
+    from .bench import main
+
+    main()

@@ -1,0 +1,33 @@
+"""The one error handler of every entry point: a :class:`~snn_lab.errors.SnnLabError`
+becomes ``error: <one line>`` on stderr and exit code 2; anything else is a bug and
+keeps its traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Callable, Iterator, NoReturn
+
+from ..errors import SnnLabError
+
+EXIT_REJECTED = 2
+
+
+def fail(message: str, code: int = EXIT_REJECTED) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+@contextlib.contextmanager
+def user_errors(cleanup: Callable[[], None] | None = None, reraise: bool = False) -> Iterator[None]:
+    """Report a user-facing error in one line and exit 2. ``cleanup`` runs first (e.g.
+    remove a run dir the rejected run created); ``reraise`` hands the error on instead
+    (a multirun job, which its sweeper reports)."""
+    try:
+        yield
+    except SnnLabError as e:
+        if reraise:
+            raise
+        if cleanup is not None:
+            cleanup()
+        fail(str(e))

@@ -1,0 +1,203 @@
+"""``python -m snn_lab.train [overrides]``: train an SNN from the composed config.
+
+Writes to the Hydra run dir: ``.hydra/`` (composed config), ``tensorboard/`` (events,
+HPARAMS with final metrics), ``checkpoints/{last,best}.ckpt``, ``metrics.json``.
+Returns the monitored metric (best ``val/acc``) for sweepers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from .. import _native
+from ..config import deploy_backend_name, register_configs, validate
+from ..config.build import build_datamodule, build_trainer, net_config, to_dict
+from ..deploy import run_deploy
+from ..errors import CheckpointError, RunError
+from ..io import atomic_write_json, atomic_write_text
+from ..lit.callbacks import RunStats
+from ..lit.module import SNNLitModule
+from ..models import net_diff, read_checkpoint
+from . import CONFIG_DIR
+from .errors import fail, user_errors
+
+log = logging.getLogger("snn_lab.train")
+register_configs()
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Mute Lightning's known-harmless advice on a CPU machine, for this call only."""
+    with warnings.catch_warnings():
+        for pattern in (".*does not have many workers.*", ".*GPU available but not used.*"):
+            warnings.filterwarnings("ignore", message=pattern)
+        yield
+
+
+def _resolve_ckpt(cfg: DictConfig, ckpt_dir: Path, net: dict) -> str | None:
+    if cfg.ckpt_path is None:
+        return None
+    path = ckpt_dir / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    if cfg.ckpt_path == "last" and not path.exists():
+        raise CheckpointError(f"ckpt_path=last but {path} does not exist; resume inside the killed run's "
+                              "directory with hydra.run.dir=<that run dir> ckpt_path=last")
+    ckpt = read_checkpoint(path)
+    if ckpt["hyper_parameters"]["net"] != net:
+        raise CheckpointError(f"ckpt_path={path} was trained with another network (differs in "
+                              f"{', '.join(net_diff(net, ckpt['hyper_parameters']['net']))}); "
+                              "use the same overrides as that run")
+    return str(path)
+
+
+def run(cfg: DictConfig) -> float:
+    validate(cfg)  # before any data is touched
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists() and cfg.ckpt_path is None:
+        raise RunError(f"{run_dir} already holds a finished run (metrics.json); choose another "
+                       "hydra.run.dir, or pass ckpt_path=last to continue it")
+    if not os.access(run_dir, os.W_OK):
+        raise RunError(f"run dir {run_dir} is not writable; set hydra.run.dir to a writable path")
+    net = net_config(cfg)
+    ckpt_path = _resolve_ckpt(cfg, ckpt_dir, net)
+    if rank_zero_only.rank == 0:  # DDP children (rank > 0) share rank 0's run dir
+        _save_config(cfg, run_dir)
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.set_float32_matmul_precision(cfg.matmul_precision)
+    if cfg.target.threads:
+        torch.set_num_threads(cfg.target.threads)
+    dm = build_datamodule(cfg.data)
+    model = SNNLitModule(net=net, optimizer=to_dict(cfg.optimizer), lr_schedule=to_dict(cfg.lr_schedule),
+                         seed=cfg.seed)
+    trainer = build_trainer(cfg, str(run_dir), str(ckpt_dir), cfg.monitor)
+    stats = RunStats()
+    trainer.callbacks.append(stats)
+
+    t0 = time.perf_counter()
+    with quiet_lightning():
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    fit_seconds = time.perf_counter() - t0
+    if trainer.interrupted:
+        raise RunError("training was interrupted; resume with ckpt_path=last in the same run dir")
+
+    ckpt_cb = trainer.checkpoint_callback
+    best_path = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+    test_acc = None
+    if cfg.test and not cfg.trainer.fast_dev_run:
+        with quiet_lightning():
+            res = trainer.test(model, datamodule=dm, ckpt_path=best_path, weights_only=True, verbose=False)
+        test_acc = float(res[0]["test/acc"]) if res else None
+    final_val = stats.history[-1]["val_acc"] if stats.history else None
+    best_val = float(ckpt_cb.best_model_score) if best_path and ckpt_cb.best_model_score is not None else (
+        max((h["val_acc"] for h in stats.history), default=None))
+    if not trainer.is_global_zero:  # DDP: rank 0 alone writes metrics.json, deploys, logs HPARAMS
+        return best_val if best_val is not None else float("nan")
+    metrics = {
+        "best_val_acc": best_val, "final_val_acc": final_val, "test_acc": test_acc,
+        "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+        "wall_seconds": round(time.perf_counter() - t0, 2), "fit_seconds": round(fit_seconds, 2),
+        "train_samples_per_second": round(stats.samples_per_second, 1)
+        if not math.isnan(stats.samples_per_second) else None,
+        "history": stats.history, "checkpoints": {"best": best_path, "last": str(ckpt_dir / "last.ckpt")
+                                                  if (ckpt_dir / "last.ckpt").exists() else None},
+        "run_dir": str(run_dir), "monitor": cfg.monitor, "world_size": trainer.world_size,
+        "kernels": _native.describe(),
+    }
+    if cfg.deploy:
+        metrics["deploy"] = _deploy(cfg, best_path or metrics["checkpoints"]["last"], run_dir)
+    atomic_write_json(metrics_path, metrics)
+    _log_hparams(trainer, cfg, metrics)
+    shown = f"{100 * test_acc:.2f}%" if test_acc is not None else "n/a"
+    print(f"snn_lab: test/acc={shown} best {cfg.monitor}="
+          f"{'n/a' if best_val is None else f'{100 * best_val:.2f}%'} "
+          f"epochs={trainer.current_epoch} wall={metrics['wall_seconds']:.0f}s run_dir={run_dir}")
+    return best_val if best_val is not None else float("nan")
+
+
+def _save_config(cfg: DictConfig, run_dir: Path) -> None:
+    hc = HydraConfig.get()
+    out = run_dir / ".hydra"
+    out.mkdir(exist_ok=True)
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write_text(out / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task))))
+    atomic_write_text(out / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": OmegaConf.to_container(
+        hc, resolve=False)}), resolve=False))
+
+
+def _deploy(cfg: DictConfig, ckpt: str | None, run_dir: Path) -> dict:
+    if ckpt is None:
+        raise RunError("deploy needs a checkpoint: keep callbacks.checkpoint=true")
+    report = run_deploy(ckpt, backend=deploy_backend_name(cfg), batch_size=cfg.deploy_batch_size,
+                        out_dir=run_dir / "deploy")
+    return {k: report.get(k) for k in ("backend", "batch_size", "throughput", "deployed_accuracy",
+                                       "eager_accuracy", "agreement", "report_path")}
+
+
+def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict) -> None:
+    flat = {}
+    for group in ("neuron", "surrogate", "encoder", "readout", "model", "optimizer", "lr_schedule", "data"):
+        for k, v in OmegaConf.to_container(cfg[group], resolve=True).items():
+            flat[f"{group}.{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    flat.update(time_steps=cfg.time_steps, seed=cfg.seed, max_epochs=cfg.trainer.max_epochs)
+    final = {f"hparams/{k}": v for k, v in metrics.items()
+             if k in ("best_val_acc", "final_val_acc", "test_acc", "train_samples_per_second")
+             and v is not None}
+    for lg in trainer.loggers:
+        if isinstance(lg, TensorBoardLogger):
+            lg.log_hyperparams(flat, final)
+            lg.finalize("success")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+
+    def remove_rejected_run() -> None:  # rejected before it wrote anything
+        if run_dir.is_dir() and set(os.listdir(run_dir)) <= {f"{hc.job.name}.log"}:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    with user_errors(cleanup=remove_rejected_run, reraise=hc.mode == RunMode.MULTIRUN):
+        return run(cfg)
+    raise AssertionError("unreachable")  # user_errors exits
+
+
+def check_output_dir(argv: list[str]) -> None:
+    """Fail with one line, before Hydra starts, when the run/sweep dir cannot be created
+    (Hydra itself would print a traceback)."""
+    if not any(a.lstrip("+").startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in argv):
+        argv = [*argv, "hydra.run.dir=outputs"]
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") not in ("hydra.run.dir", "hydra.sweep.dir"):
+            continue
+        anc = Path(value.split("${", 1)[0] or ".")
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not anc.is_dir():
+            fail(f"{key}={value}: {anc} is a file, not a directory; choose another {key}")
+        try:
+            with tempfile.TemporaryFile(dir=anc):
+                pass
+        except OSError as e:
+            fail(f"{key}={value}: {anc} is not writable ({e.strerror}); choose another {key}")

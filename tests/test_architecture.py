@@ -1,0 +1,52 @@
+"""The layering holds at run time: what importing a layer loads and changes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("pytorch_lightning", "lightning", "lightning_fabric", "hydra", "omegaconf")
+
+
+def _probe(code: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("module", ["snn_lab.deploy", "snn_lab.models", "snn_lab.engine", "snn_lab.data"])
+def test_low_layers_load_neither_lightning_nor_hydra(module):
+    loaded = _probe(f"import json, sys, {module}; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
+    assert loaded == []
+
+
+def test_a_checkpoint_deploys_without_the_training_stack(trained_tiny_ckpt):
+    code = f"""
+import json, sys
+from snn_lab.models import load_network
+net = load_network({str(trained_tiny_ckpt)!r})
+print(json.dumps({{"layers": len(net.layers), "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
+"""
+    got = _probe(code)
+    assert got["heavy"] == [] and got["layers"] >= 2
+
+
+def test_importing_snn_lab_changes_no_process_state():
+    # the third-party stack first: some of it sets variables and filters of its own
+    code = """
+import json, os, warnings, importlib, pkgutil
+import torch, torchvision, torchmetrics, numpy, pytorch_lightning, lightning_fabric, hydra, omegaconf
+from pytorch_lightning import callbacks, loggers, strategies
+before_env, before_filters = dict(os.environ), list(warnings.filters)
+import snn_lab
+for m in pkgutil.walk_packages(snn_lab.__path__, "snn_lab."):
+    if not m.name.endswith("__main__"):
+        importlib.import_module(m.name)
+changed = sorted(k for k in set(os.environ) | set(before_env) if os.environ.get(k) != before_env.get(k))
+print(json.dumps({"env": changed, "filters_added": len(warnings.filters) - len(before_filters)}))
+"""
+    got = _probe(code)
+    assert got["env"] == [], got
+    assert got["filters_added"] <= 0, got

@@ -20,10 +20,10 @@ import time
 import torch
 from hydra import compose, initialize_config_dir
 
+from snn_lab.cli import CONFIG_DIR
 from snn_lab.config import register_configs
 from snn_lab.config.build import net_config
 from snn_lab.models import build_network
-from snn_lab.cli import CONFIG_DIR
 
 
 def build(pool: str, overrides: list[str]):
@@ -64,13 +64,18 @@ def main(argv=None) -> int:
     for r in range(args.rounds):
         for pool, (net, opt) in nets.items():
             rates[pool].append(train_steps(net, opt, x, y, args.steps))
-        print(f"round {r}: " + "  ".join(f"pool={p} {rates[p][-1]:.0f} samples/s" for p in nets)
-              + f"  ratio {rates['current'][-1] / rates['spikes'][-1]:.2f}x")
+        print(
+            f"round {r}: "
+            + "  ".join(f"pool={p} {rates[p][-1]:.0f} samples/s" for p in nets)
+            + f"  ratio {rates['current'][-1] / rates['spikes'][-1]:.2f}x"
+        )
     med = {p: statistics.median(v) for p, v in rates.items()}
     ratios = [c / s for c, s in zip(rates["current"], rates["spikes"])]
-    print(f"median: pool=current {med['current']:.0f} samples/s, pool=spikes {med['spikes']:.0f} samples/s; "
-          f"current/spikes {statistics.median(ratios):.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}x), "
-          f"batch {args.batch}, {args.threads} threads")
+    print(
+        f"median: pool=current {med['current']:.0f} samples/s, pool=spikes {med['spikes']:.0f} samples/s; "
+        f"current/spikes {statistics.median(ratios):.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}x), "
+        f"batch {args.batch}, {args.threads} threads"
+    )
     return 0
 
 

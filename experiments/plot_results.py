@@ -37,8 +37,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="name=run_dir")
     ap.add_argument("--out", default="docs")
-    ap.add_argument("--tutorial", action="store_true",
-                    help="also mark the test accuracies the reference tutorial reports (after epochs 1, 10, 30)")
+    ap.add_argument(
+        "--tutorial",
+        action="store_true",
+        help="also mark the test accuracies the reference tutorial reports (after epochs 1, 10, 30)",
+    )
     args = ap.parse_args(argv)
     runs = {}
     for item in args.runs:
@@ -76,8 +79,10 @@ def main(argv=None) -> int:
     rows = ["| run | test acc | best val acc | epochs | wall time | train samples/s |", "|---|---|---|---|---|---|"]
     for name, (_, m) in runs.items():
         t = m.get("test_acc")
-        rows.append(f"| {name} | {100 * t:.2f}% | {100 * m['best_val_acc']:.2f}% | {m['epochs']} | "
-                    f"{m['wall_seconds'] / 60:.1f} min | {m.get('train_samples_per_second')} |")
+        rows.append(
+            f"| {name} | {100 * t:.2f}% | {100 * m['best_val_acc']:.2f}% | {m['epochs']} | "
+            f"{m['wall_seconds'] / 60:.1f} min | {m.get('train_samples_per_second')} |"
+        )
     table = "\n".join(rows) + "\n"
     (out / "results_table.md").write_text(table)
     print(table)

@@ -79,8 +79,7 @@ def load_jobs(sweep_dir: Path, tensorboard: bool = True) -> list[dict]:
             metrics = json.loads(mpath.read_text())
         except json.JSONDecodeError:
             continue
-        job = {"job": mpath.parent.name, "dir": mpath.parent, "metrics": metrics,
-               "overrides": _overrides(mpath.parent)}
+        job = {"job": mpath.parent.name, "dir": mpath.parent, "metrics": metrics, "overrides": _overrides(mpath.parent)}
         job["train_curves"] = _tb_scalars(mpath.parent) if tensorboard else {}
         jobs.append(job)
     return jobs
@@ -200,8 +199,9 @@ def plot_history(jobs, metric, out: Path) -> Path:
     return _save(fig, out / "history.png")
 
 
-def plot_sweep(sweep_dir: Path, out: Path | None = None, metric: str = "best_val_acc",
-               tensorboard: bool = True) -> list[Path]:
+def plot_sweep(
+    sweep_dir: Path, out: Path | None = None, metric: str = "best_val_acc", tensorboard: bool = True
+) -> list[Path]:
     sweep_dir = Path(sweep_dir)
     jobs = load_jobs(sweep_dir, tensorboard)
     if not jobs:
@@ -216,8 +216,9 @@ def plot_sweep(sweep_dir: Path, out: Path | None = None, metric: str = "best_val
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("sweep_dir", type=Path, help="a multirun directory (holds <job>/metrics.json)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: <sweep_dir>/plots)")
     p.add_argument("--metric", default="best_val_acc", choices=METRICS, help="metric on the y axis")

@@ -8,15 +8,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from helpers import TINY, train
 from snn_lab.data.mnist import BUNDLED_DIR
 
 
 def _digest(run: Path) -> dict:
-    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run.rglob("*")) if p.is_file() and p.suffix != ".log"}
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run.rglob("*"))
+        if p.is_file() and p.suffix != ".log"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +84,11 @@ CASES = [
     ("truncated checkpoint", ["ckpt_path={truncated_ckpt}"], "cannot be loaded safely"),
     ("garbage checkpoint", ["ckpt_path={garbage_ckpt}"], "cannot be loaded safely"),
     ("unsafe checkpoint", ["ckpt_path={unsafe_ckpt}"], "cannot be loaded safely"),
-    ("checkpoint of another architecture", ["model.hidden=[32]", "ckpt_path={good}/checkpoints/last.ckpt"],
-     "another network"),
+    (
+        "checkpoint of another architecture",
+        ["model.hidden=[32]", "ckpt_path={good}/checkpoints/last.ckpt"],
+        "another network",
+    ),
     ("missing checkpoint", ["ckpt_path={tmp}/nope.ckpt"], "does not exist"),
     ("NaN loss", ["optimizer.lr=1e38"], "non-finite gradient in net.layers.0"),
     ("unwritable output dir", ["hydra.run.dir={file}/run"], "is a file, not a directory"),
@@ -98,8 +103,15 @@ CASES = [
 def test_bad_input(name, overrides, expected, good_run, tmp_path):
     before = _digest(good_run)
     fills = {"good": str(good_run), "tmp": str(tmp_path)}
-    for kind in ("truncated_ckpt", "garbage_ckpt", "unsafe_ckpt", "empty_data_dir", "corrupt_data_dir",
-                 "truncated_data_dir", "file"):
+    for kind in (
+        "truncated_ckpt",
+        "garbage_ckpt",
+        "unsafe_ckpt",
+        "empty_data_dir",
+        "corrupt_data_dir",
+        "truncated_data_dir",
+        "file",
+    ):
         if any("{" + kind + "}" in o for o in overrides):
             fills[kind] = _make(kind, tmp_path, good_run)
     args = [o.format(**fills) for o in overrides]

@@ -11,9 +11,20 @@ import pytest
 from snn_lab.bench import BenchConfig, run, table
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(time_steps=3, train_batch=8, train_steps=1, infer_batches=[1, 4], infer_min_samples=4,
-            infer_min_batches=1, rounds=1, warmup=0, pretrain_steps=1, layer_repeats=1,
-            dataset="random", threads=None)
+TINY = dict(
+    time_steps=3,
+    train_batch=8,
+    train_steps=1,
+    infer_batches=[1, 4],
+    infer_min_samples=4,
+    infer_min_batches=1,
+    rounds=1,
+    warmup=0,
+    pretrain_steps=1,
+    layer_repeats=1,
+    dataset="random",
+    threads=None,
+)
 
 
 def test_tiny_bench_in_process():
@@ -33,12 +44,24 @@ def test_tiny_bench_in_process():
 
 
 def test_bench_cli_writes_bench_json(tmp_path):
-    args = [f"{k}={json.dumps(v) if isinstance(v, list) else ('null' if v is None else v)}"
-            for k, v in TINY.items()]
+    args = [f"{k}={json.dumps(v) if isinstance(v, list) else ('null' if v is None else v)}" for k, v in TINY.items()]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run([sys.executable, "-m", "snn_lab.bench", *args, "contestants=[engine]",
-                           "peers=false", f"hydra.run.dir={tmp_path}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snn_lab.bench",
+            *args,
+            "contestants=[engine]",
+            "peers=false",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads((tmp_path / "bench.json").read_text())
     assert set(res["contestants"]) == {"reference", "engine"}  # the reference always races

@@ -6,15 +6,29 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from snn_lab.config import ConfigError, register_configs, validate
 from snn_lab.cli import CONFIG_DIR
+from snn_lab.config import ConfigError, register_configs, validate
 from snn_lab.config.build import build_datamodule, build_trainer, net_config
 from snn_lab.lit.optim import build_lr_scheduler, build_optimizer
 from snn_lab.models import build_network
 
 register_configs()
-GROUPS = ["data", "model", "neuron", "surrogate", "encoder", "readout", "optimizer", "lr_schedule",
-          "target", "trainer", "logger", "callbacks", "experiment", "hparams_search"]
+GROUPS = [
+    "data",
+    "model",
+    "neuron",
+    "surrogate",
+    "encoder",
+    "readout",
+    "optimizer",
+    "lr_schedule",
+    "target",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "hparams_search",
+]
 
 
 def options(group):
@@ -64,10 +78,19 @@ def test_seed_experiment_is_the_seed_recipe():
     c = _compose(["experiment=tutorial_mnist"])
     assert (c.model.name, list(c.model.hidden), c.model.batch_norm, c.model.dropout) == ("mlp", [512, 512], False, 0.0)
     assert (c.neuron.name, c.neuron.vth, c.neuron.decay, c.neuron.reset) == ("lif", 0.4, 0.8, "hard")
-    assert (c.surrogate.name, c.surrogate.width, c.encoder.name, c.readout.name) == ("rectangle", 0.5, "bernoulli", "rate")
+    assert (c.surrogate.name, c.surrogate.width, c.encoder.name, c.readout.name) == (
+        "rectangle",
+        0.5,
+        "bernoulli",
+        "rate",
+    )
     assert (c.time_steps, c.data.batch_size, c.seed, c.trainer.max_epochs) == (20, 200, 20231026, 30)
     assert (c.optimizer._target_, c.optimizer.lr, c.optimizer.momentum, c.optimizer.weight_decay) == (
-        "torch.optim.SGD", 0.02, 0.9, 1e-3)
+        "torch.optim.SGD",
+        0.02,
+        0.9,
+        1e-3,
+    )
     assert (c.lr_schedule.name, c.lr_schedule.step_size, c.lr_schedule.gamma) == ("step", 10, 0.1)
     assert c.data.val_split == 0  # validates on the 10k test set every epoch, like the tutorial
 
@@ -86,13 +109,22 @@ def test_step_schedule_gives_the_seed_lr_list():
     assert lrs == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("override,key", [
-    ("neuron.vth=-0.1", "neuron.vth"), ("neuron.decay=1.5", "neuron.decay"), ("time_steps=0", "time_steps"),
-    ("data.batch_size=0", "data.batch_size"), ("optimizer.lr=0", "optimizer.lr"),
-    ("model.mode=fused", "model.mode"), ("model=conv model.pool=avg", "model.pool"),
-    ("data.source=ftp", "data.source"), ("logger.name=wandb", "logger.name"),
-    ("trainer.max_epochs=0", "trainer.max_epochs"), ("surrogate.width=0", "surrogate.width"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("neuron.vth=-0.1", "neuron.vth"),
+        ("neuron.decay=1.5", "neuron.decay"),
+        ("time_steps=0", "time_steps"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("optimizer.lr=0", "optimizer.lr"),
+        ("model.mode=fused", "model.mode"),
+        ("model=conv model.pool=avg", "model.pool"),
+        ("data.source=ftp", "data.source"),
+        ("logger.name=wandb", "logger.name"),
+        ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("surrogate.width=0", "surrogate.width"),
+    ],
+)
 def test_validation_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "="):
         validate(_compose(override.split()))

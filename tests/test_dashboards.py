@@ -9,11 +9,11 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from helpers import TINY, train
+from snn_lab.cli import CONFIG_DIR
 from snn_lab.config import ConfigError, validate
 from snn_lab.config.build import build_callbacks, net_config, to_dict
-from snn_lab.models import build_network
 from snn_lab.lit.callbacks import SpikeDashboard
-from snn_lab.cli import CONFIG_DIR
+from snn_lab.models import build_network
 
 pytest.importorskip("matplotlib")
 
@@ -120,9 +120,14 @@ class _Writer:
 
 
 def _trainer(epoch, global_zero=True, max_epochs=3, writer=None):
-    return SimpleNamespace(sanity_checking=False, is_global_zero=global_zero, current_epoch=epoch,
-                           max_epochs=max_epochs, global_step=10 * (epoch + 1),
-                           loggers=[SimpleNamespace(experiment=writer)] if writer else [])
+    return SimpleNamespace(
+        sanity_checking=False,
+        is_global_zero=global_zero,
+        current_epoch=epoch,
+        max_epochs=max_epochs,
+        global_step=10 * (epoch + 1),
+        loggers=[SimpleNamespace(experiment=writer)] if writer else [],
+    )
 
 
 def test_callback_logs_every_n_epochs_and_last_on_rank_zero_only(small_net):
@@ -135,8 +140,7 @@ def test_callback_logs_every_n_epochs_and_last_on_rank_zero_only(small_net):
     assert dash._sample is None
     for epoch in range(3):
         later = (torch.rand(4, 1, 28, 28), torch.tensor([5, 5, 5, 5]))
-        dash.on_validation_batch_end(_trainer(epoch, writer=writer), module, None,
-                                     batch if epoch == 0 else later, 0)
+        dash.on_validation_batch_end(_trainer(epoch, writer=writer), module, None, batch if epoch == 0 else later, 0)
         dash.on_validation_batch_end(_trainer(epoch, writer=writer), module, None, later, 1)
         dash.on_validation_epoch_end(_trainer(epoch, writer=writer), module)
     # the sample of the first epoch (label 7) is kept; epochs 1 (every 2nd) and 2 (last) logged
@@ -158,7 +162,8 @@ def test_config_switch_and_bad_values():
     assert "SpikeDashboard" in names(build_callbacks(on, "val/acc", "/tmp/x"))
     off = to_dict(_compose(["callbacks.dashboard.enabled=false"]).callbacks)
     assert "SpikeDashboard" not in names(build_callbacks(off, "val/acc", "/tmp/x"))
-    assert "SpikeDashboard" not in names(build_callbacks(to_dict(_compose(["callbacks=none"]).callbacks),
-                                                         "val/acc", "/tmp/x"))
+    assert "SpikeDashboard" not in names(
+        build_callbacks(to_dict(_compose(["callbacks=none"]).callbacks), "val/acc", "/tmp/x")
+    )
     with pytest.raises(ConfigError, match="callbacks.dashboard.neurons=0"):
         validate(_compose(["callbacks.dashboard.neurons=0"]))  # at startup, before .hydra/ is written

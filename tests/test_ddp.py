@@ -10,8 +10,8 @@ import torch
 
 from helpers import TINY, metrics, train
 from snn_lab.lit import MNISTDataModule
-from snn_lab.models import load_network
 from snn_lab.lit.callbacks import RankSeed
+from snn_lab.models import load_network
 
 # encoder=direct: no encoder randomness, so the synced accuracies can be recomputed here
 DDP = [*TINY, "trainer=ddp", "encoder=direct", "target.threads=1"]
@@ -25,8 +25,10 @@ def _layer0_rate(ckpt, dataset, world_size=2) -> float:
     torch.set_num_threads(1)
     try:
         with torch.no_grad():
-            rates = [net(images[r::world_size].float().div(255), return_record=True)[1].firing_rates()[0]
-                     for r in range(world_size)]
+            rates = [
+                net(images[r::world_size].float().div(255), return_record=True)[1].firing_rates()[0]
+                for r in range(world_size)
+            ]
     finally:
         torch.set_num_threads(threads)
     return sum(rates) / world_size
@@ -81,7 +83,8 @@ def test_ddp_two_cpu_processes_shard_data_sync_metrics_and_write_once(tmp_path):
     assert m["test_acc"] == pytest.approx(_accuracy(run / "checkpoints" / "best.ckpt", dm.test_set), abs=1e-6)
     # firing rates are averaged over the ranks too, not rank 0's half alone
     assert _tb_scalar(run, "rates/layer0") == pytest.approx(
-        _layer0_rate(run / "checkpoints" / "last.ckpt", dm.val_set), abs=1e-6)
+        _layer0_rate(run / "checkpoints" / "last.ckpt", dm.val_set), abs=1e-6
+    )
 
 
 def test_rank_seed_gives_each_rank_its_own_stream_only_under_ddp():
@@ -89,8 +92,9 @@ def test_rank_seed_gives_each_rank_its_own_stream_only_under_ddp():
 
     def draw(rank, world, epoch=0):
         torch.manual_seed(123)
-        RankSeed().on_train_epoch_start(SimpleNamespace(world_size=world, global_rank=rank,
-                                                        current_epoch=epoch), module)
+        RankSeed().on_train_epoch_start(
+            SimpleNamespace(world_size=world, global_rank=rank, current_epoch=epoch), module
+        )
         return torch.rand(4)
 
     torch.manual_seed(123)
@@ -108,8 +112,8 @@ def test_child_command_is_the_job_not_the_sweep(tmp_path, monkeypatch):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from snn_lab.lit.ddp import hydra_child_command
     from snn_lab.cli import CONFIG_DIR
+    from snn_lab.lit.ddp import hydra_child_command
 
     monkeypatch.setattr(sys, "argv", ["train.py", "-m", "neuron.vth=0.3,0.5", "time_steps=4"])
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
@@ -125,7 +129,7 @@ def test_child_command_is_the_job_not_the_sweep(tmp_path, monkeypatch):
     finally:
         HydraConfig.instance().cfg = None
     assert cmd[:3] == [sys.executable, "-m", "snn_lab.train"] and cwd == str(tmp_path)
-    assert ["--config-name", "train"] == cmd[3:5]
+    assert cmd[3:5] == ["--config-name", "train"]
     assert cmd[5:7] == ["neuron.vth=0.5", "time_steps=4"] and "-m" not in cmd[3:]
     assert "hydra.mode=RUN" in cmd and "hydra.job.name=train_ddp_process_1" in cmd
     # the dir is quoted for Hydra's parser, quote included, and parses back unchanged
@@ -151,12 +155,29 @@ def test_ranks_started_by_slurm_launch_nothing_and_rank0_writes(tmp_path):
     """What srun does under hydra/launcher=slurm_ddp: start every rank with SLURM_* set."""
     procs = []
     for rank in (0, 1):
-        env = dict(os.environ, PYTHONWARNINGS="ignore", SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2",
-                   SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), SLURM_NODEID="0", SLURM_JOB_ID="4242",
-                   SLURM_JOB_NAME="train", SLURM_NODELIST="localhost", SLURM_JOB_NUM_NODES="1")
-        procs.append(subprocess.Popen([sys.executable, "-m", "snn_lab.train", *DDP, "hydra.run.dir=run"],
-                                      cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
+        env = dict(
+            os.environ,
+            PYTHONWARNINGS="ignore",
+            SLURM_NTASKS="2",
+            SLURM_NTASKS_PER_NODE="2",
+            SLURM_PROCID=str(rank),
+            SLURM_LOCALID=str(rank),
+            SLURM_NODEID="0",
+            SLURM_JOB_ID="4242",
+            SLURM_JOB_NAME="train",
+            SLURM_NODELIST="localhost",
+            SLURM_JOB_NUM_NODES="1",
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "snn_lab.train", *DDP, "hydra.run.dir=run"],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
     assert "snn_lab: test/acc=" in outs[0] and "snn_lab: test/acc=" not in outs[1]

@@ -12,10 +12,20 @@ import numpy as np
 import pytest
 import torch
 
-from snn_lab.deploy import (BackendUnavailableError, LoadSaveStep, StepModule, UnknownBackendError,
-                            UnsupportedError, create_backend, get_backend, list_backends, register_backend,
-                            run_deploy, state_slots)
-from snn_lab.deploy import registry
+from snn_lab.deploy import (
+    BackendUnavailableError,
+    LoadSaveStep,
+    StepModule,
+    UnknownBackendError,
+    UnsupportedError,
+    create_backend,
+    get_backend,
+    list_backends,
+    register_backend,
+    registry,
+    run_deploy,
+    state_slots,
+)
 from snn_lab.deploy.api import compile_step, load_images
 from snn_lab.deploy.backends.base import Backend
 from snn_lab.deploy.encoding import CounterDraws, mix32, sample_keys
@@ -38,8 +48,7 @@ def tiny(neuron="lif", readout="rate", hidden=(48, 32), encoder=None, seed=0, ti
         "alif": lambda: ALIF(0.4, 0.8, surrogate=Surrogate()),
         "lif_sub": lambda: LIF(0.4, 0.8, Surrogate(), reset="subtract"),
     }[neuron]
-    net = SpikingMLP(make, hidden=hidden, time_steps=time_steps, encoder=encoder or BernoulliEncoder(),
-                     readout=readout)
+    net = SpikingMLP(make, hidden=hidden, time_steps=time_steps, encoder=encoder or BernoulliEncoder(), readout=readout)
     for layer in net.layers:  # stronger weights so every layer spikes
         layer.synapse[-1].weight.data.mul_(2.5)
     return net.eval()
@@ -67,8 +76,11 @@ def run_compiled(compiled, net, images, ids, time_steps=T, seed=0):
 
 # -- the step graphs --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("neuron,readout", [("lif", "rate"), ("plif", "rate"), ("if", "rate"),
-                                            ("alif", "rate"), ("lif_sub", "rate"), ("lif", "membrane")])
+
+@pytest.mark.parametrize(
+    "neuron,readout",
+    [("lif", "rate"), ("plif", "rate"), ("if", "rate"), ("alif", "rate"), ("lif_sub", "rate"), ("lif", "membrane")],
+)
 def test_step_module_reproduces_the_network_bit_for_bit(neuron, readout):
     net = tiny(neuron, readout)
     x = (torch.rand(T, 5, 1, 28, 28, generator=torch.Generator().manual_seed(1)) < 0.2).float()
@@ -145,6 +157,7 @@ def test_state_ops_are_identity_on_cpu():
 
 # -- encoding -----------------------------------------------------------------------------------
 
+
 def test_counter_draws_are_batch_independent_and_bernoulli():
     images, ids = mnist_like(40, seed=5), np.arange(100, 140)
     d = CounterDraws(7, 20)
@@ -161,6 +174,7 @@ def test_counter_draws_are_batch_independent_and_bernoulli():
 
 
 # -- registry -------------------------------------------------------------------------------------
+
 
 def test_registry_lists_builtins_and_rejects_unknown_names_listing_them():
     names = list_backends()
@@ -185,11 +199,13 @@ def test_register_backend_decorator_and_duplicates():
 
 
 def test_entry_point_plugin_backend_is_found(tmp_path, monkeypatch):
-    (tmp_path / "fakechip_plugin.py").write_text(textwrap.dedent("""
+    (tmp_path / "fakechip_plugin.py").write_text(
+        textwrap.dedent("""
         from snn_lab.deploy.backends.eager import EagerBackend
         class FakeChip(EagerBackend):
             name = "fakechip"
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     ep = importlib.metadata.EntryPoint("fakechip", "fakechip_plugin:FakeChip", registry.ENTRY_POINT_GROUP)
     real = importlib.metadata.entry_points
@@ -204,8 +220,9 @@ def test_entry_point_plugin_backend_is_found(tmp_path, monkeypatch):
         net = tiny()
         _, compiled, _ = compile_step(net, "fakechip", 3, tmp_path / "fc")
         images = mnist_like(3)
-        assert np.array_equal(run_compiled(compiled, net, images, np.arange(3)),
-                              eager_scores(net, images, np.arange(3)))
+        assert np.array_equal(
+            run_compiled(compiled, net, images, np.arange(3)), eager_scores(net, images, np.arange(3))
+        )
     finally:
         registry.unregister_backend("fakechip")
 
@@ -219,8 +236,9 @@ def test_missing_toolchain_fails_at_startup_saying_what_to_install(tmp_path):
     with pytest.raises(BackendUnavailableError, match="surely_not_installed_sdk_xyz.*pip install surely-not"):
         NeedsSdk().check_available()
     with pytest.raises(BackendUnavailableError, match="C compiler"):
-        create_backend("sparse").compile(StepModule(tiny()), StepModule(tiny()).example_inputs(2), str(tmp_path),
-                                         cc="no-such-cc-xyz")
+        create_backend("sparse").compile(
+            StepModule(tiny()), StepModule(tiny()).example_inputs(2), str(tmp_path), cc="no-such-cc-xyz"
+        )
 
 
 def test_bad_batch_size_options_and_networks_fail_clearly(tmp_path):
@@ -240,9 +258,17 @@ def test_bad_batch_size_options_and_networks_fail_clearly(tmp_path):
 
 # -- parity with eager, per backend ----------------------------------------------------------
 
-CASES = [("eager", "host"), ("eager", "graph"), ("torchscript", "host"), ("torchscript", "graph"),
-         ("onnxruntime", "host"), ("onnxruntime", "graph"), ("nir", "host"), ("sparse", "host"),
-         ("sparse", "graph")]
+CASES = [
+    ("eager", "host"),
+    ("eager", "graph"),
+    ("torchscript", "host"),
+    ("torchscript", "graph"),
+    ("onnxruntime", "host"),
+    ("onnxruntime", "graph"),
+    ("nir", "host"),
+    ("sparse", "host"),
+    ("sparse", "graph"),
+]
 
 
 @pytest.mark.parametrize("backend,encode", CASES)
@@ -253,7 +279,7 @@ def test_deployed_predictions_equal_eager_on_the_same_spikes(backend, encode, tm
     images = mnist_like(2 * B, seed=11)
     for k in range(2):  # two batches: state must be reset in between
         ids = np.arange(k * B, (k + 1) * B)
-        img = images[k * B:(k + 1) * B]
+        img = images[k * B : (k + 1) * B]
         dep = run_compiled(compiled, net, img, ids)
         ref = eager_scores(net, img, ids)
         assert np.array_equal(dep.argmax(1), ref.argmax(1))
@@ -284,14 +310,14 @@ def test_seed_size_network_on_real_mnist_batches(tmp_path):
     ref = eager_scores(net, x, np.arange(56), time_steps=20)
     for backend, encode in (("onnxruntime", "host"), ("onnxruntime", "graph"), ("sparse", "graph")):
         _, compiled, _ = compile_step(net, backend, 28, tmp_path / backend / encode, encode)
-        dep = np.concatenate([run_compiled(compiled, net, x[i:i + 28], np.arange(i, i + 28), 20)
-                              for i in (0, 28)])
+        dep = np.concatenate([run_compiled(compiled, net, x[i : i + 28], np.arange(i, i + 28), 20) for i in (0, 28)])
         assert np.array_equal(dep.argmax(1), ref.argmax(1)), (backend, encode)
         assert (dep == ref).all(1).mean() >= 0.98
         compiled.close()
 
 
 # -- runtime and report -----------------------------------------------------------------------
+
 
 def test_runtime_pads_the_last_batch_and_matches_eager(tmp_path):
     net = tiny()
@@ -306,15 +332,17 @@ def test_runtime_pads_the_last_batch_and_matches_eager(tmp_path):
     assert res.throughput > 0
 
 
-@pytest.mark.parametrize("encoder,shape", [("population", (3, 28, 28)), ("direct", (1, 28, 28)),
-                                           ("latency", (1, 28, 28))])
+@pytest.mark.parametrize(
+    "encoder,shape", [("population", (3, 28, 28)), ("direct", (1, 28, 28)), ("latency", (1, 28, 28))]
+)
 def test_host_encoders_other_than_bernoulli_deploy_exactly(encoder, shape, tmp_path):
     from snn_lab.encoders import build_encoder
 
     enc = build_encoder(encoder, **({"size": 3} if encoder == "population" else {}))
     torch.manual_seed(0)
-    net = SpikingMLP(lambda: LIF(0.4, 0.8, Surrogate()), input_shape=shape, hidden=(32,), time_steps=4,
-                     encoder=enc).eval()
+    net = SpikingMLP(
+        lambda: LIF(0.4, 0.8, Surrogate()), input_shape=shape, hidden=(32,), time_steps=4, encoder=enc
+    ).eval()
     rep = run_deploy(net, "onnxruntime", 7, tmp_path, num_samples=30, latency_batch1=False, warmup=0)
     assert rep["encode"] == "host" and rep["agreement"] == 1.0 and rep["scores_identical_fraction"] == 1.0
 
@@ -336,8 +364,20 @@ def test_run_deploy_writes_a_complete_report(tmp_path):
     rep = run_deploy(net, "sparse", 8, tmp_path / "d", num_samples=40, latency_samples=5, warmup=1)
     data = json.loads((tmp_path / "d" / "deploy_report.json").read_text())
     assert data == json.loads(json.dumps(rep))
-    for key in ("backend", "batch_size", "throughput", "deployed_accuracy", "eager_accuracy", "agreement",
-                "report_path", "artifacts", "latency_ms", "target", "time_steps", "encode"):
+    for key in (
+        "backend",
+        "batch_size",
+        "throughput",
+        "deployed_accuracy",
+        "eager_accuracy",
+        "agreement",
+        "report_path",
+        "artifacts",
+        "latency_ms",
+        "target",
+        "time_steps",
+        "encode",
+    ):
         assert key in data, key
     assert data["agreement"] == 1.0 and data["verified"] and data["samples"] == 40
     assert data["latency_ms"]["batch1"]["p50"] > 0 and data["latency_ms"]["batch"]["n"] == 5
@@ -381,8 +421,16 @@ def _conv_bn_net():
     from snn_lab.models import SpikingConvNet
 
     torch.manual_seed(0)
-    net = SpikingConvNet(lambda: PLIF(0.5, 0.6, Surrogate()), channels=(4, 8), fc=16, time_steps=3,
-                         encoder=build_encoder("direct"), readout="membrane", pool="current", dropout=0.3)
+    net = SpikingConvNet(
+        lambda: PLIF(0.5, 0.6, Surrogate()),
+        channels=(4, 8),
+        fc=16,
+        time_steps=3,
+        encoder=build_encoder("direct"),
+        readout="membrane",
+        pool="current",
+        dropout=0.3,
+    )
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.3, 0.3)
@@ -395,8 +443,7 @@ def test_conv_batchnorm_direct_input_deploys_exactly_and_stays_in_eval(backend, 
     net = _conv_bn_net()
     # input_dtype as the CLI's backend config passes it
     opts = {"input_dtype": "auto"} if backend == "onnxruntime" else None
-    rep = run_deploy(net, backend, 7, tmp_path, num_samples=30, latency_batch1=False, warmup=0,
-                     backend_options=opts)
+    rep = run_deploy(net, backend, 7, tmp_path, num_samples=30, latency_batch1=False, warmup=0, backend_options=opts)
     assert not any(m.training for m in net.modules())  # compiling left the network in eval mode
     assert rep["agreement"] == 1.0 and rep["deployed_accuracy"] == rep["eager_accuracy"]
     # and the report's eager reference is the eval-mode network's

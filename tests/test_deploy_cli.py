@@ -55,19 +55,32 @@ def test_deploy_cli_writes_a_verified_report(ckpt, tmp_path):
 
 
 def test_deploy_cli_sparse_backend_options_from_the_command_line(ckpt, tmp_path):
-    r = deploy([f"ckpt_path={ckpt}", "backend=sparse", "backend.options.threads=1", "batch_size=14", *FAST,
-                "latency_batch1=false", "hydra.run.dir=out"], tmp_path)
+    r = deploy(
+        [
+            f"ckpt_path={ckpt}",
+            "backend=sparse",
+            "backend.options.threads=1",
+            "batch_size=14",
+            *FAST,
+            "latency_batch1=false",
+            "hydra.run.dir=out",
+        ],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads((tmp_path / "out" / "deploy_report.json").read_text())
     assert rep["backend_info"]["threads"] == 1 and rep["device_encoding"] and rep["agreement"] == 1.0
     assert rep["latency_ms"]["batch1"] is None
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["backend=tensorrt"], "onnxruntime"),                          # Hydra lists backend/*.yaml
-    (["target=apu"], "lyngor"),                                     # lynxi without the SDK
-    (["ckpt_path=/nonexistent/best.ckpt"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["backend=tensorrt"], "onnxruntime"),  # Hydra lists backend/*.yaml
+        (["target=apu"], "lyngor"),  # lynxi without the SDK
+        (["ckpt_path=/nonexistent/best.ckpt"], "does not exist"),
+    ],
+)
 def test_deploy_cli_rejects_with_one_line_errors(ckpt, tmp_path, args, needle):
     base = [f"ckpt_path={ckpt}", "hydra.run.dir=out", *FAST]
     r = deploy(base + args, tmp_path)
@@ -77,18 +90,21 @@ def test_deploy_cli_rejects_with_one_line_errors(ckpt, tmp_path, args, needle):
     assert not (tmp_path / "out" / "deploy_report.json").exists()
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["backend=custom", "backend.name=tensorrt"], "available: "),  # registry lists all backends
-    (["backend=lynxi", "batch_size=5"], "1, 2, 4, 7, 14, 28"),
-    (["target=apu", "batch_size=3"], "1, 2, 4, 7, 14, 28"),
-    (["ckpt_path=null"], "ckpt_path is required"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["backend=custom", "backend.name=tensorrt"], "available: "),  # registry lists all backends
+        (["backend=lynxi", "batch_size=5"], "1, 2, 4, 7, 14, 28"),
+        (["target=apu", "batch_size=3"], "1, 2, 4, 7, 14, 28"),
+        (["ckpt_path=null"], "ckpt_path is required"),
+    ],
+)
 def test_deploy_config_errors_in_process(ckpt, tmp_path, args, needle):
     """The same composition as the CLI, without a subprocess per case."""
     from hydra import compose, initialize_config_dir
 
-    from snn_lab.deploy import DeployError
     from snn_lab.cli.deploy import run
+    from snn_lab.deploy import DeployError
 
     with initialize_config_dir(CONF, version_base="1.3"):
         cfg = compose("deploy", overrides=[f"ckpt_path={ckpt}", f"out_dir={tmp_path}", *FAST, *args])
@@ -113,9 +129,22 @@ def test_target_apu_selects_lynxi_and_backend_group_wins():
 @pytest.mark.slow
 def test_train_then_deploy_one_flow(tmp_path):
     """train ... deploy=<backend>: one command trains, deploys and verifies (lead's wiring)."""
-    r = train(["data.train_subset=400", "data.eval_subset=200", "data.val_split=200", "trainer.max_epochs=1",
-               "time_steps=4", "model.hidden=[64]", "deploy=sparse", "deploy_batch_size=28", *QUIET,
-               "hydra.run.dir=run"], tmp_path, timeout=900)
+    r = train(
+        [
+            "data.train_subset=400",
+            "data.eval_subset=200",
+            "data.val_split=200",
+            "trainer.max_epochs=1",
+            "time_steps=4",
+            "model.hidden=[64]",
+            "deploy=sparse",
+            "deploy_batch_size=28",
+            *QUIET,
+            "hydra.run.dir=run",
+        ],
+        tmp_path,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["deploy"]["agreement"] >= 0.999 and m["deploy"]["backend"] == "sparse"

@@ -23,8 +23,10 @@ from snn_lab.deploy.backends.lynxi import LYNXI_BATCH_SIZES, LynxiStep, prepare_
 from snn_lab.deploy.runtime import InputSource, Runtime, eager_reference
 from test_deploy import T, mnist_like, tiny
 
-pytestmark = pytest.mark.skipif(__import__("importlib").util.find_spec("lyngor") is not None,
-                                reason="lyngor is installed: these tests cover the SDK-less path")
+pytestmark = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("lyngor") is not None,
+    reason="lyngor is installed: these tests cover the SDK-less path",
+)
 
 
 class MockLynSdkDevice:

@@ -9,7 +9,6 @@ from snn_lab import engine
 from snn_lab.engine import lif_scan, lif_scan_reference, native, spike_linear
 from snn_lab.models import tutorial_network
 from snn_lab.neurons import ALIF, IF, LIF, PLIF, Surrogate
-
 from tutorial_impl import TutorialReference
 
 NATIVE = native.available()
@@ -170,8 +169,7 @@ def test_layer_mode_matches_independent_tutorial_impl(gen):
     assert torch.equal(out, out_ref)
     out_ref.sum().backward()
     out.sum().backward()
-    torch.testing.assert_close(net.layers[0].synapse[1].weight.grad, ref.fcs[0].weight.grad,
-                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(net.layers[0].synapse[1].weight.grad, ref.fcs[0].weight.grad, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("strategy", ["dense", "sparse", "auto", "bf16x3"])
@@ -276,8 +274,14 @@ def test_time_invariant_input_goes_through_the_synapse_once(gen):
 
     def make(mode):
         torch.manual_seed(3)
-        return SpikingMLP(lambda: LIF(0.4, 0.8, Surrogate("atan")), hidden=(64,), time_steps=6,
-                          encoder=DirectEncoder(), readout="membrane", mode=mode)
+        return SpikingMLP(
+            lambda: LIF(0.4, 0.8, Surrogate("atan")),
+            hidden=(64,),
+            time_steps=6,
+            encoder=DirectEncoder(),
+            readout="membrane",
+            mode=mode,
+        )
 
     step_net, layer_net = make("step"), make("layer")
     images = torch.rand(5, 1, 28, 28, generator=gen)

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from tutorial_impl import TutorialReference
 from snn_lab.encoders import build_encoder
 from snn_lab.models import SpikingConvNet, SpikingMLP, load_tutorial_state_dict, tutorial_network
 from snn_lab.neurons import LIF, Surrogate
+from tutorial_impl import TutorialReference
 
 
 def _seed_pair(seed=0):
@@ -80,8 +80,16 @@ def test_record_firing_rates():
 
 @pytest.mark.parametrize("readout", ["rate", "membrane"])
 def test_mlp_sizes_depth_readout(readout):
-    net = SpikingMLP(lambda: LIF(surrogate=Surrogate("atan")), input_shape=(1, 8, 8), hidden=(32, 16, 16),
-                     num_classes=4, time_steps=6, readout=readout, batch_norm=True, dropout=0.1)
+    net = SpikingMLP(
+        lambda: LIF(surrogate=Surrogate("atan")),
+        input_shape=(1, 8, 8),
+        hidden=(32, 16, 16),
+        num_classes=4,
+        time_steps=6,
+        readout=readout,
+        batch_norm=True,
+        dropout=0.1,
+    )
     out = net.forward_spikes(torch.rand(6, 5, 64).round())
     assert out.shape == (5, 4)
     if readout == "membrane":
@@ -90,8 +98,9 @@ def test_mlp_sizes_depth_readout(readout):
 
 @pytest.mark.parametrize("mode", ["step", "layer"])
 def test_conv_snn_runs_and_trains(mode):
-    net = SpikingConvNet(lambda: LIF(), input_shape=(1, 28, 28), channels=(4, 8), fc=16,
-                         time_steps=4, mode=mode, readout="membrane")
+    net = SpikingConvNet(
+        lambda: LIF(), input_shape=(1, 28, 28), channels=(4, 8), fc=16, time_steps=4, mode=mode, readout="membrane"
+    )
     x = torch.rand(4, 3, 1, 28, 28).round()
     out = net.forward_spikes(x)
     assert out.shape == (3, 10)
@@ -111,8 +120,9 @@ def test_conv_layer_and_step_modes_agree_in_eval(pool):
 
 def test_conv_pool_current_pools_before_the_neuron():
     torch.manual_seed(0)
-    net = SpikingConvNet(lambda: LIF(vth=0.3), channels=(4, 8, 16), fc=8, time_steps=3,
-                         pool="current", dropout=0.0).eval()
+    net = SpikingConvNet(
+        lambda: LIF(vth=0.3), channels=(4, 8, 16), fc=8, time_steps=3, pool="current", dropout=0.0
+    ).eval()
     # each block halves H and W before its neurons: 4x fewer neurons than pool=spikes
     assert net.state_shapes[:3] == [(4, 14, 14), (8, 7, 7), (16, 3, 3)]
     x = torch.rand(3, 2, 1, 28, 28).round()
@@ -164,11 +174,34 @@ def test_conv_pool_bench_script_prints_side_by_side_ratio():
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "experiments" / "bench_conv_pool.py"
-    r = subprocess.run([sys.executable, str(script), "--rounds", "2", "--steps", "1", "--batch", "4",
-                        "--threads", "1", "model.channels=[2,4]", "model.fc=8"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--rounds",
+            "2",
+            "--steps",
+            "1",
+            "--batch",
+            "4",
+            "--threads",
+            "1",
+            "model.channels=[2,4]",
+            "model.fc=8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert len(re.findall(r"^round \d: pool=current \d+ samples/s  pool=spikes \d+ samples/s  ratio [\d.]+x$",
-                          r.stdout, re.M)) == 2, r.stdout
-    assert re.search(r"^median: .* current/spikes [\d.]+x \(rounds [\d.]+-[\d.]+x\), batch 4, 1 threads$",
-                     r.stdout, re.M), r.stdout
+    assert (
+        len(
+            re.findall(
+                r"^round \d: pool=current \d+ samples/s  pool=spikes \d+ samples/s  ratio [\d.]+x$", r.stdout, re.M
+            )
+        )
+        == 2
+    ), r.stdout
+    assert re.search(
+        r"^median: .* current/spikes [\d.]+x \(rounds [\d.]+-[\d.]+x\), batch 4, 1 threads$", r.stdout, re.M
+    ), r.stdout

@@ -159,7 +159,7 @@ def test_sparse_backend_errors_and_weight_tiles(fresh, tmp_path, monkeypatch):
         parts, c0 = [], 0  # the layout: 64-column tiles while they fit, then 8-column ones
         while c0 < n_pad:
             width = 64 if c0 + 64 <= n_pad else 8
-            parts.append(wt[:, c0:c0 + width].ravel())
+            parts.append(wt[:, c0 : c0 + width].ravel())
             c0 += width
         assert np.array_equal(sparse.pack_weights(lib, w, n_pad), np.concatenate(parts))
 

@@ -40,8 +40,7 @@ def test_lif_hand_computed_two_neuron_trace():
     s = torch.tensor([[1, 0], [1, 1], [0, 0], [1, 0], [0, 0]], dtype=torch.float32)
     spikes, mems = run(LIF(vth=0.4, decay=0.8), s @ W.T, 5)
     assert spikes.tolist() == [[0, 0], [1, 1], [0, 0], [0, 0], [0, 0]]
-    torch.testing.assert_close(mems, torch.tensor(
-        [[0.3, 0.25], [0.54, 0.65], [0.0, 0.0], [0.3, 0.25], [0.24, 0.2]]))
+    torch.testing.assert_close(mems, torch.tensor([[0.3, 0.25], [0.54, 0.65], [0.0, 0.0], [0.3, 0.25], [0.24, 0.2]]))
 
 
 def test_lif_threshold_is_strict():
@@ -147,10 +146,16 @@ def test_learnable_flags():
     assert isinstance(n.vth, torch.nn.Parameter) and not isinstance(n.decay, torch.nn.Parameter)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(vth=0.0), r"vth=0\.0"), (dict(vth=-1), "vth=-1"), (dict(decay=1.5), r"decay=1\.5"),
-    (dict(decay=-0.1), "decay"), (dict(reset="soft"), "reset='soft'.*hard, subtract"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(vth=0.0), r"vth=0\.0"),
+        (dict(vth=-1), "vth=-1"),
+        (dict(decay=1.5), r"decay=1\.5"),
+        (dict(decay=-0.1), "decay"),
+        (dict(reset="soft"), "reset='soft'.*hard, subtract"),
+    ],
+)
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LIF(**kwargs)

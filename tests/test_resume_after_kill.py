@@ -11,9 +11,19 @@ import torch
 
 from helpers import QUIET, metrics, train
 
-ARGS = ["data.train_subset=1600", "data.eval_subset=300", "data.val_split=300", "data.batch_size=100",
-        "trainer.max_epochs=2", "time_steps=6", "model.hidden=[256]", "trainer.deterministic=true",
-        "callbacks.every_n_train_steps=3", "model.dropout=0.1", *QUIET]
+ARGS = [
+    "data.train_subset=1600",
+    "data.eval_subset=300",
+    "data.val_split=300",
+    "data.batch_size=100",
+    "trainer.max_epochs=2",
+    "time_steps=6",
+    "model.hidden=[256]",
+    "trainer.deterministic=true",
+    "callbacks.every_n_train_steps=3",
+    "model.dropout=0.1",
+    *QUIET,
+]
 STEPS_PER_EPOCH = 16
 
 
@@ -34,8 +44,13 @@ def test_kill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     assert ref.returncode == 0, ref.stderr[-2000:]
 
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.Popen([sys.executable, "-m", "snn_lab.train", *ARGS, "hydra.run.dir=killed"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snn_lab.train", *ARGS, "hydra.run.dir=killed"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     killed_at = None
     deadline = time.time() + 240

@@ -6,7 +6,7 @@ import torch
 from snn_lab.neurons import SURROGATES, Surrogate
 
 ANALYTIC = {
-    "rectangle": lambda u, w: ((u.abs() < w).double() / (2 * w)),
+    "rectangle": lambda u, w: (u.abs() < w).double() / (2 * w),
     "triangle": lambda u, w: torch.clamp(1 - u.abs() / w, min=0) / w,
     "sigmoid": lambda u, k: k * torch.sigmoid(k * u) * (1 - torch.sigmoid(k * u)),
     "atan": lambda u, a: a / (2 * (1 + (math.pi / 2 * a * u) ** 2)),

@@ -33,8 +33,19 @@ def _hparams_tags(job_dir: Path) -> set:
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
-    r = train(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "neuron.vth=0.3,0.5", *TINY,
-               "target.threads=1", "hydra.sweep.dir=sweep"], tmp_path, timeout=300)
+    r = train(
+        [
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "neuron.vth=0.3,0.5",
+            *TINY,
+            "target.threads=1",
+            "hydra.sweep.dir=sweep",
+        ],
+        tmp_path,
+        timeout=300,
+    )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in out and "is launching 2 jobs" in out
@@ -52,9 +63,17 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
 @pytest.fixture(scope="module")
 def optuna_sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("optuna")
-    r = train(["hparams_search=mnist_optuna", "hydra.sweeper.n_trials=3",
-               "hydra.sweeper.params.time_steps='choice(2,4)'", *TINY_NO_T, "hydra.sweep.dir=opt"],
-              tmp, timeout=300)
+    r = train(
+        [
+            "hparams_search=mnist_optuna",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.params.time_steps='choice(2,4)'",
+            *TINY_NO_T,
+            "hydra.sweep.dir=opt",
+        ],
+        tmp,
+        timeout=300,
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     return tmp / "opt"
 
@@ -68,9 +87,12 @@ def test_optuna_search_maximises_validation_accuracy(optuna_sweep):
     for job in jobs:
         m = metrics(job)
         accs.append(m["best_val_acc"])
-        ov = dict(o.split("=", 1) for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
-                  if "=" in o and not o.startswith("hparams_search"))
-        assert SEARCH <= set(ov)
+        ov = dict(
+            o.split("=", 1)
+            for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+            if "=" in o and not o.startswith("hparams_search")
+        )
+        assert set(ov) >= SEARCH
         assert 0.2 <= float(ov["neuron.vth"]) <= 0.8 and 0.5 <= float(ov["neuron.decay"]) <= 0.95
         assert 0.005 <= float(ov["optimizer.lr"]) <= 0.1 and ov["time_steps"] in ("2", "4")
     # the sweeper optimised what main() returned: the best validation accuracy
@@ -79,8 +101,18 @@ def test_optuna_search_maximises_validation_accuracy(optuna_sweep):
 
 
 def test_plot_script_writes_png_plots(optuna_sweep, tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "plot_sweep.py"), str(optuna_sweep),
-                        "--out", str(tmp_path / "plots")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "plot_sweep.py"),
+            str(optuna_sweep),
+            "--out",
+            str(tmp_path / "plots"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     expected = {f"acc_vs_{k}.png" for k in SEARCH} | {"learning_curves.png", "history.png"}
     assert {p.name for p in (tmp_path / "plots").glob("*.png")} == expected
@@ -92,8 +124,12 @@ def test_plot_script_writes_png_plots(optuna_sweep, tmp_path):
             img.verify()
             assert img.format == "PNG" and img.size[0] >= 400 and img.size[1] >= 300
     # nothing to plot: a clear error, no traceback
-    bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "plot_sweep.py"), str(tmp_path)],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "plot_sweep.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "no finished job" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -105,8 +141,11 @@ def test_slurm_launcher_preset_composes_one_task_per_device():
     from snn_lab.cli import CONFIG_DIR
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm_ddp", "trainer=ddp", "target.devices=4",
-                                          "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=["hydra/launcher=slurm_ddp", "trainer=ddp", "target.devices=4", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert launcher["tasks_per_node"] == launcher["gpus_per_node"] == 4 and launcher["nodes"] == 1
@@ -118,8 +157,18 @@ def test_slurm_launcher_preset_composes_one_task_per_device():
 def test_submitit_local_launcher_runs_a_job(tmp_path):
     """The submitit code path (pickled job, separate process) that SLURM jobs also take."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    r = train(["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "neuron.vth=0.3",
-               *TINY, "hydra.sweep.dir=sub"], tmp_path, timeout=300)
+    r = train(
+        [
+            "-m",
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=5",
+            "neuron.vth=0.3",
+            *TINY,
+            "hydra.sweep.dir=sub",
+        ],
+        tmp_path,
+        timeout=300,
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert metrics(tmp_path / "sub" / "0")["test_acc"] is not None
     assert len(_summary_rows(tmp_path / "sub")) == 1

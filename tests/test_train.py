@@ -2,13 +2,11 @@
 
 import json
 
-import pytest
 import torch
 
 from helpers import QUIET, TINY, metrics, train
 from snn_lab.lit import SNNLitModule
 from snn_lab.models import load_network
-
 
 # Bad overrides (wrong type, range, unknown option) are covered by test_bad_inputs.py.
 
@@ -20,8 +18,19 @@ def test_fast_dev_run(tmp_path):
 
 
 def test_short_real_training_reaches_sanity_accuracy_and_writes_outputs(tmp_path):
-    r = train(["data.train_subset=3000", "data.eval_subset=1000", "data.val_split=1000", "trainer.max_epochs=2",
-               "time_steps=8", "model.hidden=[128]", *QUIET, "hydra.run.dir=run"], tmp_path)
+    r = train(
+        [
+            "data.train_subset=3000",
+            "data.eval_subset=1000",
+            "data.val_split=1000",
+            "trainer.max_epochs=2",
+            "time_steps=8",
+            "model.hidden=[128]",
+            *QUIET,
+            "hydra.run.dir=run",
+        ],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "run"
     m = metrics(run)

@@ -43,12 +43,12 @@ class Encoder(nn.Module):
     #: True when the encoder's output is binary spikes
     binary: bool = True
 
-    def step(self, images: torch.Tensor, t: int, time_steps: int,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+    def step(
+        self, images: torch.Tensor, t: int, time_steps: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, images: torch.Tensor, time_steps: int,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, time_steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_images(images)
         _check_steps(time_steps)
         return torch.stack([self.step(images, t, time_steps, generator) for t in range(time_steps)])
@@ -134,9 +134,16 @@ class DirectEncoder(Encoder):
 
 
 #: built-in encoders by config name; ``ENCODERS.register("mine", MyEncoder)`` adds one
-ENCODERS: Registry[type[Encoder]] = Registry("encoder", {
-    "bernoulli": BernoulliEncoder, "latency": LatencyEncoder, "phase": PhaseEncoder,
-    "population": PopulationEncoder, "direct": DirectEncoder})
+ENCODERS: Registry[type[Encoder]] = Registry(
+    "encoder",
+    {
+        "bernoulli": BernoulliEncoder,
+        "latency": LatencyEncoder,
+        "phase": PhaseEncoder,
+        "population": PopulationEncoder,
+        "direct": DirectEncoder,
+    },
+)
 
 
 def build_encoder(name: str, **params: Any) -> Encoder:

@@ -8,8 +8,16 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 __all__ = [
-    "BackendUnavailableError", "CheckpointError", "ConfigError", "DataError", "DeployError", "DivergedError", "RunError",
-    "SnnLabError", "UnknownBackendError", "UnsupportedError",
+    "BackendUnavailableError",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "DeployError",
+    "DivergedError",
+    "RunError",
+    "SnnLabError",
+    "UnknownBackendError",
+    "UnsupportedError",
 ]
 
 

@@ -9,7 +9,8 @@ built-in by ``name`` or any importable class by ``_target_: package.module.Class
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError
 
@@ -30,8 +31,10 @@ class Registry(Generic[T]):
 
         def add(o: T) -> T:
             if name in self._entries and self._entries[name] is not o and not replace:
-                raise ConfigError(f"{self.kind}={name!r} is already registered (to {self._entries[name]!r}); "
-                                  "pass replace=True to override it")
+                raise ConfigError(
+                    f"{self.kind}={name!r} is already registered (to {self._entries[name]!r}); "
+                    "pass replace=True to override it"
+                )
             self._entries[name] = o
             return o
 
@@ -41,8 +44,10 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise ConfigError(f"{self.kind}={name!r} is unknown; accepted: {', '.join(self._entries)} "
-                              f"(or a class path in {self.kind}._target_)") from None
+            raise ConfigError(
+                f"{self.kind}={name!r} is unknown; accepted: {', '.join(self._entries)} "
+                f"(or a class path in {self.kind}._target_)"
+            ) from None
 
     def __getitem__(self, name: str) -> T:
         return self.get(name)
@@ -65,16 +70,19 @@ def locate(path: str, key: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ConfigError(f"{key}={path!r}: module {module_name!r} cannot be imported ({e}); "
-                          "install the package that provides it or fix the path") from None
+        raise ConfigError(
+            f"{key}={path!r}: module {module_name!r} cannot be imported ({e}); "
+            "install the package that provides it or fix the path"
+        ) from None
     try:
         return getattr(module, attr)
     except AttributeError:
         raise ConfigError(f"{key}={path!r}: module {module_name!r} has no attribute {attr!r}") from None
 
 
-def split_spec(spec: Mapping[str, Any], registry: Registry[Callable[..., T]],
-               key: str) -> tuple[Callable[..., T], str, dict[str, Any]]:
+def split_spec(
+    spec: Mapping[str, Any], registry: Registry[Callable[..., T]], key: str
+) -> tuple[Callable[..., T], str, dict[str, Any]]:
     """``(factory, label, params)`` for a config section that names a built-in
     (``name: lif``) or a class (``_target_: pkg.Class``); ``label`` is what errors show."""
     params = {k: v for k, v in spec.items() if k not in ("name", "_target_") and not k.startswith("_")}

@@ -19,5 +19,15 @@ from .build import (
     status,
 )
 
-__all__ = ["ABI_VERSION", "LIBRARIES", "NativeUnavailableError", "cache_dir", "describe", "disabled",
-           "find_compiler", "load", "reset", "status"]
+__all__ = [
+    "ABI_VERSION",
+    "LIBRARIES",
+    "NativeUnavailableError",
+    "cache_dir",
+    "describe",
+    "disabled",
+    "find_compiler",
+    "load",
+    "reset",
+    "status",
+]

@@ -28,8 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ABI_VERSION", "LIBRARIES", "Library", "NativeUnavailableError", "cache_dir", "cache_key", "describe",
-           "disabled", "find_compiler", "load", "reset", "status"]
+__all__ = [
+    "ABI_VERSION",
+    "LIBRARIES",
+    "Library",
+    "NativeUnavailableError",
+    "cache_dir",
+    "cache_key",
+    "describe",
+    "disabled",
+    "find_compiler",
+    "load",
+    "reset",
+    "status",
+]
 
 #: bump when the build layout or a library's calling convention changes: old caches are ignored
 ABI_VERSION = 1
@@ -56,12 +68,16 @@ class Library:
 
 LIBRARIES: dict[str, Library] = {
     # OpenMP; a compiler without it still gets a single-threaded build
-    "engine": Library(("engine.c",),
-                      ((*_COMMON, "-std=gnu99", _NATIVE_ARCH, "-fopenmp"), (*_COMMON, "-std=gnu99", _NATIVE_ARCH)),
-                      ("-lm",), fallback="PyTorch"),
+    "engine": Library(
+        ("engine.c",),
+        ((*_COMMON, "-std=gnu99", _NATIVE_ARCH, "-fopenmp"), (*_COMMON, "-std=gnu99", _NATIVE_ARCH)),
+        ("-lm",),
+        fallback="PyTorch",
+    ),
     # pthreads (its own worker pool); -march=native may be refused by a cross compiler
-    "sparse_deploy": Library(("sparse_deploy.c",),
-                             ((*_COMMON, "-std=c11", "-pthread", _NATIVE_ARCH), (*_COMMON, "-std=c11", "-pthread"))),
+    "sparse_deploy": Library(
+        ("sparse_deploy.c",), ((*_COMMON, "-std=c11", "-pthread", _NATIVE_ARCH), (*_COMMON, "-std=c11", "-pthread"))
+    ),
 }
 
 
@@ -80,7 +96,7 @@ def cache_dir() -> Path:
 
 def find_compiler(cc: str | None = None) -> str | None:
     """Absolute path of ``cc`` if given, else of the first of ``$CC``, cc, gcc, clang found."""
-    for name in ([cc] if cc else [os.environ.get("CC"), "cc", "gcc", "clang"]):
+    for name in [cc] if cc else [os.environ.get("CC"), "cc", "gcc", "clang"]:
         path = shutil.which(name) if name else None
         if path:
             return path
@@ -140,8 +156,13 @@ def _compile(name: str, cc: str, march_native: bool, target: Path) -> None:
         out = Path(tmp) / target.name
         for flags in _attempts(lib, march_native):
             try:
-                proc = subprocess.run([cc, *flags, *sources, "-o", str(out), *lib.libs],
-                                      check=False, capture_output=True, text=True, timeout=300)
+                proc = subprocess.run(
+                    [cc, *flags, *sources, "-o", str(out), *lib.libs],
+                    check=False,
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
             except (OSError, subprocess.SubprocessError) as e:
                 errors.append(f"{type(e).__name__}: {e}")
                 continue
@@ -160,9 +181,13 @@ _warned: set[str] = set()
 
 
 def _record(name: str, lib: Library, path: Path | None, error: str | None, compiled: bool = False) -> None:
-    _status[name] = {"kernels": "native" if error is None else (lib.fallback or "unavailable").lower(),
-                     "library": str(path) if path else None, "error": error,
-                     "disabled": lib.fallback is not None and disabled(), "compiled": compiled}
+    _status[name] = {
+        "kernels": "native" if error is None else (lib.fallback or "unavailable").lower(),
+        "library": str(path) if path else None,
+        "error": error,
+        "disabled": lib.fallback is not None and disabled(),
+        "compiled": compiled,
+    }
     if error is not None and lib.fallback is not None and name not in _warned:
         _warned.add(name)
         log.warning("native %s kernels unavailable (%s); the %s path runs instead", name, error, lib.fallback)
@@ -175,8 +200,9 @@ def _build_or_load(name: str, cc: str | None, march_native: bool) -> ctypes.CDLL
         raise NativeUnavailableError(f"kernel source {missing[0]} is missing; reinstall snn_lab")
     compiler = find_compiler(cc)
     if compiler is None:
-        raise NativeUnavailableError(f"no C compiler found (tried {cc or '$CC, cc, gcc, clang'}); "
-                                     "install one (apt-get install gcc) or set CC")
+        raise NativeUnavailableError(
+            f"no C compiler found (tried {cc or '$CC, cc, gcc, clang'}); install one (apt-get install gcc) or set CC"
+        )
     root = cache_dir()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -230,8 +256,13 @@ def status(name: str = "engine") -> dict[str, Any]:
         if name in _status:
             return dict(_status[name])
     lib = LIBRARIES[name]
-    return {"kernels": "not loaded", "library": None, "error": None,
-            "disabled": lib.fallback is not None and disabled(), "compiled": False}
+    return {
+        "kernels": "not loaded",
+        "library": None,
+        "error": None,
+        "disabled": lib.fallback is not None and disabled(),
+        "compiled": False,
+    }
 
 
 def describe() -> dict[str, dict[str, Any]]:

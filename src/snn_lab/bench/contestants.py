@@ -135,8 +135,7 @@ class TutorialCode(Contestant):
         self.module = _TutorialNet().to(device)
 
     def load(self, tutorial_state):
-        self.module.load_state_dict({k: v for k, v in tutorial_state.items() if k.startswith("linear")},
-                                    strict=False)
+        self.module.load_state_dict({k: v for k, v in tutorial_state.items() if k.startswith("linear")}, strict=False)
 
     def scores(self, images, generator):
         self.module.reset()
@@ -187,8 +186,7 @@ class _Peer(Contestant):
         self.module = self._build().to(device)
 
     def load(self, tutorial_state):
-        self.module.load_state_dict({k: v for k, v in tutorial_state.items() if k.startswith("linear")},
-                                    strict=False)
+        self.module.load_state_dict({k: v for k, v in tutorial_state.items() if k.startswith("linear")}, strict=False)
 
     def scores(self, images, generator):
         u = torch.rand((self.T, *images.shape), generator=generator, device=images.device)
@@ -206,8 +204,7 @@ class SnnTorch(_Peer):
         import snntorch
 
         net = _PeerMLP()
-        net.lifs = nn.ModuleList(snntorch.Leaky(beta=0.8, threshold=0.4, reset_mechanism="zero")
-                                 for _ in range(3))
+        net.lifs = nn.ModuleList(snntorch.Leaky(beta=0.8, threshold=0.4, reset_mechanism="zero") for _ in range(3))
         return net
 
     def _run(self, x_seq):
@@ -230,8 +227,10 @@ class SpikingJelly(_Peer):
         from spikingjelly.activation_based import neuron
 
         net = _PeerMLP()
-        net.lifs = nn.ModuleList(neuron.LIFNode(tau=5.0, decay_input=False, v_threshold=0.4, v_reset=0.0,
-                                                detach_reset=False, step_mode="m") for _ in range(3))
+        net.lifs = nn.ModuleList(
+            neuron.LIFNode(tau=5.0, decay_input=False, v_threshold=0.4, v_reset=0.0, detach_reset=False, step_mode="m")
+            for _ in range(3)
+        )
         return net
 
     def _run(self, x):
@@ -252,8 +251,12 @@ class Norse(_Peer):
     def _build(self):
         from norse.torch import LIFBoxCell, LIFBoxParameters
 
-        p = LIFBoxParameters(tau_mem_inv=torch.as_tensor(200.0), v_leak=torch.as_tensor(0.0),
-                             v_th=torch.as_tensor(0.4 * 0.2), v_reset=torch.as_tensor(0.0))
+        p = LIFBoxParameters(
+            tau_mem_inv=torch.as_tensor(200.0),
+            v_leak=torch.as_tensor(0.0),
+            v_th=torch.as_tensor(0.4 * 0.2),
+            v_reset=torch.as_tensor(0.0),
+        )
         net = _PeerMLP()
         net.lifs = nn.ModuleList(LIFBoxCell(p) for _ in range(3))
         return net

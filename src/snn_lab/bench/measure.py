@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -85,8 +85,9 @@ def layer_strategies(net, images: torch.Tensor, generator, repeats: int, device:
     with torch.no_grad():
         _, rec = net(images, generator=generator, return_record=True)
         train = net.encode(images, generator=generator)
-    inputs = [train.reshape(train.shape[0] * train.shape[1], -1)] + \
-        [s.reshape(s.shape[0] * s.shape[1], -1) for s in rec.spikes[:-1]]
+    inputs = [train.reshape(train.shape[0] * train.shape[1], -1)] + [
+        s.reshape(s.shape[0] * s.shape[1], -1) for s in rec.spikes[:-1]
+    ]
     rows = []
     for i, (layer, x) in enumerate(zip(net.layers, inputs)):
         lin = None
@@ -113,16 +114,21 @@ def layer_strategies(net, images: torch.Tensor, generator, repeats: int, device:
 
             if tm is not None:
                 cands["sparse"] = (
-                    lambda x=x, T=T, Bn=Bn, b=b, W=W: native.tm_fwd(native.tmask(x.view(T, Bn, -1)), wp(W),
-                                                                  b, T, Bn, W.shape[0]),
-                    lambda tm=tm, g=g, T=T, Bn=Bn, K=x.shape[1]: native.tm_wgrad(tm, g, T, Bn, K))
+                    lambda x=x, T=T, Bn=Bn, b=b, W=W: native.tm_fwd(
+                        native.tmask(x.view(T, Bn, -1)), wp(W), b, T, Bn, W.shape[0]
+                    ),
+                    lambda tm=tm, g=g, T=T, Bn=Bn, K=x.shape[1]: native.tm_wgrad(tm, g, T, Bn, K),
+                )
             cands["sparse_rows"] = (
                 lambda x=x, b=b, W=W: native.spmm_fwd(*native.csr(x), wp(W), b, x.shape[0], W.shape[0]),
-                lambda csr=csr, g=g, K=x.shape[1]: native.spmm_wgrad(csr[0], csr[1], g, K))
+                lambda csr=csr, g=g, K=x.shape[1]: native.spmm_wgrad(csr[0], csr[1], g, K),
+            )
         if device.type == "cuda":
             pieces = [p.t() for p in L._split3(W)]
-            cands["bf16x3"] = (lambda: L._bf16x3_mm(x, pieces),
-                               lambda: L._bf16x3_mm(x.to(torch.bfloat16).t(), L._split3(g)))
+            cands["bf16x3"] = (
+                lambda: L._bf16x3_mm(x, pieces),
+                lambda: L._bf16x3_mm(x.to(torch.bfloat16).t(), L._split3(g)),
+            )
         times: dict[str, dict[str, list[float]]] = {k: {"forward": [], "wgrad": []} for k in cands}
         for r in range(repeats + 1):
             for name, (f, w) in cands.items():
@@ -134,8 +140,16 @@ def layer_strategies(net, images: torch.Tensor, generator, repeats: int, device:
         best = min(med, key=lambda k: med[k]["forward"] + med[k]["wgrad"])
         opts = options()
         auto = "sparse" if ("sparse" in cands and density <= opts.sparse_max_density) else "dense"
-        rows.append({"layer": i, "in_features": x.shape[1], "out_features": W.shape[0],
-                     "rows": x.shape[0], "input_density": round(density, 4),
-                     "ms": {k: {p: round(v, 3) for p, v in d.items()} for k, d in med.items()},
-                     "fastest": best, "auto_picks": auto})
+        rows.append(
+            {
+                "layer": i,
+                "in_features": x.shape[1],
+                "out_features": W.shape[0],
+                "rows": x.shape[0],
+                "input_density": round(density, 4),
+                "ms": {k: {p: round(v, 3) for p, v in d.items()} for k, d in med.items()},
+                "fastest": best,
+                "auto_picks": auto,
+            }
+        )
     return rows

@@ -55,8 +55,10 @@ class BenchConfig:
 
 def machine_info(device: torch.device) -> dict:
     info: dict[str, Any] = {
-        "platform": platform.platform(), "python": platform.python_version(),
-        "torch": torch.__version__, "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -101,8 +103,7 @@ def _device(target) -> torch.device:
         return torch.device("cpu")
     if acc in ("gpu", "cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"target={name} needs CUDA, which is not available on this machine; "
-                             "use target=cpu")
+            raise ConfigError(f"target={name} needs CUDA, which is not available on this machine; use target=cpu")
         return torch.device("cuda")
     if acc == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -152,8 +153,7 @@ def _run(cfg: BenchConfig) -> dict:
     device = _device(cfg.target)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    for key, lo in (("time_steps", 1), ("train_batch", 1), ("train_steps", 1), ("rounds", 1),
-                    ("infer_min_batches", 1)):
+    for key, lo in (("time_steps", 1), ("train_batch", 1), ("train_steps", 1), ("rounds", 1), ("infer_min_batches", 1)):
         if int(getattr(cfg, key)) < lo:
             raise ConfigError(f"{key}={getattr(cfg, key)!r} is invalid: must be an integer >= {lo}")
     if not cfg.infer_batches or any(int(b) < 1 for b in cfg.infer_batches):
@@ -207,12 +207,16 @@ def _run(cfg: BenchConfig) -> dict:
         for n, (c, _) in racers.items():
             c.train(False)
             s = c.from_train(train)
-            agreement[n] = {"scores_identical": bool(torch.equal(s, ref_scores)),
-                            "max_abs_score_diff": float((s - ref_scores).abs().max())}
+            agreement[n] = {
+                "scores_identical": bool(torch.equal(s, ref_scores)),
+                "max_abs_score_diff": float((s - ref_scores).abs().max()),
+            }
         if "engine" in racers:  # and the engine's spikes, layer by layer
             _, r_ref = racers["reference"][0].module.forward_spikes(train, return_record=True, mode="step")
             _, r_eng = racers["engine"][0].module.forward_spikes(train, return_record=True)
-            agreement["engine"]["spike_mismatches"] = sum(int((a != b).sum()) for a, b in zip(r_ref.spikes, r_eng.spikes))
+            agreement["engine"]["spike_mismatches"] = sum(
+                int((a != b).sum()) for a, b in zip(r_ref.spikes, r_eng.spikes)
+            )
             agreement["engine"]["spikes_compared"] = sum(a.numel() for a in r_ref.spikes)
 
     metrics = ["train"] + [f"infer_b{b}" for b in cfg.infer_batches]
@@ -220,7 +224,7 @@ def _run(cfg: BenchConfig) -> dict:
     order = list(racers)
     total_rounds = int(cfg.rounds) + int(cfg.warmup)
     for r in range(total_rounds):
-        rot = order[r % len(order):] + order[:r % len(order)]
+        rot = order[r % len(order) :] + order[: r % len(order)]
         train_batches = [batch(cfg.train_batch) for _ in range(cfg.train_steps)]
         for m in metrics:
             if m == "train":
@@ -276,8 +280,9 @@ def _run(cfg: BenchConfig) -> dict:
         for m in metrics:
             within = [a / b for a, b in zip(per_round[n][m], ref[m]) if b]
             rr[m] = median(within)
-        rr["saved_activation_memory"] = (results[n]["saved_activation_bytes"]
-                                         / max(results["reference"]["saved_activation_bytes"], 1))
+        rr["saved_activation_memory"] = results[n]["saved_activation_bytes"] / max(
+            results["reference"]["saved_activation_bytes"], 1
+        )
         ratios[n] = rr
 
     layers = []
@@ -288,21 +293,32 @@ def _run(cfg: BenchConfig) -> dict:
     targets = {}
     if "engine" in ratios:
         e = ratios["engine"]
-        targets = {"train_ge_3x": e["train"] >= 3.0,
-                   "infer_b28_ge_3x": (e.get("infer_b28") or 0) >= 3.0 if "infer_b28" in e else None,
-                   "memory_le_0.5x": e["saved_activation_memory"] <= 0.5}
+        targets = {
+            "train_ge_3x": e["train"] >= 3.0,
+            "infer_b28_ge_3x": (e.get("infer_b28") or 0) >= 3.0 if "infer_b28" in e else None,
+            "memory_le_0.5x": e["saved_activation_memory"] <= 0.5,
+        }
     machine = machine_info(device)
     machine["loadavg_at_start"] = load_start
     return {
         "machine": machine,
         "config": dataclasses.asdict(cfg),
         "engine": engine.describe(),
-        "network": {"sizes": list(C.SIZES), "time_steps": T, "pretrain_steps": cfg.pretrain_steps,
-                    "firing_rates": rates, "input_density": round(input_density, 4)},
+        "network": {
+            "sizes": list(C.SIZES),
+            "time_steps": T,
+            "pretrain_steps": cfg.pretrain_steps,
+            "firing_rates": rates,
+            "input_density": round(input_density, 4),
+        },
         "memory_method": "bytes autograd saves for backward during one training forward "
-                         "(saved_tensors_hooks; each storage once; parameters excluded)",
-        "contestants": results, "ratios_vs_reference": ratios, "skipped": skipped,
-        "agreement": agreement, "layers": layers, "targets": targets,
+        "(saved_tensors_hooks; each storage once; parameters excluded)",
+        "contestants": results,
+        "ratios_vs_reference": ratios,
+        "skipped": skipped,
+        "agreement": agreement,
+        "layers": layers,
+        "targets": targets,
     }
 
 
@@ -319,8 +335,7 @@ def table(res: dict) -> str:
         row.append(f"{e['saved_activation_bytes'] / 1e6:.1f} ({r['saved_activation_memory']:.2f}x)")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in rows]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     out = "\n".join(lines)
     if res["skipped"]:
@@ -329,23 +344,34 @@ def table(res: dict) -> str:
         out += "\nper-layer matmul (ms, forward + weight gradient, batch of T*B rows):"
         for L in res["layers"]:
             ms = ", ".join(f"{k} {v['forward']:.1f}+{v['wgrad']:.1f}" for k, v in L["ms"].items())
-            out += (f"\n  layer {L['layer']} {L['in_features']}->{L['out_features']} density "
-                    f"{L['input_density']:.3f}: {ms}; fastest {L['fastest']}, auto picks {L['auto_picks']}")
+            out += (
+                f"\n  layer {L['layer']} {L['in_features']}->{L['out_features']} density "
+                f"{L['input_density']:.3f}: {ms}; fastest {L['fastest']}, auto picks {L['auto_picks']}"
+            )
     m = res["machine"]
-    out += (f"\nmachine: {m.get('cpu', '?')}, {m['cpu_count']} CPUs, torch {m['torch']} "
-            f"({m['cpu_capability']}), {m['torch_threads']} threads; native kernels "
-            f"{'on' if (res['engine'].get('native_status') or {}).get('available') else 'off'}")
+    out += (
+        f"\nmachine: {m.get('cpu', '?')}, {m['cpu_count']} CPUs, torch {m['torch']} "
+        f"({m['cpu_capability']}), {m['torch_threads']} threads; native kernels "
+        f"{'on' if (res['engine'].get('native_status') or {}).get('available') else 'off'}"
+    )
     load = m.get("loadavg_at_start")
     if load and m["cpu_count"] and max(load[0], m.get("loadavg_1_5_15", [0])[0]) > m["cpu_count"]:
-        out += (f"\nwarning: load average {load[0]} at start, {m['loadavg_1_5_15'][0]} at the end on "
-                f"{m['cpu_count']} CPUs: other processes competed for the cores, so these numbers "
-                "(multi-threaded ones most) are unreliable; rerun on an idle machine")
+        out += (
+            f"\nwarning: load average {load[0]} at start, {m['loadavg_1_5_15'][0]} at the end on "
+            f"{m['cpu_count']} CPUs: other processes competed for the cores, so these numbers "
+            "(multi-threaded ones most) are unreliable; rerun on an idle machine"
+        )
     if res["agreement"]:
         a = res["agreement"]
-        same = ", ".join(f"{n} {'identical' if v['scores_identical'] else 'max diff %.3g' % v['max_abs_score_diff']}"
-                         for n, v in a.items() if n != "reference")
+        same = ", ".join(
+            f"{n} {'identical' if v['scores_identical'] else 'max diff %.3g' % v['max_abs_score_diff']}"
+            for n, v in a.items()
+            if n != "reference"
+        )
         out += f"\nscores on one shared input train vs the reference: {same}"
         if "engine" in a and "spike_mismatches" in a["engine"]:
-            out += (f"\nengine spikes vs per-step: {a['engine']['spike_mismatches']} of "
-                    f"{a['engine']['spikes_compared']} differ")
+            out += (
+                f"\nengine spikes vs per-step: {a['engine']['spike_mismatches']} of "
+                f"{a['engine']['spikes_compared']} differ"
+            )
     return out

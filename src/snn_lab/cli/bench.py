@@ -35,4 +35,3 @@ def main(cfg: DictConfig) -> None:
     atomic_write_json(out, res)
     print(table(res))
     print(f"wrote {out}")
-

@@ -41,37 +41,59 @@ def run(cfg: DictConfig) -> dict:
         raise DeployError("ckpt_path is required: python -m snn_lab.deploy ckpt_path=<run dir>/checkpoints/best.ckpt")
     name, options = backend_from_config(cfg)
     out_dir = cfg.out_dir or HydraConfig.get().runtime.output_dir
-    keys = ("encode", "seed", "num_samples", "split", "data_root", "time_steps", "threads", "latency_batch1",
-            "latency_samples", "warmup", "queue_depth", "verify", "min_agreement", "eager_batch_size")
-    kwargs = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-              for k in keys}
-    return run_deploy(cfg.ckpt_path, backend=name, batch_size=int(cfg.batch_size), out_dir=out_dir,
-                      backend_options=options, **kwargs)
+    keys = (
+        "encode",
+        "seed",
+        "num_samples",
+        "split",
+        "data_root",
+        "time_steps",
+        "threads",
+        "latency_batch1",
+        "latency_samples",
+        "warmup",
+        "queue_depth",
+        "verify",
+        "min_agreement",
+        "eager_batch_size",
+    )
+    kwargs = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in keys}
+    return run_deploy(
+        cfg.ckpt_path, backend=name, batch_size=int(cfg.batch_size), out_dir=out_dir, backend_options=options, **kwargs
+    )
 
 
 def summary(r: dict) -> str:
     lat = r["latency_ms"]
     b1 = lat.get("batch1") or {}
-    parts = [f"snn_lab deploy: backend={r['backend']} batch={r['batch_size']} T={r['time_steps']} "
-             f"encode={r['encode']}{' (in-kernel draws)' if r['device_encoding'] else ''}",
-             f"  throughput {r['throughput']:.1f} samples/s ({r['samples']} samples in {r['wall_seconds']:.2f} s, "
-             "encoding included)",
-             f"  latency per batch p50 {lat['batch']['p50']:.2f} ms p99 {lat['batch']['p99']:.2f} ms"
-             + (f"; batch-1 p50 {b1['p50']:.3f} ms p99 {b1['p99']:.3f} ms" if b1.get("p50") is not None else "")]
+    parts = [
+        f"snn_lab deploy: backend={r['backend']} batch={r['batch_size']} T={r['time_steps']} "
+        f"encode={r['encode']}{' (in-kernel draws)' if r['device_encoding'] else ''}",
+        f"  throughput {r['throughput']:.1f} samples/s ({r['samples']} samples in {r['wall_seconds']:.2f} s, "
+        "encoding included)",
+        f"  latency per batch p50 {lat['batch']['p50']:.2f} ms p99 {lat['batch']['p99']:.2f} ms"
+        + (f"; batch-1 p50 {b1['p50']:.3f} ms p99 {b1['p99']:.3f} ms" if b1.get("p50") is not None else ""),
+    ]
     if r.get("agreement") is not None:
-        parts.append(f"  accuracy deployed {100 * r['deployed_accuracy']:.2f}% eager {100 * r['eager_accuracy']:.2f}% "
-                     f"agreement {100 * r['agreement']:.3f}% ({r['disagreements']} differ) "
-                     f"-> {'verified' if r['verified'] else 'NOT verified'}")
+        parts.append(
+            f"  accuracy deployed {100 * r['deployed_accuracy']:.2f}% eager {100 * r['eager_accuracy']:.2f}% "
+            f"agreement {100 * r['agreement']:.3f}% ({r['disagreements']} differ) "
+            f"-> {'verified' if r['verified'] else 'NOT verified'}"
+        )
     else:
         parts.append(f"  accuracy deployed {100 * r['deployed_accuracy']:.2f}% (eager check skipped)")
     t = r["target"]
     if t["applies"]:
-        parts.append(f"  target >= {t['samples_per_second']:.0f} samples/s with >= {100 * t['agreement']:.1f}% "
-                     f"agreement: {'met' if t['met'] else 'NOT met'}")
+        parts.append(
+            f"  target >= {t['samples_per_second']:.0f} samples/s with >= {100 * t['agreement']:.1f}% "
+            f"agreement: {'met' if t['met'] else 'NOT met'}"
+        )
     others = r["host"].get("cpu_share_used_by_other_processes")
     if others is not None and others > 0.1:
-        parts.append(f"  note: other processes used {100 * others:.0f}% of this machine's CPU during the run; "
-                     "throughput is lower than on an idle machine")
+        parts.append(
+            f"  note: other processes used {100 * others:.0f}% of this machine's CPU during the run; "
+            "throughput is lower than on an idle machine"
+        )
     parts.append(f"  report: {r['report_path']}")
     return "\n".join(parts)
 
@@ -82,5 +104,8 @@ def main(cfg: DictConfig) -> None:
         report = run(cfg)
     print(summary(report))
     if report.get("verified") is False:
-        fail(f"deployed predictions agree with eager on {100 * report['agreement']:.3f}% of samples, "
-             f"below min_agreement={report['min_agreement']}", code=3)
+        fail(
+            f"deployed predictions agree with eager on {100 * report['agreement']:.3f}% of samples, "
+            f"below min_agreement={report['min_agreement']}",
+            code=3,
+        )

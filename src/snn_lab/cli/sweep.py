@@ -14,8 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..io import atomic_write_text
 
-COLUMNS = ("best_val_acc", "final_val_acc", "test_acc", "epochs", "wall_seconds",
-           "train_samples_per_second")
+COLUMNS = ("best_val_acc", "final_val_acc", "test_acc", "epochs", "wall_seconds", "train_samples_per_second")
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:

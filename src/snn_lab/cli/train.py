@@ -15,8 +15,8 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
 
 import hydra
 import pytorch_lightning as pl
@@ -57,13 +57,17 @@ def _resolve_ckpt(cfg: DictConfig, ckpt_dir: Path, net: dict) -> str | None:
         return None
     path = ckpt_dir / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
     if cfg.ckpt_path == "last" and not path.exists():
-        raise CheckpointError(f"ckpt_path=last but {path} does not exist; resume inside the killed run's "
-                              "directory with hydra.run.dir=<that run dir> ckpt_path=last")
+        raise CheckpointError(
+            f"ckpt_path=last but {path} does not exist; resume inside the killed run's "
+            "directory with hydra.run.dir=<that run dir> ckpt_path=last"
+        )
     ckpt = read_checkpoint(path)
     if ckpt["hyper_parameters"]["net"] != net:
-        raise CheckpointError(f"ckpt_path={path} was trained with another network (differs in "
-                              f"{', '.join(net_diff(net, ckpt['hyper_parameters']['net']))}); "
-                              "use the same overrides as that run")
+        raise CheckpointError(
+            f"ckpt_path={path} was trained with another network (differs in "
+            f"{', '.join(net_diff(net, ckpt['hyper_parameters']['net']))}); "
+            "use the same overrides as that run"
+        )
     return str(path)
 
 
@@ -73,8 +77,10 @@ def run(cfg: DictConfig) -> float:
     ckpt_dir = run_dir / "checkpoints"
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists() and cfg.ckpt_path is None:
-        raise RunError(f"{run_dir} already holds a finished run (metrics.json); choose another "
-                       "hydra.run.dir, or pass ckpt_path=last to continue it")
+        raise RunError(
+            f"{run_dir} already holds a finished run (metrics.json); choose another "
+            "hydra.run.dir, or pass ckpt_path=last to continue it"
+        )
     if not os.access(run_dir, os.W_OK):
         raise RunError(f"run dir {run_dir} is not writable; set hydra.run.dir to a writable path")
     net = net_config(cfg)
@@ -87,8 +93,7 @@ def run(cfg: DictConfig) -> float:
     if cfg.target.threads:
         torch.set_num_threads(cfg.target.threads)
     dm = build_datamodule(cfg.data)
-    model = SNNLitModule(net=net, optimizer=to_dict(cfg.optimizer), lr_schedule=to_dict(cfg.lr_schedule),
-                         seed=cfg.seed)
+    model = SNNLitModule(net=net, optimizer=to_dict(cfg.optimizer), lr_schedule=to_dict(cfg.lr_schedule), seed=cfg.seed)
     trainer = build_trainer(cfg, str(run_dir), str(ckpt_dir), cfg.monitor)
     stats = RunStats()
     trainer.callbacks.append(stats)
@@ -108,19 +113,32 @@ def run(cfg: DictConfig) -> float:
             res = trainer.test(model, datamodule=dm, ckpt_path=best_path, weights_only=True, verbose=False)
         test_acc = float(res[0]["test/acc"]) if res else None
     final_val = stats.history[-1]["val_acc"] if stats.history else None
-    best_val = float(ckpt_cb.best_model_score) if best_path and ckpt_cb.best_model_score is not None else (
-        max((h["val_acc"] for h in stats.history), default=None))
+    best_val = (
+        float(ckpt_cb.best_model_score)
+        if best_path and ckpt_cb.best_model_score is not None
+        else (max((h["val_acc"] for h in stats.history), default=None))
+    )
     if not trainer.is_global_zero:  # DDP: rank 0 alone writes metrics.json, deploys, logs HPARAMS
         return best_val if best_val is not None else float("nan")
     metrics = {
-        "best_val_acc": best_val, "final_val_acc": final_val, "test_acc": test_acc,
-        "epochs": trainer.current_epoch, "global_step": trainer.global_step,
-        "wall_seconds": round(time.perf_counter() - t0, 2), "fit_seconds": round(fit_seconds, 2),
+        "best_val_acc": best_val,
+        "final_val_acc": final_val,
+        "test_acc": test_acc,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "wall_seconds": round(time.perf_counter() - t0, 2),
+        "fit_seconds": round(fit_seconds, 2),
         "train_samples_per_second": round(stats.samples_per_second, 1)
-        if not math.isnan(stats.samples_per_second) else None,
-        "history": stats.history, "checkpoints": {"best": best_path, "last": str(ckpt_dir / "last.ckpt")
-                                                  if (ckpt_dir / "last.ckpt").exists() else None},
-        "run_dir": str(run_dir), "monitor": cfg.monitor, "world_size": trainer.world_size,
+        if not math.isnan(stats.samples_per_second)
+        else None,
+        "history": stats.history,
+        "checkpoints": {
+            "best": best_path,
+            "last": str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").exists() else None,
+        },
+        "run_dir": str(run_dir),
+        "monitor": cfg.monitor,
+        "world_size": trainer.world_size,
         "kernels": _native.describe(),
     }
     if cfg.deploy:
@@ -128,9 +146,11 @@ def run(cfg: DictConfig) -> float:
     atomic_write_json(metrics_path, metrics)
     _log_hparams(trainer, cfg, metrics)
     shown = f"{100 * test_acc:.2f}%" if test_acc is not None else "n/a"
-    print(f"snn_lab: test/acc={shown} best {cfg.monitor}="
-          f"{'n/a' if best_val is None else f'{100 * best_val:.2f}%'} "
-          f"epochs={trainer.current_epoch} wall={metrics['wall_seconds']:.0f}s run_dir={run_dir}")
+    print(
+        f"snn_lab: test/acc={shown} best {cfg.monitor}="
+        f"{'n/a' if best_val is None else f'{100 * best_val:.2f}%'} "
+        f"epochs={trainer.current_epoch} wall={metrics['wall_seconds']:.0f}s run_dir={run_dir}"
+    )
     return best_val if best_val is not None else float("nan")
 
 
@@ -140,17 +160,30 @@ def _save_config(cfg: DictConfig, run_dir: Path) -> None:
     out.mkdir(exist_ok=True)
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
     atomic_write_text(out / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task))))
-    atomic_write_text(out / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": OmegaConf.to_container(
-        hc, resolve=False)}), resolve=False))
+    atomic_write_text(
+        out / "hydra.yaml",
+        OmegaConf.to_yaml(OmegaConf.create({"hydra": OmegaConf.to_container(hc, resolve=False)}), resolve=False),
+    )
 
 
 def _deploy(cfg: DictConfig, ckpt: str | None, run_dir: Path) -> dict:
     if ckpt is None:
         raise RunError("deploy needs a checkpoint: keep callbacks.checkpoint=true")
-    report = run_deploy(ckpt, backend=deploy_backend_name(cfg), batch_size=cfg.deploy_batch_size,
-                        out_dir=run_dir / "deploy")
-    return {k: report.get(k) for k in ("backend", "batch_size", "throughput", "deployed_accuracy",
-                                       "eager_accuracy", "agreement", "report_path")}
+    report = run_deploy(
+        ckpt, backend=deploy_backend_name(cfg), batch_size=cfg.deploy_batch_size, out_dir=run_dir / "deploy"
+    )
+    return {
+        k: report.get(k)
+        for k in (
+            "backend",
+            "batch_size",
+            "throughput",
+            "deployed_accuracy",
+            "eager_accuracy",
+            "agreement",
+            "report_path",
+        )
+    }
 
 
 def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict) -> None:
@@ -159,9 +192,11 @@ def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict) -> None:
         for k, v in OmegaConf.to_container(cfg[group], resolve=True).items():
             flat[f"{group}.{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
     flat.update(time_steps=cfg.time_steps, seed=cfg.seed, max_epochs=cfg.trainer.max_epochs)
-    final = {f"hparams/{k}": v for k, v in metrics.items()
-             if k in ("best_val_acc", "final_val_acc", "test_acc", "train_samples_per_second")
-             and v is not None}
+    final = {
+        f"hparams/{k}": v
+        for k, v in metrics.items()
+        if k in ("best_val_acc", "final_val_acc", "test_acc", "train_samples_per_second") and v is not None
+    }
     for lg in trainer.loggers:
         if isinstance(lg, TensorBoardLogger):
             lg.log_hyperparams(flat, final)

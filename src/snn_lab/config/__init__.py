@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -62,12 +62,17 @@ def validate(cfg: Mapping) -> None:
         if key in dash:
             _require(dash[key] >= low, f"callbacks.dashboard.{key}", dash[key], f"must be >= {low}")
     if cfg.callbacks.every_n_train_steps is not None:
-        _require(cfg.callbacks.every_n_train_steps >= 1, "callbacks.every_n_train_steps",
-                 cfg.callbacks.every_n_train_steps, "must be null or >= 1")
+        _require(
+            cfg.callbacks.every_n_train_steps >= 1,
+            "callbacks.every_n_train_steps",
+            cfg.callbacks.every_n_train_steps,
+            "must be null or >= 1",
+        )
     _one_of(cfg, "target.accelerator", ("cpu", "gpu", "cuda", "mps", "auto"))
     if cfg.target.accelerator in ("gpu", "cuda"):
-        _require(torch.cuda.is_available(), "target", cfg.target.name,
-                 "no CUDA device is available here; use target=cpu")
+        _require(
+            torch.cuda.is_available(), "target", cfg.target.name, "no CUDA device is available here; use target=cpu"
+        )
     _require(cfg.deploy_batch_size >= 1, "deploy_batch_size", cfg.deploy_batch_size, "must be >= 1")
     if cfg.deploy:
         _check_deploy(deploy_backend_name(cfg), cfg.deploy_batch_size)

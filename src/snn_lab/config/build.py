@@ -5,7 +5,8 @@ Trainer. The network itself is built from plain data by :func:`snn_lab.models.bu
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
@@ -47,14 +48,29 @@ def build_callbacks(cfg: Mapping, monitor: str, ckpt_dir: str) -> list[pl.Callba
         params = {k: v for k, v in dash.items() if k != "enabled"}  # ranges: config.validate
         out.append(SpikeDashboard(**params))
     if cfg["checkpoint"]:
-        out.append(cb.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor,
-                                      mode="max" if monitor.endswith("acc") else "min",
-                                      save_last=True, save_top_k=1, enable_version_counter=False,
-                                      auto_insert_metric_name=False))
+        out.append(
+            cb.ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="best",
+                monitor=monitor,
+                mode="max" if monitor.endswith("acc") else "min",
+                save_last=True,
+                save_top_k=1,
+                enable_version_counter=False,
+                auto_insert_metric_name=False,
+            )
+        )
         if cfg.get("every_n_train_steps"):
             # only refreshes last.ckpt, every N optimizer steps, so a kill loses little
-            out.append(cb.ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=cfg["every_n_train_steps"],
-                                          save_top_k=0, save_last=True, enable_version_counter=False))
+            out.append(
+                cb.ModelCheckpoint(
+                    dirpath=ckpt_dir,
+                    every_n_train_steps=cfg["every_n_train_steps"],
+                    save_top_k=0,
+                    save_last=True,
+                    enable_version_counter=False,
+                )
+            )
     if cfg["lr_monitor"]:
         out.append(cb.LearningRateMonitor(logging_interval="epoch"))
     if cfg["progress_bar"] == "tqdm":
@@ -62,8 +78,13 @@ def build_callbacks(cfg: Mapping, monitor: str, ckpt_dir: str) -> list[pl.Callba
     elif cfg["progress_bar"] == "rich":
         out.append(cb.RichProgressBar())
     if cfg.get("early_stopping_patience"):
-        out.append(cb.EarlyStopping(monitor=monitor, mode="max" if monitor.endswith("acc") else "min",
-                                    patience=cfg["early_stopping_patience"]))
+        out.append(
+            cb.EarlyStopping(
+                monitor=monitor,
+                mode="max" if monitor.endswith("acc") else "min",
+                patience=cfg["early_stopping_patience"],
+            )
+        )
     return out
 
 
@@ -71,8 +92,15 @@ def build_loggers(cfg: Mapping, run_dir: str) -> list[pl_loggers.Logger]:
     loggers = pl_loggers
     name = cfg["name"]
     if name == "tensorboard":
-        return [loggers.TensorBoardLogger(save_dir=run_dir, name="tensorboard", version="",
-                                          default_hp_metric=False, log_graph=cfg.get("log_graph", False))]
+        return [
+            loggers.TensorBoardLogger(
+                save_dir=run_dir,
+                name="tensorboard",
+                version="",
+                default_hp_metric=False,
+                log_graph=cfg.get("log_graph", False),
+            )
+        ]
     if name == "csv":
         return [loggers.CSVLogger(save_dir=run_dir, name="csv", version="")]
     return []
@@ -88,8 +116,12 @@ def build_trainer(cfg: Mapping, run_dir: str, ckpt_dir: str, monitor: str) -> pl
     trainer_cfg["strategy"] = build_strategy(trainer_cfg["strategy"])
     return pl.Trainer(
         plugins=[AtomicCheckpointIO()],
-        accelerator=target["accelerator"], devices=target["devices"], precision=target["precision"],
-        logger=loggers or False, callbacks=callbacks, default_root_dir=run_dir,
+        accelerator=target["accelerator"],
+        devices=target["devices"],
+        precision=target["precision"],
+        logger=loggers or False,
+        callbacks=callbacks,
+        default_root_dir=run_dir,
         enable_checkpointing=bool(callbacks_cfg["checkpoint"]),
         enable_progress_bar=trainer_cfg.pop("enable_progress_bar") and callbacks_cfg["progress_bar"] != "none",
         **trainer_cfg,

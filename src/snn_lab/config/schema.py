@@ -10,7 +10,7 @@ before any data is loaded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -79,7 +79,7 @@ class IzhikevichConf(NeuronConf):
 @dataclass
 class SurrogateConf:
     name: str = "rectangle"
-    width: Optional[float] = None  # None: the surrogate's default (rectangle: 0.5)
+    width: float | None = None  # None: the surrogate's default (rectangle: 0.5)
 
 
 @dataclass
@@ -103,7 +103,7 @@ class PhaseEncoderConf(EncoderConf):
 class PopulationEncoderConf(EncoderConf):
     name: str = "population"
     size: int = 4
-    sigma: Optional[float] = None
+    sigma: float | None = None
 
 
 @dataclass
@@ -144,12 +144,12 @@ class ConvConf(ModelConf):
 class DataConf:
     name: str = "mnist"
     source: str = "bundled"  # bundled | download | dir
-    root: Optional[str] = None  # download cache / directory of IDX files
+    root: str | None = None  # download cache / directory of IDX files
     batch_size: int = 200
     eval_batch_size: int = 1000
     val_split: int = 5000  # images held out of train for validation; 0: validate on test
-    train_subset: Optional[int] = None
-    eval_subset: Optional[int] = None
+    train_subset: int | None = None
+    eval_subset: int | None = None
     num_workers: int = 0
     augment: str = "none"  # none | shift (random +-2 px translation)
     split_seed: int = 0
@@ -202,7 +202,7 @@ class StepLRConf(LRScheduleConf):
 class CosineLRConf(LRScheduleConf):
     _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
     name: str = "cosine"
-    T_max: Optional[int] = None  # None: trainer.max_epochs
+    T_max: int | None = None  # None: trainer.max_epochs
     eta_min: float = 0.0
 
 
@@ -211,7 +211,7 @@ class OneCycleLRConf(LRScheduleConf):
     _target_: str = "torch.optim.lr_scheduler.OneCycleLR"
     name: str = "onecycle"
     interval: str = "step"
-    max_lr: Optional[float] = None  # None: optimizer.lr
+    max_lr: float | None = None  # None: optimizer.lr
     pct_start: float = 0.25
     div_factor: float = 25.0
     final_div_factor: float = 1e4
@@ -233,22 +233,22 @@ class TargetConf:
     devices: Any = 1
     precision: str = "32-true"
     deploy_backend: str = "onnxruntime"  # what the deploy stage uses for this target
-    threads: Optional[int] = None  # torch intra-op threads on CPU (None: torch's default)
+    threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
 
 
 @dataclass
 class TrainerConf:
     max_epochs: int = 3
-    min_epochs: Optional[int] = None
+    min_epochs: int | None = None
     strategy: str = "auto"
     num_nodes: int = 1
-    limit_train_batches: Optional[float] = None
-    limit_val_batches: Optional[float] = None
-    limit_test_batches: Optional[float] = None
-    val_check_interval: Optional[float] = None
+    limit_train_batches: float | None = None
+    limit_val_batches: float | None = None
+    limit_test_batches: float | None = None
+    val_check_interval: float | None = None
     check_val_every_n_epoch: int = 1
     log_every_n_steps: int = 50
-    gradient_clip_val: Optional[float] = None
+    gradient_clip_val: float | None = None
     accumulate_grad_batches: int = 1
     deterministic: bool = False
     fast_dev_run: bool = False
@@ -278,10 +278,10 @@ class SpikeDashboardConf:
 @dataclass
 class CallbacksConf:
     checkpoint: bool = True
-    every_n_train_steps: Optional[int] = None  # also checkpoint 'last' every N steps
+    every_n_train_steps: int | None = None  # also checkpoint 'last' every N steps
     lr_monitor: bool = True
     progress_bar: str = "tqdm"  # tqdm | rich | none
-    early_stopping_patience: Optional[int] = None
+    early_stopping_patience: int | None = None
     dashboard: SpikeDashboardConf = field(default_factory=SpikeDashboardConf)
 
 
@@ -301,29 +301,31 @@ class TrainConf:
     trainer: TrainerConf = MISSING
     logger: LoggerConf = MISSING
     callbacks: CallbacksConf = MISSING
-    deploy: Optional[str] = None  # a deploy backend (or auto: target's): after training, deploy + verify
+    deploy: str | None = None  # a deploy backend (or auto: target's): after training, deploy + verify
     deploy_batch_size: int = 28
     time_steps: int = 20
     seed: int = 20231026
     task_name: str = "train"
     monitor: str = "val/acc"
-    ckpt_path: Optional[str] = None  # a .ckpt to resume from, or 'last' (this run dir's)
+    ckpt_path: str | None = None  # a .ckpt to resume from, or 'last' (this run dir's)
     test: bool = True  # evaluate the best checkpoint on the test set after fitting
     matmul_precision: str = "highest"
 
 
 _GROUP_SCHEMAS = {
-    "neuron": {"lif": LIFConf, "if": IFConf, "plif": PLIFConf, "alif": ALIFConf,
-               "izhikevich": IzhikevichConf},
+    "neuron": {"lif": LIFConf, "if": IFConf, "plif": PLIFConf, "alif": ALIFConf, "izhikevich": IzhikevichConf},
     "surrogate": {"surrogate": SurrogateConf},
-    "encoder": {"encoder": EncoderConf, "latency": LatencyEncoderConf,
-                "phase": PhaseEncoderConf, "population": PopulationEncoderConf},
+    "encoder": {
+        "encoder": EncoderConf,
+        "latency": LatencyEncoderConf,
+        "phase": PhaseEncoderConf,
+        "population": PopulationEncoderConf,
+    },
     "readout": {"readout": ReadoutConf},
     "model": {"mlp": MLPConf, "conv": ConvConf},
     "data": {"mnist": DataConf},
     "optimizer": {"sgd": SGDConf, "adam": AdamConf, "adamw": AdamWConf},
-    "lr_schedule": {"step": StepLRConf, "cosine": CosineLRConf, "onecycle": OneCycleLRConf,
-                    "constant": ConstantLRConf},
+    "lr_schedule": {"step": StepLRConf, "cosine": CosineLRConf, "onecycle": OneCycleLRConf, "constant": ConstantLRConf},
     "target": {"target": TargetConf},
     "trainer": {"trainer": TrainerConf},
     "logger": {"logger": LoggerConf},

@@ -44,10 +44,13 @@ def _read(path: Path) -> bytes:
                         return f.read()
                 return candidate.read_bytes()
             except (OSError, EOFError, gzip.BadGzipFile) as e:
-                raise DataError(f"MNIST file {candidate} cannot be read ({e}); restore it or "
-                                "reinstall snn_lab (pip install -e .)") from None
-    raise DataError(f"MNIST file {path}(.gz) is missing; reinstall snn_lab or point data.root "
-                    "at a directory holding the four IDX files")
+                raise DataError(
+                    f"MNIST file {candidate} cannot be read ({e}); restore it or reinstall snn_lab (pip install -e .)"
+                ) from None
+    raise DataError(
+        f"MNIST file {path}(.gz) is missing; reinstall snn_lab or point data.root "
+        "at a directory holding the four IDX files"
+    )
 
 
 def _verify(name: str, raw: bytes, path: Path) -> None:
@@ -56,8 +59,10 @@ def _verify(name: str, raw: bytes, path: Path) -> None:
         return
     digest = hashlib.sha256(raw).hexdigest()
     if digest != SHA256[name]:
-        raise DataError(f"MNIST file {path} is corrupt: sha256 {digest[:12]}... != expected "
-                        f"{SHA256[name][:12]}...; reinstall snn_lab or use data.source=download")
+        raise DataError(
+            f"MNIST file {path} is corrupt: sha256 {digest[:12]}... != expected "
+            f"{SHA256[name][:12]}...; reinstall snn_lab or use data.source=download"
+        )
     _verified.add(key)
 
 
@@ -67,15 +72,16 @@ def _parse_idx(raw: bytes, name: str, ndim: int) -> np.ndarray:
     zero, dtype, dims = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype != 0x08 or dims != ndim:
         raise DataError(f"MNIST file {name} is not an IDX uint8 file with {ndim} dims")
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
         raise DataError(f"MNIST file {name} is truncated: {body.size} of {int(np.prod(shape))} values")
     return body.reshape(shape)
 
 
-def load_mnist_arrays(split: str, root: str | os.PathLike | None = None,
-                      verify: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_mnist_arrays(
+    split: str, root: str | os.PathLike | None = None, verify: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images uint8 [N, 28, 28], labels int64 [N])`` for ``split`` in train/test.
 
     ``root=None`` reads the bundled copy; otherwise a directory holding the IDX files

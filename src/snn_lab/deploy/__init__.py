@@ -17,12 +17,29 @@ from __future__ import annotations
 from ..errors import BackendUnavailableError, DeployError, UnknownBackendError, UnsupportedError
 from . import backends  # registers the built-in backends (eager, torchscript, onnxruntime, ...)
 from .api import run_deploy
-from .registry import ENTRY_POINT_GROUP, create_backend, get_backend, list_backends, register_backend, unregister_backend
+from .registry import (
+    ENTRY_POINT_GROUP,
+    create_backend,
+    get_backend,
+    list_backends,
+    register_backend,
+    unregister_backend,
+)
 from .step import LoadSaveStep, StepModule, state_slots
 
-
 __all__ = [
-    "BackendUnavailableError", "DeployError", "ENTRY_POINT_GROUP", "LoadSaveStep", "StepModule",
-    "UnknownBackendError", "UnsupportedError", "create_backend", "get_backend", "list_backends",
-    "register_backend", "run_deploy", "state_slots", "unregister_backend",
+    "ENTRY_POINT_GROUP",
+    "BackendUnavailableError",
+    "DeployError",
+    "LoadSaveStep",
+    "StepModule",
+    "UnknownBackendError",
+    "UnsupportedError",
+    "create_backend",
+    "get_backend",
+    "list_backends",
+    "register_backend",
+    "run_deploy",
+    "state_slots",
+    "unregister_backend",
 ]

@@ -23,25 +23,30 @@ from .step import LoadSaveStep, StepModule, check_encoder
 
 REPORT_NAME = "deploy_report.json"
 #: the issue's target: twice the KA200's 1963 samples/s at batch 28, T = 20
-TARGET = {"samples_per_second": 3926.0, "agreement": 0.999, "batch_size": 28, "time_steps": 20,
-          "reference": "Lynxi KA200 APU, 1963 samples/s at batch 28, T=20 (reference tutorial)"}
+TARGET = {
+    "samples_per_second": 3926.0,
+    "agreement": 0.999,
+    "batch_size": 28,
+    "time_steps": 20,
+    "reference": "Lynxi KA200 APU, 1963 samples/s at batch 28, T=20 (reference tutorial)",
+}
 
 DEFAULTS: dict[str, Any] = {
-    "encode": "auto",          # host | graph | auto (backend's preference)
-    "seed": 0,                 # Bernoulli draws: counter hash of (seed, sample, step, pixel)
-    "num_samples": None,       # None: the whole test split
+    "encode": "auto",  # host | graph | auto (backend's preference)
+    "seed": 0,  # Bernoulli draws: counter hash of (seed, sample, step, pixel)
+    "num_samples": None,  # None: the whole test split
     "split": "test",
-    "data_root": None,         # None: the MNIST copy bundled with snn_lab
-    "time_steps": None,        # None: the network's own T
-    "backend_options": None,   # dict passed to the backend's compile()
-    "latency_batch1": True,    # also compile at batch 1 and measure per-sample latency
+    "data_root": None,  # None: the MNIST copy bundled with snn_lab
+    "time_steps": None,  # None: the network's own T
+    "backend_options": None,  # dict passed to the backend's compile()
+    "latency_batch1": True,  # also compile at batch 1 and measure per-sample latency
     "latency_samples": 200,
-    "warmup": 2,               # untimed batches before the timed run
+    "warmup": 2,  # untimed batches before the timed run
     "queue_depth": 4,
     "eager_batch_size": 500,
-    "verify": True,            # run the eager reference and compare
+    "verify": True,  # run the eager reference and compare
     "min_agreement": 0.999,
-    "threads": None,           # torch intra-op threads for eager/torch backends (None: leave)
+    "threads": None,  # torch intra-op threads for eager/torch backends (None: leave)
 }
 
 
@@ -66,8 +71,10 @@ def load_images(model: SNNModel, split: str = "test", root=None, num_samples=Non
     mult = int(getattr(model.encoder, "channel_multiplier", 1) or 1)
     shape[0] //= mult
     if x[0].numel() != int(np.prod(shape)):
-        raise DeployError(f"the network expects images of shape {tuple(shape)} but the dataset has "
-                          f"{tuple(images.shape[1:])}; deploy a network trained on this data")
+        raise DeployError(
+            f"the network expects images of shape {tuple(shape)} but the dataset has "
+            f"{tuple(images.shape[1:])}; deploy a network trained on this data"
+        )
     return x.reshape(x.shape[0], *shape).contiguous(), labels.numpy()
 
 
@@ -88,13 +95,20 @@ def resolve_encode(backend, model: SNNModel, encode: str) -> str:
     if encode not in ("host", "graph"):
         raise UnsupportedError(f"encode={encode!r} is unknown; accepted: auto, host, graph")
     if encode not in allowed:
-        raise UnsupportedError(f"backend {backend.name!r} does not support encode={encode}; accepted: "
-                               f"{', '.join(allowed)}")
+        raise UnsupportedError(
+            f"backend {backend.name!r} does not support encode={encode}; accepted: {', '.join(allowed)}"
+        )
     return encode
 
 
-def compile_step(model: SNNModel, backend_name: str, batch_size: int, out_dir, encode: str = "auto",
-                 backend_options: dict | None = None):
+def compile_step(
+    model: SNNModel,
+    backend_name: str,
+    batch_size: int,
+    out_dir,
+    encode: str = "auto",
+    backend_options: dict | None = None,
+):
     """Check, lower and compile: returns ``(backend, compiled, compile_seconds)``.
 
     Fails fast, before any tracing, on an unknown backend, a missing toolchain (except
@@ -124,8 +138,9 @@ def _versions() -> dict:
     return out
 
 
-def run_deploy(network_or_ckpt, backend: str = "onnxruntime", batch_size: int = 28, out_dir="deploy",
-               **options) -> dict:
+def run_deploy(
+    network_or_ckpt, backend: str = "onnxruntime", batch_size: int = 28, out_dir="deploy", **options
+) -> dict:
     """Deploy a trained network with ``backend`` and verify it; returns the report.
 
     ``network_or_ckpt``: an :class:`SNNModel` or a checkpoint path (loaded weights-only).
@@ -146,8 +161,9 @@ def run_deploy(network_or_ckpt, backend: str = "onnxruntime", batch_size: int = 
     if T < 1:
         raise DeployError(f"time_steps={T} is invalid: must be >= 1")
     art_dir = out_dir / backend
-    be, compiled, compile_s = compile_step(model, backend, int(batch_size), art_dir, opt["encode"],
-                                           opt["backend_options"])
+    be, compiled, compile_s = compile_step(
+        model, backend, int(batch_size), art_dir, opt["encode"], opt["backend_options"]
+    )
     images, labels = load_images(model, opt["split"], opt["data_root"], opt["num_samples"])
     source = InputSource(model, opt["seed"], T)
 
@@ -189,33 +205,45 @@ def run_deploy(network_or_ckpt, backend: str = "onnxruntime", batch_size: int = 
         "checkpoint": ckpt,
         "seed": int(opt["seed"]),
         "backend_info": compiled.describe(),
-        "host": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                 "loadavg_1m_before": load_start, "loadavg_1m_after": load_end,
-                 "cpu_share_used_by_other_processes": busy.others,
-                 "process_cpu_seconds": busy.cpu_seconds, "machine": platform.machine()},
+        "host": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "loadavg_1m_before": load_start,
+            "loadavg_1m_after": load_end,
+            "cpu_share_used_by_other_processes": busy.others,
+            "process_cpu_seconds": busy.cpu_seconds,
+            "machine": platform.machine(),
+        },
         "versions": _versions(),
         "kernels": _native.describe(),
     }
     if opt["verify"]:
         t0 = time.perf_counter()
-        eager_scores = eager_reference(model, source, images, int(opt["eager_batch_size"]),
-                                       deploy_batch=int(batch_size))
+        eager_scores = eager_reference(
+            model, source, images, int(opt["eager_batch_size"]), deploy_batch=int(batch_size)
+        )
         eager_pred = torch.argmax(torch.from_numpy(eager_scores), 1).numpy()
         agree = float((eager_pred == res.predictions).mean())
-        report.update({
-            "eager_accuracy": float((eager_pred == labels).mean()),
-            "agreement": agree,
-            "disagreements": int((eager_pred != res.predictions).sum()),
-            "scores_identical_fraction": float(np.all(eager_scores == res.scores, axis=1).mean()),
-            "eager_seconds": round(time.perf_counter() - t0, 2),
-            "verified": agree >= float(opt["min_agreement"]),
-            "min_agreement": float(opt["min_agreement"]),
-        })
+        report.update(
+            {
+                "eager_accuracy": float((eager_pred == labels).mean()),
+                "agreement": agree,
+                "disagreements": int((eager_pred != res.predictions).sum()),
+                "scores_identical_fraction": float(np.all(eager_scores == res.scores, axis=1).mean()),
+                "eager_seconds": round(time.perf_counter() - t0, 2),
+                "verified": agree >= float(opt["min_agreement"]),
+                "min_agreement": float(opt["min_agreement"]),
+            }
+        )
     else:
         report.update({"eager_accuracy": None, "agreement": None, "verified": None})
-    report["target"] = {**TARGET, "applies": int(batch_size) == TARGET["batch_size"] and T == TARGET["time_steps"],
-                        "met": bool(report["throughput"] >= TARGET["samples_per_second"]
-                                    and (report["agreement"] or 0) >= TARGET["agreement"])}
+    report["target"] = {
+        **TARGET,
+        "applies": int(batch_size) == TARGET["batch_size"] and TARGET["time_steps"] == T,
+        "met": bool(
+            report["throughput"] >= TARGET["samples_per_second"] and (report["agreement"] or 0) >= TARGET["agreement"]
+        ),
+    }
     path = out_dir / REPORT_NAME
     report["report_path"] = str(path.resolve())
     atomic_write_json(path, report)

@@ -34,7 +34,7 @@ INV24 = np.float32(1.0 / (1 << 24))
 def batch_seed(seed: int, first_sample: int) -> int:
     """A 63-bit ``torch.Generator`` seed for host-side encoders other than Bernoulli
     (keyed by the batch's first sample, so it depends on the batch partition)."""
-    x = (int(seed) * 0x9E3779B97F4A7C15 + int(first_sample) * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB)
+    x = int(seed) * 0x9E3779B97F4A7C15 + int(first_sample) * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB
     x &= (1 << 64) - 1
     x ^= x >> 31
     return x & ((1 << 63) - 1)

@@ -62,5 +62,7 @@ def _state_sink_fake(out: Tensor, saved: list[Tensor]) -> Tensor:
 
 def graph_ops(graph_text: str) -> dict[str, int]:
     """Count the load/save/sink nodes in a printed TorchScript or FX graph."""
-    return {name: graph_text.count(f"{NAMESPACE}::{name}") + graph_text.count(f"{NAMESPACE}.{name}")
-            for name in ("state_load", "state_save", "state_sink")}
+    return {
+        name: graph_text.count(f"{NAMESPACE}::{name}") + graph_text.count(f"{NAMESPACE}.{name}")
+        for name in ("state_load", "state_save", "state_sink")
+    }

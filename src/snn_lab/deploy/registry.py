@@ -18,7 +18,8 @@ does, when the deploy stage starts, and says what to install if it is missing.
 from __future__ import annotations
 
 import importlib.metadata
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from ..errors import UnknownBackendError
 
@@ -36,8 +37,9 @@ def register_backend(name: str | None = None, *, replace: bool = False) -> Calla
         if not key or not isinstance(key, str):
             raise ValueError("register_backend needs a name: @register_backend('mybackend')")
         if key in _REGISTRY and _REGISTRY[key] is not obj and not replace:
-            raise ValueError(f"backend {key!r} is already registered ({_REGISTRY[key]!r}); "
-                             "pass replace=True to override it")
+            raise ValueError(
+                f"backend {key!r} is already registered ({_REGISTRY[key]!r}); pass replace=True to override it"
+            )
         _REGISTRY[key] = obj
         if isinstance(obj, type) and getattr(obj, "name", None) in (None, "", "base"):
             obj.name = key
@@ -75,7 +77,8 @@ def get_backend(name: str) -> Callable:
         except Exception as e:
             raise UnknownBackendError(
                 f"backend {name!r} is declared by entry point {ep.value!r} but failed to import "
-                f"({type(e).__name__}: {e}); reinstall the package that provides it") from None
+                f"({type(e).__name__}: {e}); reinstall the package that provides it"
+            ) from None
         _REGISTRY.setdefault(name, obj)
         return obj
     raise UnknownBackendError(f"backend={name!r} is unknown; available: {', '.join(list_backends())}")

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from ..encoders import BernoulliEncoder
-from .encoding import CounterDraws, batch_seed, sample_keys
 from ..errors import DeployError, UnsupportedError
+from .encoding import CounterDraws, batch_seed, sample_keys
 
 _STOP = object()
 
@@ -122,7 +122,7 @@ class Runtime:
 
     def _batches(self, images: torch.Tensor, ids: np.ndarray):
         for start in range(0, images.shape[0], self.B):
-            img, bid = images[start:start + self.B], ids[start:start + self.B]
+            img, bid = images[start : start + self.B], ids[start : start + self.B]
             n = img.shape[0]
             img, bid = _pad(img, bid, self.B)
             yield start, n, img.contiguous(), bid
@@ -154,8 +154,9 @@ class Runtime:
                     steps, keys = self.source.step_inputs(self.compiled, img, bid)
                     if is_async:
                         t0 = time.perf_counter()
-                        self.compiled.submit(img, steps, keys, self.T,
-                                             lambda acc, s=start, n=n, t0=t0: out_q.put((s, n, acc, t0)))
+                        self.compiled.submit(
+                            img, steps, keys, self.T, lambda acc, s=start, n=n, t0=t0: out_q.put((s, n, acc, t0))
+                        )
                     else:
                         in_q.put((start, n, img, steps, keys))
             except BaseException as e:  # surfaced by run()
@@ -193,12 +194,14 @@ class Runtime:
                 sc = acc[:n] / np.float32(self.T)
                 if scores.shape[1] == 0:
                     scores = np.zeros((N, sc.shape[1]), dtype=np.float32)
-                scores[start:start + n] = sc
+                scores[start : start + n] = sc
                 done += 1
             result["t_end"] = time.perf_counter()
 
-        threads = [threading.Thread(target=feeder, name="deploy-feeder", daemon=True),
-                   threading.Thread(target=reader, name="deploy-reader", daemon=True)]
+        threads = [
+            threading.Thread(target=feeder, name="deploy-feeder", daemon=True),
+            threading.Thread(target=reader, name="deploy-reader", daemon=True),
+        ]
         if not is_async:
             threads.insert(1, threading.Thread(target=worker, name="deploy-worker", daemon=True))
         t_start = time.perf_counter()
@@ -213,8 +216,7 @@ class Runtime:
         return RunResult(_argmax(scores), scores, N, wall, latencies)
 
 
-def measure_latency(compiled, source: InputSource, images: torch.Tensor, n: int = 200,
-                    warmup: int = 5) -> list[float]:
+def measure_latency(compiled, source: InputSource, images: torch.Tensor, n: int = 200, warmup: int = 5) -> list[float]:
     """Per-sample latency at batch size 1, sequentially: encode + T steps + readout."""
     if compiled.batch_size != 1:
         raise DeployError("measure_latency needs a step compiled at batch size 1")
@@ -222,7 +224,7 @@ def measure_latency(compiled, source: InputSource, images: torch.Tensor, n: int 
     out = []
     for i in range(-min(warmup, n), n):
         k = i % n
-        img, bid = images[k:k + 1].contiguous(), np.array([k], dtype=np.int64)
+        img, bid = images[k : k + 1].contiguous(), np.array([k], dtype=np.int64)
         t0 = time.perf_counter()
         steps, keys = source.step_inputs(compiled, img, bid)
         acc = compiled.run_batch(img, steps, keys, source.time_steps)
@@ -232,8 +234,14 @@ def measure_latency(compiled, source: InputSource, images: torch.Tensor, n: int 
     return out
 
 
-def eager_reference(model, source: InputSource, images: torch.Tensor, batch_size: int = 500,
-                    sample_ids: np.ndarray | None = None, deploy_batch: int | None = None) -> np.ndarray:
+def eager_reference(
+    model,
+    source: InputSource,
+    images: torch.Tensor,
+    batch_size: int = 500,
+    sample_ids: np.ndarray | None = None,
+    deploy_batch: int | None = None,
+) -> np.ndarray:
     """Scores of the eager network on the very same inputs (``forward_spikes``).
 
     Bernoulli draws do not depend on the batch partition, so eager runs in chunks of
@@ -246,11 +254,11 @@ def eager_reference(model, source: InputSource, images: torch.Tensor, batch_size
     with torch.no_grad():
         if source.bernoulli or not deploy_batch:
             for start in range(0, N, batch_size):
-                img = images[start:start + batch_size]
-                chunks.append(model.forward_spikes(source.spike_train(img, ids[start:start + batch_size])).numpy())
+                img = images[start : start + batch_size]
+                chunks.append(model.forward_spikes(source.spike_train(img, ids[start : start + batch_size])).numpy())
         else:
             for start in range(0, N, deploy_batch):
-                img, bid = images[start:start + deploy_batch], ids[start:start + deploy_batch]
+                img, bid = images[start : start + deploy_batch], ids[start : start + deploy_batch]
                 n = img.shape[0]
                 img, bid = _pad(img, bid, deploy_batch)
                 chunks.append(model.forward_spikes(source.spike_train(img, bid)).numpy()[:n])
@@ -261,8 +269,12 @@ def percentiles_ms(values: list[float]) -> dict:
     if not values:
         return {"p50": None, "p99": None, "mean": None, "n": 0}
     a = np.asarray(values) * 1e3
-    return {"p50": round(float(np.percentile(a, 50)), 4), "p99": round(float(np.percentile(a, 99)), 4),
-            "mean": round(float(a.mean()), 4), "n": int(a.size)}
+    return {
+        "p50": round(float(np.percentile(a, 50)), 4),
+        "p99": round(float(np.percentile(a, 99)), 4),
+        "mean": round(float(a.mean()), 4),
+        "n": int(a.size),
+    }
 
 
 def cpu_jiffies() -> tuple[int, int] | None:

@@ -32,17 +32,17 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..encoders import BernoulliEncoder
+from ..errors import UnsupportedError
 from ..models import SNNModel
 from ..neurons import LI, LIF
 from . import ops
-from ..errors import UnsupportedError
 
 ENCODINGS = ("host", "graph")
 
@@ -86,8 +86,9 @@ def check_encoder(model: SNNModel, encode: str) -> None:
         raise UnsupportedError(f"encode={encode!r} is unknown; accepted: {', '.join(ENCODINGS)}")
     if encode == "graph" and not isinstance(model.encoder, BernoulliEncoder):
         name = type(model.encoder).__name__ if model.encoder is not None else "none"
-        raise UnsupportedError(f"encode=graph makes Bernoulli spikes in the graph but this network's "
-                               f"encoder is {name}; use encode=host")
+        raise UnsupportedError(
+            f"encode=graph makes Bernoulli spikes in the graph but this network's encoder is {name}; use encode=host"
+        )
 
 
 class _StepCore(nn.Module):
@@ -137,7 +138,7 @@ class _StepCore(nn.Module):
                 x = v
                 new_flat.append(v)
             else:
-                x, st = neuron.step(cur, neuron.State(*flat[k:k + n]))
+                x, st = neuron.step(cur, neuron.State(*flat[k : k + n]))
                 new_flat.extend(st)
         return x, new_flat
 
@@ -200,7 +201,7 @@ class LoadSaveStep(_StepCore):
         self.ddr = {s.key: t for s, t in zip(self.slots, flat)}
 
     @contextlib.contextmanager
-    def tracing(self) -> Iterator["LoadSaveStep"]:
+    def tracing(self) -> Iterator[LoadSaveStep]:
         self.reset()
         self._writeback = False
         try:
@@ -220,6 +221,7 @@ class LoadSaveStep(_StepCore):
 
 
 # -- tracing ------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:

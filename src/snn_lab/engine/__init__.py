@@ -29,9 +29,24 @@ from .options import STRATEGIES, EngineOptions, configure, options, using
 from .scan import lif_scan, lif_scan_reference
 from .surrogate import SURROGATE_GRADS, SURROGATE_WIDTHS, heaviside, spike, surrogate_grad
 
-__all__ = ["EngineOptions", "configure", "options", "using", "lif_scan", "lif_scan_reference",
-           "spike_linear", "is_binary", "describe", "STRATEGIES", "native", "SURROGATE_GRADS",
-           "SURROGATE_WIDTHS", "heaviside", "spike", "surrogate_grad"]
+__all__ = [
+    "STRATEGIES",
+    "SURROGATE_GRADS",
+    "SURROGATE_WIDTHS",
+    "EngineOptions",
+    "configure",
+    "describe",
+    "heaviside",
+    "is_binary",
+    "lif_scan",
+    "lif_scan_reference",
+    "native",
+    "options",
+    "spike",
+    "spike_linear",
+    "surrogate_grad",
+    "using",
+]
 
 
 def describe() -> dict:

@@ -85,15 +85,19 @@ def _bf16x3_mm(x_bin: torch.Tensor, w_t_pieces: list[torch.Tensor]) -> torch.Ten
 
 class _SpikeLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, strategy: str, binary: bool | None, max_density: float,
-                time_steps: int | None):
+    def forward(ctx, x, weight, bias, strategy: str, binary: bool | None, max_density: float, time_steps: int | None):
         M, K = x.shape
         N = weight.shape[0]
         need_w = ctx.needs_input_grad[1]
         idx = None  # spike index for the sparse kernels: ("tm", pairs) or ("csr", rows)
-        use_native = (strategy in ("auto", "sparse") and x.device.type == "cpu"
-                      and x.dtype == torch.float32 and weight.dtype == torch.float32
-                      and binary is not False and native_enabled())
+        use_native = (
+            strategy in ("auto", "sparse")
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and weight.dtype == torch.float32
+            and binary is not False
+            and native_enabled()
+        )
         if use_native:
             xc = x.contiguous()
             T = time_steps
@@ -162,9 +166,15 @@ class _SpikeLinear(torch.autograd.Function):
         return gx, gw, gb, None, None, None, None
 
 
-def spike_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                 strategy: str = "auto", binary: bool | None = None,
-                 max_density: float = 0.5, time_steps: int | None = None) -> torch.Tensor:
+def spike_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    strategy: str = "auto",
+    binary: bool | None = None,
+    max_density: float = 0.5,
+    time_steps: int | None = None,
+) -> torch.Tensor:
     """``x @ weight^T + bias`` for a 2-D spike matrix ``x[M, K]``.
 
     ``binary``: True when the caller knows ``x`` holds only 0/1 (a spiking layer's
@@ -177,8 +187,9 @@ def spike_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         raise ValueError(f"matmul={strategy!r} is unknown; accepted: {', '.join(STRATEGIES)}")
     if x.dim() != 2:
         raise ValueError(f"spike_linear takes a 2-D input [rows, features], got shape {tuple(x.shape)}")
-    grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                        or (bias is not None and bias.requires_grad))
+    grad = torch.is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
     if not grad and strategy == "dense":
         return F.linear(x, weight, bias)
     if torch.compiler.is_compiling():

@@ -41,8 +41,19 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_tm_fill.argtypes = [p, i64, i64, p, p, p, i32]
     lib.snn_tm_fwd.argtypes = [p, p, p, p, i64, p, p, i64, i64, i64, i32]
     lib.snn_tm_wgrad.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i32]
-    for f in ("snn_tm_fill", "snn_tm_fwd", "snn_tm_wgrad", "snn_csr_fill", "snn_pack_tiles", "snn_pack_tiles_t",
-              "snn_unpack_tiles", "snn_spmm_fwd", "snn_spmm_wgrad", "snn_lif_fwd", "snn_lif_bwd"):
+    for f in (
+        "snn_tm_fill",
+        "snn_tm_fwd",
+        "snn_tm_wgrad",
+        "snn_csr_fill",
+        "snn_pack_tiles",
+        "snn_pack_tiles_t",
+        "snn_unpack_tiles",
+        "snn_spmm_fwd",
+        "snn_spmm_wgrad",
+        "snn_lif_fwd",
+        "snn_lif_bwd",
+    ):
         getattr(lib, f).restype = None
     return lib
 
@@ -141,8 +152,9 @@ def spmm_wgrad(row_ptr, col, G: torch.Tensor, K: int) -> torch.Tensor:
     _check(G)
     M, N = G.shape
     dWp = torch.zeros((N + TILE - 1) // TILE, K, TILE, dtype=torch.float32)
-    _lib_or_raise().snn_spmm_wgrad(_ptr(row_ptr), _ptr(col), _ptr(G), _ptr(dWp), K, M, N,
-                        _nt((col.numel() + M) * N, (N + TILE - 1) // TILE))
+    _lib_or_raise().snn_spmm_wgrad(
+        _ptr(row_ptr), _ptr(col), _ptr(G), _ptr(dWp), K, M, N, _nt((col.numel() + M) * N, (N + TILE - 1) // TILE)
+    )
     dWT = torch.empty(K, N, dtype=torch.float32)
     _lib_or_raise().snn_unpack_tiles(_ptr(dWp), _ptr(dWT), K, N, _nt(K * N, K))
     return dWT
@@ -179,8 +191,19 @@ def tm_fwd(tm, Wp: torch.Tensor, bias: torch.Tensor | None, T: int, B: int, N: i
     row_ptr, cols, masks = tm[:3]
     K = Wp.shape[1]
     out = torch.empty(T * B, N, dtype=torch.float32)
-    _lib_or_raise().snn_tm_fwd(_ptr(row_ptr), _ptr(cols), _ptr(masks), _ptr(Wp), K, _ptr(bias), _ptr(out),
-                    T, B, N, _nt(cols.numel() * N * 4, B))
+    _lib_or_raise().snn_tm_fwd(
+        _ptr(row_ptr),
+        _ptr(cols),
+        _ptr(masks),
+        _ptr(Wp),
+        K,
+        _ptr(bias),
+        _ptr(out),
+        T,
+        B,
+        N,
+        _nt(cols.numel() * N * 4, B),
+    )
     return out
 
 
@@ -190,15 +213,26 @@ def tm_wgrad(tm, G: torch.Tensor, T: int, B: int, K: int) -> torch.Tensor:
     row_ptr, cols, masks = tm[:3]
     N = G.shape[1]
     dWp = torch.zeros((N + TILE - 1) // TILE, K, TILE, dtype=torch.float32)
-    _lib_or_raise().snn_tm_wgrad(_ptr(row_ptr), _ptr(cols), _ptr(masks), _ptr(G), _ptr(dWp), K, T, B, N,
-                      _nt(cols.numel() * N * 4, (N + TILE - 1) // TILE))
+    _lib_or_raise().snn_tm_wgrad(
+        _ptr(row_ptr),
+        _ptr(cols),
+        _ptr(masks),
+        _ptr(G),
+        _ptr(dWp),
+        K,
+        T,
+        B,
+        N,
+        _nt(cols.numel() * N * 4, (N + TILE - 1) // TILE),
+    )
     dWT = torch.empty(K, N, dtype=torch.float32)
     _lib_or_raise().snn_unpack_tiles(_ptr(dWp), _ptr(dWT), K, N, _nt(K * N, K))
     return dWT
 
 
-def lif_fwd(x: torch.Tensor, v0: torch.Tensor, vth: float, decay: float, hard: bool,
-            keep_v: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+def lif_fwd(
+    x: torch.Tensor, v0: torch.Tensor, vth: float, decay: float, hard: bool, keep_v: bool
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """``(V[T, ...] or None, spikes[T, ...], v_last)`` for currents ``x[T, ...]``."""
     _check(x, v0)
     T = x.shape[0]
@@ -206,18 +240,41 @@ def lif_fwd(x: torch.Tensor, v0: torch.Tensor, vth: float, decay: float, hard: b
     V = torch.empty_like(x) if keep_v else None
     S = torch.empty_like(x)
     vlast = torch.empty_like(v0)
-    _lib_or_raise().snn_lif_fwd(_ptr(x), _ptr(v0), _ptr(V), _ptr(S), _ptr(vlast), T, P, vth, decay,
-                     int(hard), _nt(T * P * 4, P // 8))
+    _lib_or_raise().snn_lif_fwd(
+        _ptr(x), _ptr(v0), _ptr(V), _ptr(S), _ptr(vlast), T, P, vth, decay, int(hard), _nt(T * P * 4, P // 8)
+    )
     return V, S, vlast
 
 
-def lif_bwd(V: torch.Tensor, gS: torch.Tensor | None, gvlast: torch.Tensor | None, vth: float,
-            decay: float, hard: bool, detach: bool, kind: int, width: float) -> torch.Tensor:
+def lif_bwd(
+    V: torch.Tensor,
+    gS: torch.Tensor | None,
+    gvlast: torch.Tensor | None,
+    vth: float,
+    decay: float,
+    hard: bool,
+    detach: bool,
+    kind: int,
+    width: float,
+) -> torch.Tensor:
     """``dL/dx`` (= ``dL/dV``) of :func:`lif_fwd`."""
     _check(V, gS, gvlast)
     T = V.shape[0]
     P = V[0].numel()
     G = torch.empty_like(V)
-    _lib_or_raise().snn_lif_bwd(_ptr(V), _ptr(gS), _ptr(gvlast), _ptr(G), T, P, vth, decay, int(hard),
-                     int(detach), kind, width, _nt(T * P * 8, P // 8))
+    _lib_or_raise().snn_lif_bwd(
+        _ptr(V),
+        _ptr(gS),
+        _ptr(gvlast),
+        _ptr(G),
+        T,
+        P,
+        vth,
+        decay,
+        int(hard),
+        int(detach),
+        kind,
+        width,
+        _nt(T * P * 8, P // 8),
+    )
     return G

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from . import native
 
@@ -59,5 +60,3 @@ def using(**kw: Any) -> Iterator[EngineOptions]:
         yield configure(**kw)
     finally:
         _options = old
-
-

@@ -49,8 +49,9 @@ def _as_scalar(p: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _scan_forward(x: torch.Tensor, v0: torch.Tensor, vth: torch.Tensor, decay: torch.Tensor,
-                  hard: bool, keep_v: bool = True) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+def _scan_forward(
+    x: torch.Tensor, v0: torch.Tensor, vth: torch.Tensor, decay: torch.Tensor, hard: bool, keep_v: bool = True
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Returns ``(V[T, ...] or None, spikes[T, ...], v_last)``, spikes in ``x.dtype``.
 
     The hot loop works on float 0/1 masks: on CPU a float-output comparison costs what a
@@ -104,16 +105,17 @@ def _scan_forward_functional(x, v0, vth, decay, hard: bool):
 
 
 def _use_native(*ts: torch.Tensor) -> bool:
-    return (not torch.compiler.is_compiling()
-            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in ts)
-            and native_enabled())
+    return (
+        not torch.compiler.is_compiling()
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in ts)
+        and native_enabled()
+    )
 
 
 def forward_nograd(x, v0, vth, decay, hard: bool):
     """``(spikes, v_last)`` without autograd (inference): native kernel or torch loop."""
     if _use_native(x, v0):
-        _, S, v_last = native.lif_fwd(x.contiguous(), v0.contiguous(), float(vth), float(decay),
-                                      hard, keep_v=False)
+        _, S, v_last = native.lif_fwd(x.contiguous(), v0.contiguous(), float(vth), float(decay), hard, keep_v=False)
         return S, v_last
     _, S, v_last = _scan_forward(x, v0, vth, decay, hard, keep_v=False)
     return S, v_last
@@ -127,8 +129,9 @@ class _LIFScan(torch.autograd.Function):
             spikes = S.to(x.dtype)
             v_last = V[-1]
         elif _use_native(x, v0):
-            V, spikes, v_last = native.lif_fwd(x.contiguous(), v0.contiguous(), float(vth),
-                                               float(decay), hard, keep_v=True)
+            V, spikes, v_last = native.lif_fwd(
+                x.contiguous(), v0.contiguous(), float(vth), float(decay), hard, keep_v=True
+            )
         else:
             V, spikes, v_last = _scan_forward(x, v0, vth, decay, hard)
         ctx.save_for_backward(V, v0, vth, decay)
@@ -146,8 +149,7 @@ class _LIFScan(torch.autograd.Function):
         if need_vth:
             SG = surrogate_grad(sg_name, V - vth, sg_width, inplace=True)
             # Through the spikes s_t = H(V_t - vth): -sum gS_t * sg_t.
-            g_vth = torch.zeros((), dtype=dt, device=V.device) if g_spikes is None \
-                else -(g_spikes * SG).sum()
+            g_vth = torch.zeros((), dtype=dt, device=V.device) if g_spikes is None else -(g_spikes * SG).sum()
 
         # The first step's reset involves the initial membrane v0.
         grad_v0 = grad_decay = None
@@ -185,12 +187,12 @@ class _LIFScan(torch.autograd.Function):
 
 def _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, detach):
     """``G[t] = dL/dV_t`` (= dL/dx_t), the backward scan."""
-    if (sg_name in native.SURROGATE_KINDS and _use_native(V)
-            and (g_spikes is None or g_spikes.dtype == torch.float32)):
+    if sg_name in native.SURROGATE_KINDS and _use_native(V) and (g_spikes is None or g_spikes.dtype == torch.float32):
         gS = None if g_spikes is None else g_spikes.contiguous()
         gv = None if g_vlast is None else g_vlast.contiguous()
-        return native.lif_bwd(V, gS, gv, float(vth), float(decay), hard, detach,
-                              native.SURROGATE_KINDS[sg_name], float(sg_width))
+        return native.lif_bwd(
+            V, gS, gv, float(vth), float(decay), hard, detach, native.SURROGATE_KINDS[sg_name], float(sg_width)
+        )
     T = V.shape[0]
     SG = surrogate_grad(sg_name, V - vth, sg_width, inplace=True)
     # G starts as the direct term gS_t * sg_t and becomes gV_t in place.
@@ -217,9 +219,16 @@ def _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, de
     return G
 
 
-def lif_scan(x: torch.Tensor, v0: torch.Tensor | None, vth: torch.Tensor | float, decay: torch.Tensor | float,
-             surrogate: str = "rectangle", width: float | None = None, reset: str = "hard",
-             detach_reset: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def lif_scan(
+    x: torch.Tensor,
+    v0: torch.Tensor | None,
+    vth: torch.Tensor | float,
+    decay: torch.Tensor | float,
+    surrogate: str = "rectangle",
+    width: float | None = None,
+    reset: str = "hard",
+    detach_reset: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the tutorial LIF over ``x[T, ...]``; returns ``(spikes[T, ...], v_last)``.
 
     ``vth``/``decay`` are scalars or one-element tensors (learnable ones get gradients);
@@ -240,12 +249,10 @@ def lif_scan(x: torch.Tensor, v0: torch.Tensor | None, vth: torch.Tensor | float
     vth_t = vth_t.reshape(()).to(x.dtype)
     decay_t = decay_t.reshape(()).to(x.dtype)
     hard = reset == "hard"
-    needs_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (x, v0, vth_t, decay_t))
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, v0, vth_t, decay_t))
     if not needs_grad:
         return forward_nograd(x, v0, vth_t, decay_t, hard)
-    return _LIFScan.apply(x, v0, vth_t, decay_t, surrogate, width,
-                          hard, bool(detach_reset))
+    return _LIFScan.apply(x, v0, vth_t, decay_t, surrogate, width, hard, bool(detach_reset))
 
 
 def lif_scan_reference(x, v0, vth, decay, surrogate, reset="hard", detach_reset=False):

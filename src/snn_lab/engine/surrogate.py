@@ -20,7 +20,8 @@ of this package call them directly by name.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

@@ -49,9 +49,14 @@ class RunStats(pl.Callback):
             self._val_seconds += time.perf_counter() - self._v0
         m = trainer.callback_metrics
         if "val/acc" in m and not trainer.sanity_checking:
-            self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step,
-                                 "val_acc": float(m["val/acc"]),
-                                 "val_loss": float(m.get("val/loss", float("nan")))})
+            self.history.append(
+                {
+                    "epoch": trainer.current_epoch,
+                    "step": trainer.global_step,
+                    "val_acc": float(m["val/acc"]),
+                    "val_loss": float(m.get("val/loss", float("nan"))),
+                }
+            )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.train_samples += len(batch[1])
@@ -119,11 +124,18 @@ class SpikeDashboard(pl.Callback):
     callback warns once and logs nothing. Cost: one sample, one figure pair per epoch.
     """
 
-    def __init__(self, every_n_epochs: int = 1, sample_index: int = 0, neurons: int = 4,
-                 max_raster_neurons: int = 1024, seed: int = 0):
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        sample_index: int = 0,
+        neurons: int = 4,
+        max_raster_neurons: int = 1024,
+        seed: int = 0,
+    ):
         if every_n_epochs < 1 or sample_index < 0 or neurons < 1 or max_raster_neurons < 1:
-            raise ValueError("SpikeDashboard: every_n_epochs, neurons and max_raster_neurons must be >= 1, "
-                             "sample_index >= 0")
+            raise ValueError(
+                "SpikeDashboard: every_n_epochs, neurons and max_raster_neurons must be >= 1, sample_index >= 0"
+            )
         self.every_n_epochs, self.sample_index = every_n_epochs, sample_index
         self.neurons, self.max_raster_neurons, self.seed = neurons, max_raster_neurons, seed
         self._sample = None  # (image [1, ...] on the module's device, label int, index)
@@ -135,7 +147,7 @@ class SpikeDashboard(pl.Callback):
         if self._sample is None and batch_idx == 0 and dataloader_idx == 0 and trainer.is_global_zero:
             images, labels = batch
             i = min(self.sample_index, len(labels) - 1)
-            self._sample = (images[i:i + 1].detach().clone(), int(labels[i]), i)
+            self._sample = (images[i : i + 1].detach().clone(), int(labels[i]), i)
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking or not trainer.is_global_zero or self._sample is None or self._disabled:
@@ -143,8 +155,7 @@ class SpikeDashboard(pl.Callback):
         last = bool(trainer.max_epochs and trainer.max_epochs > 0 and trainer.current_epoch + 1 >= trainer.max_epochs)
         if (trainer.current_epoch + 1) % self.every_n_epochs and not last:
             return
-        writers = [lg.experiment for lg in trainer.loggers
-                   if hasattr(getattr(lg, "experiment", None), "add_image")]
+        writers = [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_image")]
         if not writers:
             return
         try:
@@ -153,23 +164,31 @@ class SpikeDashboard(pl.Callback):
             self._disabled = True
             from pytorch_lightning.utilities import rank_zero_warn
 
-            rank_zero_warn("SpikeDashboard needs matplotlib (pip install -e '.[sweep]'); spike rasters "
-                           "and membrane traces are not logged")
+            rank_zero_warn(
+                "SpikeDashboard needs matplotlib (pip install -e '.[sweep]'); spike rasters "
+                "and membrane traces are not logged"
+            )
             return
         net = getattr(pl_module, "net", pl_module)
         image, label, index = self._sample
         probe = self.probe(net, image)
         if self._picked is None:
             self._picked = self._pick(probe, label)
-        raster = _render_raster(probe, label, self.max_raster_neurons,
-                                f"val sample {index} (label {label}, predicted {probe['pred']}), "
-                                f"epoch {trainer.current_epoch}")
-        membrane = _render_membrane(probe, self._picked, f"membrane potential, val sample {index}, "
-                                    f"epoch {trainer.current_epoch}")
+        raster = _render_raster(
+            probe,
+            label,
+            self.max_raster_neurons,
+            f"val sample {index} (label {label}, predicted {probe['pred']}), epoch {trainer.current_epoch}",
+        )
+        membrane = _render_membrane(
+            probe, self._picked, f"membrane potential, val sample {index}, epoch {trainer.current_epoch}"
+        )
         counts = ", ".join(f"{name}: {int(s.sum())}" for name, s in zip(probe["names"], probe["spikes"]))
-        text = (f"sample {index}: label {label}, predicted {probe['pred']}, T={probe['spikes'][0].shape[0]}  \n"
-                f"spike counts -- {counts}  \n"
-                f"membrane traces of neurons {dict(zip(probe['names'][1:], self._picked))}")
+        text = (
+            f"sample {index}: label {label}, predicted {probe['pred']}, T={probe['spikes'][0].shape[0]}  \n"
+            f"spike counts -- {counts}  \n"
+            f"membrane traces of neurons {dict(zip(probe['names'][1:], self._picked))}"
+        )
         step = trainer.global_step
         for w in writers:
             w.add_image("spikes/raster", raster, global_step=step, dataformats="HWC")
@@ -197,8 +216,7 @@ class SpikeDashboard(pl.Callback):
                 record: list[torch.Tensor] = []
                 _, state = net.step(x[t], state, record)
                 outs.append([r.reshape(-1).float().cpu() for r in record])
-                mems.append([layer.neuron.membrane(s).reshape(-1).float().cpu()
-                             for layer, s in zip(net.layers, state)])
+                mems.append([layer.neuron.membrane(s).reshape(-1).float().cpu() for layer, s in zip(net.layers, state)])
         finally:
             net.train(was_training)
         layers = [torch.stack(seq) for seq in zip(*outs)]
@@ -210,10 +228,14 @@ class SpikeDashboard(pl.Callback):
         for layer in net.layers:
             v = getattr(layer.neuron, "vth", None)
             vth.append(float(v.detach().float().mean()) if torch.is_tensor(v) else v)
-        return {"spikes": [train.reshape(T, -1).float().cpu(), *layers],
-                "binary": [bool(getattr(net.encoder, "binary", True)), *spiking],
-                "membrane": [torch.stack(seq) for seq in zip(*mems)], "vth": vth, "names": names,
-                "pred": int(scores.argmax())}
+        return {
+            "spikes": [train.reshape(T, -1).float().cpu(), *layers],
+            "binary": [bool(getattr(net.encoder, "binary", True)), *spiking],
+            "membrane": [torch.stack(seq) for seq in zip(*mems)],
+            "vth": vth,
+            "names": names,
+            "pred": int(scores.argmax()),
+        }
 
     def _pick(self, probe: dict, label: int) -> list[list[int]]:
         picked = []
@@ -254,8 +276,9 @@ def _render_raster(probe: dict, label: int, max_neurons: int, title: str):
             ax.scatter(t_idx, rows[r_idx], s=4 if len(rows) > 64 else 14, marker="|", c="k", linewidths=1)
             ax.set_ylim(n - 0.5, -0.5)  # neuron 0 on top, as in the image panels
         else:
-            ax.imshow(data.T, aspect="auto", interpolation="nearest", cmap="viridis",
-                      extent=(-0.5, T - 0.5, n - 0.5, -0.5))
+            ax.imshow(
+                data.T, aspect="auto", interpolation="nearest", cmap="viridis", extent=(-0.5, T - 0.5, n - 0.5, -0.5)
+            )
         shown = f"{n}" if n <= max_neurons else f"{len(rows)} of {n}"
         ax.set_ylabel(f"{name}\n({shown})", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -277,10 +300,25 @@ def _render_membrane(probe: dict, picked: list[list[int]], title: str):
     fig = Figure(figsize=(7, 0.6 + 1.5 * len(mems)), dpi=80)
     axes = fig.subplots(len(mems), 1, sharex=True, squeeze=False)[:, 0]
     T = mems[0].shape[0]
-    for ax, mem, spk, idx, vth, binary, name in zip(axes, mems, spikes, picked, probe["vth"],
-                                                     probe["binary"][1:], probe["names"][1:]):
-        for j, c in zip(idx, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
-                              "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan") * 4):
+    for ax, mem, spk, idx, vth, binary, name in zip(
+        axes, mems, spikes, picked, probe["vth"], probe["binary"][1:], probe["names"][1:]
+    ):
+        for j, c in zip(
+            idx,
+            (
+                "tab:blue",
+                "tab:orange",
+                "tab:green",
+                "tab:red",
+                "tab:purple",
+                "tab:brown",
+                "tab:pink",
+                "tab:gray",
+                "tab:olive",
+                "tab:cyan",
+            )
+            * 4,
+        ):
             ax.plot(range(T), mem[:, j].numpy(), color=c, lw=1.2, label=f"#{j}")
             if binary:
                 t_sp = spk[:, j].nonzero().flatten().numpy()

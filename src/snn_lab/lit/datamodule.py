@@ -18,10 +18,19 @@ from ..errors import DataError
 
 
 class MNISTDataModule(pl.LightningDataModule):
-    def __init__(self, source: str = "bundled", root: str | None = None, batch_size: int = 200,
-                 eval_batch_size: int = 1000, val_split: int = 5000, train_subset: int | None = None,
-                 eval_subset: int | None = None, num_workers: int = 0, augment: str = "none",
-                 split_seed: int = 0):
+    def __init__(
+        self,
+        source: str = "bundled",
+        root: str | None = None,
+        batch_size: int = 200,
+        eval_batch_size: int = 1000,
+        val_split: int = 5000,
+        train_subset: int | None = None,
+        eval_subset: int | None = None,
+        num_workers: int = 0,
+        augment: str = "none",
+        split_seed: int = 0,
+    ):
         super().__init__()
         if source not in SOURCES:
             raise DataError(f"data.source={source!r} is unknown; accepted: {', '.join(SOURCES)}")
@@ -52,7 +61,7 @@ class MNISTDataModule(pl.LightningDataModule):
             if self.val_split >= len(x):
                 raise DataError(f"data.val_split={self.val_split} leaves no training images (of {len(x)})")
             perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.split_seed))
-            val_idx, train_idx = perm[: self.val_split], perm[self.val_split:].sort().values
+            val_idx, train_idx = perm[: self.val_split], perm[self.val_split :].sort().values
             self.val_set = TensorDataset(x[val_idx.sort().values], y[val_idx.sort().values])
             x, y = x[train_idx], y[train_idx]
         if self.train_subset:
@@ -69,12 +78,19 @@ class MNISTDataModule(pl.LightningDataModule):
     def _loader(self, ds, batch_size, sampler=None):
         # Its own generator: iterating a loader must not consume the global RNG, so a
         # resumed run's random streams line up with an uninterrupted one.
-        return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, generator=torch.Generator())
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator(),
+        )
 
     def train_dataloader(self):
-        sampler = ResumableShuffleSampler(len(self.train_set), self.batch_size,
-                                          seed=self.split_seed + 1, trainer=self.trainer)
+        sampler = ResumableShuffleSampler(
+            len(self.train_set), self.batch_size, seed=self.split_seed + 1, trainer=self.trainer
+        )
         return self._loader(self.train_set, self.batch_size, sampler)
 
     def val_dataloader(self):

@@ -60,8 +60,12 @@ def hydra_child_command(local_rank: int, entry_module: str = ENTRY_MODULE) -> tu
         if source.provider == "command-line" and source.schema == "file":
             cmd += ["--config-dir", source.path]
     cmd += list(hc.overrides.task)
-    cmd += [f"hydra.run.dir={_quote(hc.runtime.output_dir)}", "hydra.mode=RUN", "hydra.output_subdir=null",
-            f"hydra.job.name={hc.job.name}_ddp_process_{local_rank}"]
+    cmd += [
+        f"hydra.run.dir={_quote(hc.runtime.output_dir)}",
+        "hydra.mode=RUN",
+        "hydra.output_subdir=null",
+        f"hydra.job.name={hc.job.name}_ddp_process_{local_rank}",
+    ]
     return cmd, get_original_cwd()
 
 
@@ -122,8 +126,9 @@ class HydraDDPStrategy(DDPStrategy):
     def _configure_launcher(self) -> None:
         if self._start_method == "popen":
             assert self.cluster_environment is not None
-            self._launcher = HydraSubprocessLauncher(self.cluster_environment, self.num_processes,
-                                                     self.num_nodes, entry_module=self.entry_module)
+            self._launcher = HydraSubprocessLauncher(
+                self.cluster_environment, self.num_processes, self.num_nodes, entry_module=self.entry_module
+            )
         else:
             super()._configure_launcher()
 

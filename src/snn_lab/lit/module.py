@@ -16,16 +16,17 @@ from .optim import build_lr_scheduler, build_optimizer
 
 
 class SNNLitModule(pl.LightningModule):
-    def __init__(self, net: dict, optimizer: dict | None = None, lr_schedule: dict | None = None,
-                 seed: int = 0):
+    def __init__(self, net: dict, optimizer: dict | None = None, lr_schedule: dict | None = None, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.net: SNNModel = build_network(net)
         num_classes = net["model"].get("num_classes", 10)
-        self.metrics = torch.nn.ModuleDict({
-            stage: torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
-            for stage in ("train_acc", "val_acc", "test_acc")
-        })
+        self.metrics = torch.nn.ModuleDict(
+            {
+                stage: torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
+                for stage in ("train_acc", "val_acc", "test_acc")
+            }
+        )
         # the epoch's training loss as a metric, so DDP reduces it over all ranks
         self.train_loss = torchmetrics.MeanMetric()
         self._gen: torch.Generator | None = None
@@ -74,7 +75,8 @@ class SNNLitModule(pl.LightningModule):
         if not torch.isfinite(loss):
             raise DivergedError(
                 f"non-finite {stage} loss ({loss.item()}) at global step {self.global_step}; "
-                "lower optimizer.lr or enable trainer.gradient_clip_val")
+                "lower optimizer.lr or enable trainer.gradient_clip_val"
+            )
         acc = self.metrics[f"{stage}_acc"]
         acc(scores.detach(), labels)
         if stage == "train":
@@ -84,8 +86,7 @@ class SNNLitModule(pl.LightningModule):
             self.train_loss(loss.detach(), len(labels))
             self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         else:
-            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels),
-                     sync_dist=True)
+            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss, rec
 
@@ -95,8 +96,7 @@ class SNNLitModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         _, rec = self._shared(batch, "val", record=True)
         for i, rate in enumerate(rec.firing_rates()):
-            self.log(f"rates/layer{i}", rate, on_step=False, on_epoch=True, batch_size=len(batch[1]),
-                     sync_dist=True)
+            self.log(f"rates/layer{i}", rate, on_step=False, on_epoch=True, batch_size=len(batch[1]), sync_dist=True)
         return rec
 
     def test_step(self, batch, batch_idx):
@@ -107,7 +107,8 @@ class SNNLitModule(pl.LightningModule):
             if p.grad is not None and not torch.isfinite(p.grad).all():
                 raise DivergedError(
                     f"non-finite gradient in {name} at global step {self.global_step}; "
-                    "lower optimizer.lr or enable trainer.gradient_clip_val")
+                    "lower optimizer.lr or enable trainer.gradient_clip_val"
+                )
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.hparams.optimizer, self.parameters())

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -20,8 +21,9 @@ def build_optimizer(cfg: Mapping[str, Any], params: Iterable[torch.nn.Parameter]
     return optimizer
 
 
-def build_lr_scheduler(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, max_epochs: int,
-                       total_steps: int) -> dict[str, Any]:
+def build_lr_scheduler(
+    cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, max_epochs: int, total_steps: int
+) -> dict[str, Any]:
     """Lightning's scheduler dict; fills what depends on the run (cosine ``T_max``,
     one-cycle ``total_steps`` and ``max_lr``) when the config leaves it null."""
     kwargs = _kwargs(cfg, drop=("interval", "name"))

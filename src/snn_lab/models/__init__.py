@@ -8,6 +8,18 @@ from .conv import SpikingConvNet
 from .mlp import TUTORIAL_KEYS, SpikingMLP, load_tutorial_state_dict, tutorial_network
 
 __all__ = [
-    "MODELS", "MODES", "TUTORIAL_KEYS", "Record", "SNNModel", "SpikingConvNet", "SpikingLayer", "SpikingMLP",
-    "build_network", "load_network", "load_tutorial_state_dict", "net_diff", "read_checkpoint", "tutorial_network",
+    "MODELS",
+    "MODES",
+    "TUTORIAL_KEYS",
+    "Record",
+    "SNNModel",
+    "SpikingConvNet",
+    "SpikingLayer",
+    "SpikingMLP",
+    "build_network",
+    "load_network",
+    "load_tutorial_state_dict",
+    "net_diff",
+    "read_checkpoint",
+    "tutorial_network",
 ]

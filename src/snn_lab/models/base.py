@@ -54,16 +54,22 @@ class SpikingLayer(nn.Module):
         Otherwise the synapse runs once over ``T*B`` rows.
         """
         enabled = engine.options().enabled and not torch.jit.is_tracing()
-        if (enabled and x_seq.dim() >= 2 and x_seq.shape[0] > 1 and x_seq.stride(0) == 0
-                and _per_sample(self.synapse)):
+        if enabled and x_seq.dim() >= 2 and x_seq.shape[0] > 1 and x_seq.stride(0) == 0 and _per_sample(self.synapse):
             cur = self.synapse(x_seq[0])
             return self.neuron.multi_step(cur.unsqueeze(0).expand(x_seq.shape[0], *cur.shape), state)
         T, B = x_seq.shape[:2]
         linear = _linear_of(self.synapse) if enabled and binary is not False else None
         if linear is not None and x_seq[0, 0].numel() == linear.in_features:
             opts = engine.options()
-            cur = engine.spike_linear(x_seq.reshape(T * B, -1), linear.weight, linear.bias, opts.matmul, binary,
-                                      opts.sparse_max_density, time_steps=T)
+            cur = engine.spike_linear(
+                x_seq.reshape(T * B, -1),
+                linear.weight,
+                linear.bias,
+                opts.matmul,
+                binary,
+                opts.sparse_max_density,
+                time_steps=T,
+            )
         else:
             cur = self.synapse(x_seq.reshape(T * B, *x_seq.shape[2:]))
         return self.neuron.multi_step(cur.reshape(T, B, *cur.shape[1:]), state)
@@ -92,8 +98,7 @@ def _linear_of(synapse: nn.Module) -> nn.Linear | None:
 def _per_sample(synapse: nn.Module) -> bool:
     """No module that draws per call (active dropout): then equal inputs give equal
     outputs, so a time-invariant input may go through the synapse once."""
-    return not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0
-                   for m in synapse.modules())
+    return not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in synapse.modules())
 
 
 @dataclass
@@ -108,9 +113,15 @@ class Record:
 
 
 class SNNModel(nn.Module):
-    def __init__(self, layers: list[SpikingLayer], input_shape: tuple[int, ...],
-                 time_steps: int, encoder: Encoder | None = None, readout: str = "rate",
-                 mode: str = "step"):
+    def __init__(
+        self,
+        layers: list[SpikingLayer],
+        input_shape: tuple[int, ...],
+        time_steps: int,
+        encoder: Encoder | None = None,
+        readout: str = "rate",
+        mode: str = "step",
+    ):
         super().__init__()
         if isinstance(time_steps, bool) or not isinstance(time_steps, int) or time_steps < 1:
             raise ValueError(f"time_steps={time_steps!r} is invalid: must be an integer >= 1")
@@ -179,8 +190,7 @@ class SNNModel(nn.Module):
         return x, tuple(new_state)
 
     # -- whole sequences ----------------------------------------------------------------
-    def forward_spikes(self, spike_train: torch.Tensor, return_record: bool = False,
-                       mode: str | None = None):
+    def forward_spikes(self, spike_train: torch.Tensor, return_record: bool = False, mode: str | None = None):
         """Run the network on a given input train ``[T, B, ...]`` and read out.
 
         ``T`` is taken from the train (it may differ from ``self.time_steps``).
@@ -218,13 +228,13 @@ class SNNModel(nn.Module):
             return scores, rec
         return scores
 
-    def encode(self, images: torch.Tensor, time_steps: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode(
+        self, images: torch.Tensor, time_steps: int | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         if self.encoder is None:
             raise ValueError("this model has no encoder: call forward_spikes with a spike train")
         return self.encoder(images, self.time_steps if time_steps is None else time_steps, generator)
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
-                return_record: bool = False):
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None, return_record: bool = False):
         """Encode ``images`` ``[B, ...]`` over ``time_steps`` and run the network."""
         return self.forward_spikes(self.encode(images, generator=generator), return_record)

@@ -14,7 +14,8 @@ meets are those of the built-ins:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..encoders import ENCODERS, Encoder
 from ..errors import ConfigError
@@ -61,7 +62,16 @@ def build_network(net: Mapping[str, Any]) -> SNNModel:
     model_cls, model_label, model_params = split_spec(net["model"], MODELS, "model")
     input_shape = list(model_params.pop("input_shape"))
     input_shape[0] *= int(getattr(encoder, "channel_multiplier", 1))
-    model: SNNModel = _call(model_cls, "model", model_label, make_neuron, input_shape=input_shape,
-                            time_steps=net["time_steps"], encoder=encoder, readout=readout["name"],
-                            out_decay=readout.get("out_decay", 0.8), **model_params)
+    model: SNNModel = _call(
+        model_cls,
+        "model",
+        model_label,
+        make_neuron,
+        input_shape=input_shape,
+        time_steps=net["time_steps"],
+        encoder=encoder,
+        readout=readout["name"],
+        out_decay=readout.get("out_decay", 0.8),
+        **model_params,
+    )
     return model

@@ -30,11 +30,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle of arbitrary objects, not a checkpoint...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} cannot be loaded safely ({first[:160]}); "
-                              "it is corrupt, truncated or not a snn_lab checkpoint") from None
+        raise CheckpointError(
+            f"checkpoint {path} cannot be loaded safely ({first[:160]}); "
+            "it is corrupt, truncated or not a snn_lab checkpoint"
+        ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "net" not in ckpt.get("hyper_parameters", {}):
-        raise CheckpointError(f"checkpoint {path} is not a snn_lab training checkpoint "
-                              "(no state_dict / hyper_parameters.net)")
+        raise CheckpointError(
+            f"checkpoint {path} is not a snn_lab training checkpoint (no state_dict / hyper_parameters.net)"
+        )
     return ckpt
 
 
@@ -46,16 +49,18 @@ def load_network(path: str | os.PathLike, expect: dict | None = None) -> SNNMode
     ckpt = read_checkpoint(path)
     net_cfg = ckpt["hyper_parameters"]["net"]
     if expect is not None and expect != net_cfg:
-        raise CheckpointError(f"checkpoint {path} holds another network (differs in "
-                              f"{', '.join(net_diff(expect, net_cfg))})")
+        raise CheckpointError(
+            f"checkpoint {path} holds another network (differs in {', '.join(net_diff(expect, net_cfg))})"
+        )
     try:
         net = build_network(net_cfg)
     except ConfigError as e:
         raise CheckpointError(f"checkpoint {path}: its network cannot be rebuilt ({e})") from None
-    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path} does not fit its own network config: "
-                              f"{str(e).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"checkpoint {path} does not fit its own network config: {str(e).splitlines()[0]}"
+        ) from None
     return net.eval()

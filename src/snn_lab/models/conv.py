@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
 from ..encoders import Encoder
 from ..neurons import LI, Neuron
 from .base import SNNModel, SpikingLayer
-
 
 POOLS = ("current", "spikes")
 
@@ -21,11 +20,21 @@ class SpikingConvNet(SNNModel):
     max-pooling binary spikes yields spikes). The head is ``Flatten -> Dropout ->
     Linear(fc) -> neuron -> Dropout -> Linear(classes) -> output neuron``."""
 
-    def __init__(self, make_neuron: Callable[[], Neuron], input_shape: Sequence[int] = (1, 28, 28),
-                 channels: Sequence[int] = (32, 64), fc: int = 256, num_classes: int = 10,
-                 time_steps: int = 8, encoder: Encoder | None = None, readout: str = "rate",
-                 dropout: float = 0.2, out_decay: float = 0.8, mode: str = "step",
-                 pool: str = "spikes"):
+    def __init__(
+        self,
+        make_neuron: Callable[[], Neuron],
+        input_shape: Sequence[int] = (1, 28, 28),
+        channels: Sequence[int] = (32, 64),
+        fc: int = 256,
+        num_classes: int = 10,
+        time_steps: int = 8,
+        encoder: Encoder | None = None,
+        readout: str = "rate",
+        dropout: float = 0.2,
+        out_decay: float = 0.8,
+        mode: str = "step",
+        pool: str = "spikes",
+    ):
         if len(input_shape) != 3:
             raise ValueError(f"input_shape={tuple(input_shape)} is invalid for a conv model: expected (C, H, W)")
         if not channels or any(int(c) < 1 for c in channels):
@@ -36,8 +45,9 @@ class SpikingConvNet(SNNModel):
             raise ValueError(f"pool={pool!r} is unknown; accepted: {', '.join(POOLS)}")
         c_in, h, w = (int(d) for d in input_shape)
         if min(h, w) >> len(channels) < 1:
-            raise ValueError(f"input_shape={tuple(input_shape)} is too small for {len(channels)} "
-                             f"pooled blocks: each halves H and W")
+            raise ValueError(
+                f"input_shape={tuple(input_shape)} is too small for {len(channels)} pooled blocks: each halves H and W"
+            )
         layers = []
         for i, c_out in enumerate(int(c) for c in channels):
             ops: list[nn.Module] = [nn.MaxPool2d(2)] if i > 0 and pool == "spikes" else []
@@ -56,5 +66,4 @@ class SpikingConvNet(SNNModel):
         out.append(nn.Linear(int(fc), int(num_classes)))
         out_neuron = LI(decay=out_decay) if readout == "membrane" else make_neuron()
         layers.append(SpikingLayer(nn.Sequential(*out), out_neuron))
-        super().__init__(layers, tuple(int(d) for d in input_shape),
-                         time_steps, encoder, readout, mode)
+        super().__init__(layers, tuple(int(d) for d in input_shape), time_steps, encoder, readout, mode)

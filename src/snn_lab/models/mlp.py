@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
@@ -16,11 +16,21 @@ class SpikingMLP(SNNModel):
     ``Linear`` into the output neuron (spiking for ``readout="rate"``, a non-spiking
     ``LI`` for ``readout="membrane"``). With defaults this is the tutorial network."""
 
-    def __init__(self, make_neuron: Callable[[], Neuron], input_shape: Sequence[int] = (1, 28, 28),
-                 hidden: Sequence[int] = (512, 512), num_classes: int = 10, time_steps: int = 20,
-                 encoder: Encoder | None = None, readout: str = "rate", batch_norm: bool = False,
-                 dropout: float = 0.0, bias: bool = True, out_decay: float = 0.8,
-                 mode: str = "step"):
+    def __init__(
+        self,
+        make_neuron: Callable[[], Neuron],
+        input_shape: Sequence[int] = (1, 28, 28),
+        hidden: Sequence[int] = (512, 512),
+        num_classes: int = 10,
+        time_steps: int = 20,
+        encoder: Encoder | None = None,
+        readout: str = "rate",
+        batch_norm: bool = False,
+        dropout: float = 0.0,
+        bias: bool = True,
+        out_decay: float = 0.8,
+        mode: str = "step",
+    ):
         hidden = [int(h) for h in hidden]
         if any(h < 1 for h in hidden) or int(num_classes) < 2:
             raise ValueError(f"hidden={hidden} and num_classes={num_classes}: sizes must be >= 1 (classes >= 2)")
@@ -53,18 +63,26 @@ def _seq(ops: list[nn.Module]) -> nn.Module:
     return nn.Sequential(*ops)
 
 
-def tutorial_network(vth: float = 0.4, decay: float = 0.8, time_steps: int = 20,
-                 encoder: Encoder | None = None, mode: str = "step") -> SpikingMLP:
+def tutorial_network(
+    vth: float = 0.4, decay: float = 0.8, time_steps: int = 20, encoder: Encoder | None = None, mode: str = "step"
+) -> SpikingMLP:
     """The tutorial's 784-512-512-10 LIF network with the rectangle surrogate (lens 0.5)."""
-    return SpikingMLP(lambda: LIF(vth=vth, decay=decay, surrogate=Surrogate("rectangle", 0.5)),
-                      time_steps=time_steps, encoder=encoder, mode=mode)
+    return SpikingMLP(
+        lambda: LIF(vth=vth, decay=decay, surrogate=Surrogate("rectangle", 0.5)),
+        time_steps=time_steps,
+        encoder=encoder,
+        mode=mode,
+    )
 
 
 # The tutorial's ``Spiking_Network_1step`` parameter names -> ours.
 TUTORIAL_KEYS = {
-    "linear_1.weight": "layers.0.synapse.1.weight", "linear_1.bias": "layers.0.synapse.1.bias",
-    "linear_2.weight": "layers.1.synapse.0.weight", "linear_2.bias": "layers.1.synapse.0.bias",
-    "linear_3.weight": "layers.2.synapse.0.weight", "linear_3.bias": "layers.2.synapse.0.bias",
+    "linear_1.weight": "layers.0.synapse.1.weight",
+    "linear_1.bias": "layers.0.synapse.1.bias",
+    "linear_2.weight": "layers.1.synapse.0.weight",
+    "linear_2.bias": "layers.1.synapse.0.bias",
+    "linear_3.weight": "layers.2.synapse.0.weight",
+    "linear_3.bias": "layers.2.synapse.0.bias",
 }
 
 

@@ -13,7 +13,8 @@ from .surrogate import SURROGATES, Surrogate, get_surrogate, heaviside
 
 #: built-in neurons by config name; ``NEURONS.register("mine", MyNeuron)`` adds one
 NEURONS: Registry[type[Neuron]] = Registry(
-    "neuron", {"if": IF, "lif": LIF, "plif": PLIF, "alif": ALIF, "izhikevich": Izhikevich})
+    "neuron", {"if": IF, "lif": LIF, "plif": PLIF, "alif": ALIF, "izhikevich": Izhikevich}
+)
 
 
 def build_neuron(name: str, surrogate: Surrogate | None = None, **params: Any) -> Neuron:
@@ -22,7 +23,21 @@ def build_neuron(name: str, surrogate: Surrogate | None = None, **params: Any) -
 
 
 __all__ = [
-    "NEURONS", "SURROGATES", "ALIF", "ALIFState", "IF", "LI", "LIF", "PLIF", "Izhikevich",
-    "IzhikevichState", "LIFState", "LIState", "Neuron", "Surrogate", "build_neuron",
-    "get_surrogate", "heaviside",
+    "ALIF",
+    "IF",
+    "LI",
+    "LIF",
+    "NEURONS",
+    "PLIF",
+    "SURROGATES",
+    "ALIFState",
+    "Izhikevich",
+    "IzhikevichState",
+    "LIFState",
+    "LIState",
+    "Neuron",
+    "Surrogate",
+    "build_neuron",
+    "get_surrogate",
+    "heaviside",
 ]

@@ -30,9 +30,16 @@ class ALIFState(NamedTuple):
 class ALIF(Neuron):
     State = ALIFState
 
-    def __init__(self, vth: float = 0.4, decay: float = 0.8, beta: float = 0.2, rho: float = 0.95,
-                 surrogate: Surrogate | None = None, learn_vth: bool = False,
-                 learn_decay: bool = False):
+    def __init__(
+        self,
+        vth: float = 0.4,
+        decay: float = 0.8,
+        beta: float = 0.2,
+        rho: float = 0.95,
+        surrogate: Surrogate | None = None,
+        learn_vth: bool = False,
+        learn_decay: bool = False,
+    ):
         super().__init__(surrogate)
         check_positive("vth", vth)
         check_unit("decay", decay)

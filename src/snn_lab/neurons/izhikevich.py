@@ -28,9 +28,17 @@ class IzhikevichState(NamedTuple):
 class Izhikevich(Neuron):
     State = IzhikevichState
 
-    def __init__(self, a: float = 0.02, b: float = 0.2, c: float = -65.0, d: float = 8.0,
-                 dt: float = 1.0, substeps: int = 2, gain: float = 1.0,
-                 surrogate: Surrogate | None = None):
+    def __init__(
+        self,
+        a: float = 0.02,
+        b: float = 0.2,
+        c: float = -65.0,
+        d: float = 8.0,
+        dt: float = 1.0,
+        substeps: int = 2,
+        gain: float = 1.0,
+        surrogate: Surrogate | None = None,
+    ):
         super().__init__(surrogate)
         check_positive("dt", dt)
         if int(substeps) < 1:

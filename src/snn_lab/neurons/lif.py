@@ -80,8 +80,16 @@ class LIF(Neuron):
         loop (a subclass with its own ``step``, the engine switched off, tracing,
         per-neuron parameters, a custom spike function)."""
         if self._scan_applies(x_seq, state):
-            spikes, v = engine.lif_scan(x_seq, None if state is None else state.v, self.vth, self.leak(),
-                                        self.spike.name, self.spike.width, self.reset, self.detach_reset)
+            spikes, v = engine.lif_scan(
+                x_seq,
+                None if state is None else state.v,
+                self.vth,
+                self.leak(),
+                self.spike.name,
+                self.spike.width,
+                self.reset,
+                self.detach_reset,
+            )
             return spikes, LIFState(v)
         return super().multi_step(x_seq, state)
 
@@ -103,22 +111,49 @@ class LIF(Neuron):
 class IF(LIF):
     """Integrate-and-fire: the LIF with no leak (``decay = 1``)."""
 
-    def __init__(self, vth: float = 0.4, surrogate: Surrogate | None = None, reset: str = "hard",
-                 detach_reset: bool = False, learn_vth: bool = False):
-        super().__init__(vth=vth, decay=1.0, surrogate=surrogate, reset=reset,
-                         detach_reset=detach_reset, learn_vth=learn_vth, learn_decay=False)
+    def __init__(
+        self,
+        vth: float = 0.4,
+        surrogate: Surrogate | None = None,
+        reset: str = "hard",
+        detach_reset: bool = False,
+        learn_vth: bool = False,
+    ):
+        super().__init__(
+            vth=vth,
+            decay=1.0,
+            surrogate=surrogate,
+            reset=reset,
+            detach_reset=detach_reset,
+            learn_vth=learn_vth,
+            learn_decay=False,
+        )
 
 
 class PLIF(LIF):
     """Parametric LIF (Fang et al. 2021): ``decay = sigmoid(w)`` with ``w`` learnable,
     initialised so that ``decay`` starts at the given value."""
 
-    def __init__(self, vth: float = 0.4, decay: float = 0.8, surrogate: Surrogate | None = None,
-                 reset: str = "hard", detach_reset: bool = False, learn_vth: bool = False):
+    def __init__(
+        self,
+        vth: float = 0.4,
+        decay: float = 0.8,
+        surrogate: Surrogate | None = None,
+        reset: str = "hard",
+        detach_reset: bool = False,
+        learn_vth: bool = False,
+    ):
         if not 0.0 < float(decay) < 1.0:
             raise ValueError(f"decay={decay!r} is invalid for plif: must lie in (0, 1)")
-        super().__init__(vth=vth, decay=decay, surrogate=surrogate, reset=reset,
-                         detach_reset=detach_reset, learn_vth=learn_vth, learn_decay=True)
+        super().__init__(
+            vth=vth,
+            decay=decay,
+            surrogate=surrogate,
+            reset=reset,
+            detach_reset=detach_reset,
+            learn_vth=learn_vth,
+            learn_decay=True,
+        )
 
     def _init_decay(self, decay: float, learnable: bool) -> None:
         d = float(decay)

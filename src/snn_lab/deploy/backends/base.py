@@ -16,7 +16,8 @@ load/save lowering, as its :attr:`Backend.lowering` says) and returns a
 from __future__ import annotations
 
 import importlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,8 +29,13 @@ from ...errors import BackendUnavailableError, UnsupportedError
 class CompiledStep:
     backend: str = "base"
 
-    def __init__(self, step_module, batch_size: int, artifacts: dict[str, str] | None = None,
-                 input_dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        step_module,
+        batch_size: int,
+        artifacts: dict[str, str] | None = None,
+        input_dtype: torch.dtype = torch.float32,
+    ):
         self.step_module = step_module
         self.encode: str = step_module.encode
         self.batch_size = int(batch_size)
@@ -124,7 +130,8 @@ class Backend:
             except ImportError as e:
                 raise BackendUnavailableError(
                     f"backend {self.name!r} needs the Python module {mod!r}, which cannot be imported "
-                    f"({e}); {self.install_hint or 'install it'}") from None
+                    f"({e}); {self.install_hint or 'install it'}"
+                ) from None
 
     def check_batch_size(self, batch_size: int) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -132,7 +139,8 @@ class Backend:
         if self.batch_sizes is not None and batch_size not in self.batch_sizes:
             raise UnsupportedError(
                 f"backend {self.name!r} compiles batch sizes {', '.join(map(str, self.batch_sizes))} only, "
-                f"not batch_size={batch_size}; pick one of those")
+                f"not batch_size={batch_size}; pick one of those"
+            )
 
     def check_model(self, model) -> None:
         """Raise :class:`UnsupportedError` if the network cannot be lowered by this backend."""
@@ -142,7 +150,8 @@ class Backend:
         if unknown:
             raise UnsupportedError(
                 f"backend {self.name!r} has no option(s) {', '.join(unknown)}; accepted: "
-                f"{', '.join(sorted(self.default_options)) or 'none'}")
+                f"{', '.join(sorted(self.default_options)) or 'none'}"
+            )
         return {**self.default_options, **options}
 
     def compile(self, step, example_inputs: tuple[Tensor, ...], out_dir: str, **options) -> CompiledStep:

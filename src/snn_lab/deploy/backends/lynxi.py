@@ -32,22 +32,25 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from ...io import atomic_write_json, atomic_write_text
 from ...errors import BackendUnavailableError, DeployError
+from ...io import atomic_write_json, atomic_write_text
 from ..ops import graph_ops
 from ..registry import register_backend
 from ..step import LoadSaveStep, trace_torchscript
 from .base import Backend, CompiledStep
 
 LYNXI_BATCH_SIZES = (1, 2, 4, 7, 14, 28)
-INSTALL_HINT = ("lyngor is the Lynxi SDK's compiler and is not on PyPI: on a host with the KA200 driver, "
-                "install the lyngor and pylynchipsdk wheels shipped with the Lynxi SDK "
-                "(pip install lyngor-*.whl pylynchipsdk-*.whl); see docs/DEPLOY.md")
+INSTALL_HINT = (
+    "lyngor is the Lynxi SDK's compiler and is not on PyPI: on a host with the KA200 driver, "
+    "install the lyngor and pylynchipsdk wheels shipped with the Lynxi SDK "
+    "(pip install lyngor-*.whl pylynchipsdk-*.whl); see docs/DEPLOY.md"
+)
 
 
 def prepare_graph(step: LoadSaveStep, example_inputs, out_dir: str) -> dict:
@@ -60,8 +63,10 @@ def prepare_graph(step: LoadSaveStep, example_inputs, out_dir: str) -> dict:
     counts = graph_ops(graph_text)
     n = len(step.slots)
     if counts["state_load"] != n or counts["state_save"] != n or counts["state_sink"] != 1:
-        raise DeployError(f"load/save graph is malformed: {counts} for {n} states; expected one load and one "
-                          "save per state and one sink")
+        raise DeployError(
+            f"load/save graph is malformed: {counts} for {n} states; expected one load and one "
+            "save per state and one sink"
+        )
     pt = os.path.join(out_dir, "step_loadsave.pt")
     traced.save(pt)
     txt = os.path.join(out_dir, "step_loadsave.graph.txt")
@@ -69,8 +74,10 @@ def prepare_graph(step: LoadSaveStep, example_inputs, out_dir: str) -> dict:
     manifest = {
         "batch_size": step.batch_size,
         "encode": step.encode,
-        "inputs": [{"name": name, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
-                   for name, t in zip(step.input_names, example_inputs)],
+        "inputs": [
+            {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
+            for name, t in zip(step.input_names, example_inputs)
+        ],
         "states": [{"key": s.key, "shape": [step.batch_size, *s.shape], "dtype": "float32"} for s in step.slots],
         "ops": counts,
         "supported_batch_sizes": list(LYNXI_BATCH_SIZES),
@@ -80,18 +87,20 @@ def prepare_graph(step: LoadSaveStep, example_inputs, out_dir: str) -> dict:
     return {"traced": pt, "graph_text": txt, "manifest": mpath, "ops": counts, "manifest_data": manifest}
 
 
-def lyngor_build(traced_path: str, manifest: dict, out_dir: str, version: int = 0,
-                 op_plugin: str | None = None) -> str:
+def lyngor_build(traced_path: str, manifest: dict, out_dir: str, version: int = 0, op_plugin: str | None = None) -> str:
     """Compile the traced load/save graph with lyngor for the APU. Untested (no SDK here)."""
     try:
         lyn = importlib.import_module("lyngor")
     except ImportError as e:
-        raise BackendUnavailableError(f"backend 'lynxi' needs lyngor (Lynxi SDK), which cannot be imported "
-                                      f"({e}); {INSTALL_HINT}") from None
+        raise BackendUnavailableError(
+            f"backend 'lynxi' needs lyngor (Lynxi SDK), which cannot be imported ({e}); {INSTALL_HINT}"
+        ) from None
     if op_plugin:
         importlib.import_module(op_plugin)  # registers the snn_lab::state_* converters with lyngor
-    inputs = {f"data_{i}": tuple(x["shape"][1:] if manifest["batch_size"] > 1 else x["shape"])
-              for i, x in enumerate(manifest["inputs"])}
+    inputs = {
+        f"data_{i}": tuple(x["shape"][1:] if manifest["batch_size"] > 1 else x["shape"])
+        for i, x in enumerate(manifest["inputs"])
+    }
     model = lyn.DLModel()
     model.load(torch.jit.load(traced_path), model_type="Pytorch", inputs_dict=inputs)
     builder = lyn.Builder(target="apu")
@@ -136,8 +145,9 @@ class LynSdkDevice:
         try:
             self.sdk = sdk = importlib.import_module("pylynchipsdk")
         except ImportError as e:
-            raise BackendUnavailableError(f"backend 'lynxi' needs pylynchipsdk (LynSDK) to run, which cannot be "
-                                          f"imported ({e}); {INSTALL_HINT}") from None
+            raise BackendUnavailableError(
+                f"backend 'lynxi' needs pylynchipsdk (LynSDK) to run, which cannot be imported ({e}); {INSTALL_HINT}"
+            ) from None
         self.time_steps = int(time_steps)
         self.ctx, ret = sdk.lyn_create_context(int(device_id))
         self._check(ret, "lyn_create_context")
@@ -181,8 +191,12 @@ class LynSdkDevice:
         host = np.ascontiguousarray(np.concatenate([x.reshape(T, B, -1).astype(np.float32) for x in inputs], -1))
         dev_in, dev_out = self._free.get()
         sdk.lyn_set_current_context(self.ctx)
-        self._check(sdk.lyn_memcpy_async(self.s_send, dev_in, sdk.lyn_numpy_to_ptr(host), host.nbytes,
-                                         sdk.lyn_memcpy_dir_t.ClientToServer), "lyn_memcpy_async")
+        self._check(
+            sdk.lyn_memcpy_async(
+                self.s_send, dev_in, sdk.lyn_numpy_to_ptr(host), host.nbytes, sdk.lyn_memcpy_dir_t.ClientToServer
+            ),
+            "lyn_memcpy_async",
+        )
         if self._submitted:
             sdk.lyn_stream_wait_event(self.s_send, self.done_event)  # previous batch fully read out
         self._check(sdk.lyn_model_reset_async(self.s_send, self.model), "lyn_model_reset_async")
@@ -239,16 +253,19 @@ class LynxiStep(CompiledStep):
     def submit(self, images, steps, keys, time_steps, on_done: Callable[[np.ndarray], None]) -> None:
         """Queue one sample batch; ``on_done(sum over T of outputs [B, C])`` is called later."""
         if steps is None:
-            raise DeployError("lynxi backend: device-side encoding needs the chip's random op, whose draws "
-                              "cannot be reproduced on the host; use encode=host or encode=graph with draws")
+            raise DeployError(
+                "lynxi backend: device-side encoding needs the chip's random op, whose draws "
+                "cannot be reproduced on the host; use encode=host or encode=graph with draws"
+            )
         steps = steps.detach().numpy() if isinstance(steps, torch.Tensor) else np.asarray(steps)
         if self.encode == "graph":
             img = images.detach().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
             inputs = [np.broadcast_to(img, steps.shape), steps]
         else:
             inputs = [steps]
-        self.device.submit(inputs, lambda outs: on_done(outs.sum(0, dtype=np.float32)
-                                                        if outs.shape[0] > 1 else outs[0].copy()))
+        self.device.submit(
+            inputs, lambda outs: on_done(outs.sum(0, dtype=np.float32) if outs.shape[0] > 1 else outs[0].copy())
+        )
 
     def run_batch(self, images, steps=None, keys=None, time_steps=None) -> np.ndarray:
         box, done = {}, threading.Event()
@@ -279,8 +296,9 @@ class LynxiBackend(Backend):
         try:
             importlib.import_module("lyngor")
         except ImportError as e:
-            raise BackendUnavailableError(f"backend 'lynxi' needs lyngor (Lynxi SDK), which cannot be imported "
-                                          f"({e}); {INSTALL_HINT}") from None
+            raise BackendUnavailableError(
+                f"backend 'lynxi' needs lyngor (Lynxi SDK), which cannot be imported ({e}); {INSTALL_HINT}"
+            ) from None
 
     def compile(self, step, example_inputs, out_dir, **options):
         opts = self.options(options)
@@ -291,8 +309,13 @@ class LynxiBackend(Backend):
             self.check_available()
         except BackendUnavailableError as e:
             raise BackendUnavailableError(f"{e} (the load/save graph was written to {graph['traced']})") from None
-        model_dir = lyngor_build(graph["traced"], graph["manifest_data"], os.path.join(out_dir, "apu"),
-                                 int(opts["version"]), opts["op_plugin"])
+        model_dir = lyngor_build(
+            graph["traced"],
+            graph["manifest_data"],
+            os.path.join(out_dir, "apu"),
+            int(opts["version"]),
+            opts["op_plugin"],
+        )
         artifacts["apu_model"] = model_dir
         device = LynSdkDevice(model_dir, int(opts["device_id"]), time_steps=step.model.time_steps)
         if device.batch_size != step.batch_size:
@@ -300,5 +323,12 @@ class LynxiBackend(Backend):
         return LynxiStep(device, step, artifacts)
 
 
-__all__ = ["LYNXI_BATCH_SIZES", "LynDevice", "LynSdkDevice", "LynxiBackend", "LynxiStep", "lyngor_build",
-           "prepare_graph"]
+__all__ = [
+    "LYNXI_BATCH_SIZES",
+    "LynDevice",
+    "LynSdkDevice",
+    "LynxiBackend",
+    "LynxiStep",
+    "lyngor_build",
+    "prepare_graph",
+]

@@ -61,22 +61,30 @@ def _lowerable(model):
             elif isinstance(m, nn.Dropout):
                 continue  # identity in eval mode
             else:
-                raise UnsupportedError(f"nir backend: layer {i} has {type(m).__name__}, which this exporter "
-                                       "does not map (Linear/Flatten/Dropout only); use onnxruntime or torchscript")
+                raise UnsupportedError(
+                    f"nir backend: layer {i} has {type(m).__name__}, which this exporter "
+                    "does not map (Linear/Flatten/Dropout only); use onnxruntime or torchscript"
+                )
         n = layer.neuron
         if isinstance(n, LIF):
             if n.reset != "hard":
-                raise UnsupportedError(f"nir backend: layer {i} uses reset={n.reset!r}; NIR's LIF resets to "
-                                       "v_reset (hard) only; use onnxruntime or torchscript")
+                raise UnsupportedError(
+                    f"nir backend: layer {i} uses reset={n.reset!r}; NIR's LIF resets to "
+                    "v_reset (hard) only; use onnxruntime or torchscript"
+                )
             if not float(n.leak().detach()) < 1.0:
-                raise UnsupportedError(f"nir backend: layer {i} has decay=1 (IF), which has no finite NIR "
-                                       "tau; use onnxruntime or torchscript")
+                raise UnsupportedError(
+                    f"nir backend: layer {i} has decay=1 (IF), which has no finite NIR "
+                    "tau; use onnxruntime or torchscript"
+                )
             yield "lif", n
         elif isinstance(n, LI):
             yield "li", n
         else:
-            raise UnsupportedError(f"nir backend: layer {i} has neuron {type(n).__name__}; only LIF/PLIF "
-                                   "(hard reset) and the LI readout map to NIR; use onnxruntime or torchscript")
+            raise UnsupportedError(
+                f"nir backend: layer {i} has neuron {type(n).__name__}; only LIF/PLIF "
+                "(hard reset) and the LI readout map to NIR; use onnxruntime or torchscript"
+            )
 
 
 def to_nir(model, dt: float = DT):
@@ -105,24 +113,34 @@ def to_nir(model, dt: float = DT):
         elif kind == "lif":
             n = int(cur_shape[0])
             decay, vth = _f64(m.leak()), _f64(m.vth)
-            node = nir.LIF(tau=np.full(n, dt / (1.0 - decay)), r=np.ones(n), v_leak=np.zeros(n),
-                           v_threshold=np.full(n, vth * (1.0 - decay)), v_reset=np.zeros(n))
+            node = nir.LIF(
+                tau=np.full(n, dt / (1.0 - decay)),
+                r=np.ones(n),
+                v_leak=np.zeros(n),
+                v_threshold=np.full(n, vth * (1.0 - decay)),
+                v_reset=np.zeros(n),
+            )
         else:  # li
             n = int(cur_shape[0])
             decay = _f64(m.decay)
-            node = nir.LI(tau=np.full(n, dt / (1.0 - decay)), r=np.full(n, 1.0 / (1.0 - decay)),
-                          v_leak=np.zeros(n))
+            node = nir.LI(tau=np.full(n, dt / (1.0 - decay)), r=np.full(n, 1.0 / (1.0 - decay)), v_leak=np.zeros(n))
         nodes[name] = node
         edges.append((prev, name))
         prev = name
     nodes["output"] = nir.Output(output_type={"output": cur_shape})
     edges.append((prev, "output"))
-    meta = {"dt": dt, "producer": "snn_lab", "time_steps": int(model.time_steps), "readout": model.readout,
-            "lif_mapping": "tau=dt/(1-decay), r=1, v_leak=0, v_threshold=vth*(1-decay), v_reset=0"}
+    meta = {
+        "dt": dt,
+        "producer": "snn_lab",
+        "time_steps": int(model.time_steps),
+        "readout": model.readout,
+        "lif_mapping": "tau=dt/(1-decay), r=1, v_leak=0, v_threshold=vth*(1-decay), v_reset=0",
+    }
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
 
 
 # -- read-back ------------------------------------------------------------------------------
+
 
 class NirLIF(nn.Module):
     """A NIR LIF node discretised at ``dt`` (snnTorch's reading), run as the tutorial's recurrence.
@@ -136,7 +154,9 @@ class NirLIF(nn.Module):
             raise UnsupportedError("nir backend: LIF with v_leak != 0 or v_reset != 0 has no tutorial-LIF reading")
         gain = r * dt / tau
         self.register_buffer("decay", torch.from_numpy((1.0 - dt / tau).astype(np.float32)))
-        self.register_buffer("vth", torch.from_numpy((np.asarray(node.v_threshold, np.float64) / gain).astype(np.float32)))
+        self.register_buffer(
+            "vth", torch.from_numpy((np.asarray(node.v_threshold, np.float64) / gain).astype(np.float32))
+        )
         self.register_buffer("gain", torch.from_numpy(gain.astype(np.float32)))
 
     def forward(self, x, state=None):
@@ -177,8 +197,9 @@ def node_map(dt: float) -> dict:
         nir.Affine: _affine,
         nir.Linear: _affine,
         # NIR shapes exclude the batch dimension; torch's include it.
-        nir.Flatten: lambda n: nn.Flatten(start_dim=int(n.start_dim) + 1,
-                                          end_dim=int(n.end_dim) + 1 if int(n.end_dim) >= 0 else int(n.end_dim)),
+        nir.Flatten: lambda n: nn.Flatten(
+            start_dim=int(n.start_dim) + 1, end_dim=int(n.end_dim) + 1 if int(n.end_dim) >= 0 else int(n.end_dim)
+        ),
         nir.LIF: lambda n: NirLIF(n, dt),
         nir.LI: lambda n: NirLI(n, dt),
     }
@@ -204,15 +225,16 @@ def check_readback(model, module) -> dict:
     checked = 0
     for a, b in zip(ours, theirs):
         if isinstance(a, nn.Linear):
-            same = torch.equal(a.weight.detach(), b.weight) and (
-                a.bias is None or torch.equal(a.bias.detach(), b.bias))
+            same = torch.equal(a.weight.detach(), b.weight) and (a.bias is None or torch.equal(a.bias.detach(), b.bias))
         elif isinstance(a, LI):
             same = bool(torch.all(b.decay == a.decay.detach())) and bool(torch.all(b.gain == 1.0))
         else:
             same = bool(torch.all(b.decay == a.leak().detach())) and bool(torch.all(b.vth == a.vth.detach()))
         if not same:
-            raise DeployError(f"nir read-back of {type(a).__name__} does not reproduce the trained parameters "
-                              "exactly; the dt/tau mapping lost precision")
+            raise DeployError(
+                f"nir read-back of {type(a).__name__} does not reproduce the trained parameters "
+                "exactly; the dt/tau mapping lost precision"
+            )
         checked += 1
     return {"layers_checked": checked}
 
@@ -265,8 +287,9 @@ class NirBackend(Backend):
 
         opts = self.options(options)
         if step.encode != "host":
-            raise UnsupportedError("nir backend: NIR has no random op, so encoding cannot be in the graph; "
-                                   "use encode=host")
+            raise UnsupportedError(
+                "nir backend: NIR has no random op, so encoding cannot be in the graph; use encode=host"
+            )
         model = step.model
         os.makedirs(out_dir, exist_ok=True)
         path = os.path.join(out_dir, "step.nir")

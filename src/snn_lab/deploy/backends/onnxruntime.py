@@ -31,8 +31,16 @@ def export_onnx(step, example_inputs, path: str, opset: int = 17) -> str:
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(step, example_inputs, buf, input_names=names, output_names=step.output_names,
-                          opset_version=opset, dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            step,
+            example_inputs,
+            buf,
+            input_names=names,
+            output_names=step.output_names,
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+        )
     import onnx
 
     model = onnx.load_from_string(buf.getvalue())
@@ -51,8 +59,10 @@ def resolve_input_dtype(model, requested: str) -> str:
     if requested == "auto":
         return "uint8" if binary else "float32"
     if not binary and requested != "float32":
-        raise UnsupportedError(f"input_dtype={requested!r} would truncate the analog inputs of "
-                               f"{type(model.encoder).__name__}; use input_dtype=float32 or auto")
+        raise UnsupportedError(
+            f"input_dtype={requested!r} would truncate the analog inputs of "
+            f"{type(model.encoder).__name__}; use input_dtype=float32 or auto"
+        )
     return requested
 
 
@@ -88,8 +98,7 @@ class OrtStep(CompiledStep):
             b.bind_input(name, "cpu", 0, np.float32, arr.shape, arr.ctypes.data)
         for name, arr in zip(self.state_out, self._bufs[dst]):
             b.bind_output(name, "cpu", 0, np.float32, arr.shape, arr.ctypes.data)
-        b.bind_output(self.step_module.output_names[0], "cpu", 0, np.float32, self._out.shape,
-                      self._out.ctypes.data)
+        b.bind_output(self.step_module.output_names[0], "cpu", 0, np.float32, self._out.shape, self._out.ctypes.data)
         return b
 
     def reset(self, images=None, keys=None) -> None:
@@ -130,8 +139,15 @@ class OnnxRuntimeBackend(Backend):
     description = "ONNX export + ONNX Runtime CPU session, state bound in place with io_binding"
     requires = ("onnx", "onnxruntime")
     install_hint = "pip install onnx onnxruntime (or: pip install -e '.[deploy]')"
-    default_options = {"threads": 2, "opset": 17, "optimization": "all", "io_binding": True,
-                       "spinning": True, "input_dtype": "auto", "save_optimized": False}
+    default_options = {
+        "threads": 2,
+        "opset": 17,
+        "optimization": "all",
+        "io_binding": True,
+        "spinning": True,
+        "input_dtype": "auto",
+        "save_optimized": False,
+    }
 
     def session_options(self, opts):
         import onnxruntime as ort
@@ -146,7 +162,8 @@ class OnnxRuntimeBackend(Backend):
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[opts["optimization"]]
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[opts["optimization"]]
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if opts["spinning"] else "0")
         so.log_severity_level = 3
         return so

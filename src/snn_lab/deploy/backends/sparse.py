@@ -59,10 +59,32 @@ def pack_weights(lib: ctypes.CDLL, w: np.ndarray, n_pad: int) -> np.ndarray:
 
 
 class _Net(ctypes.Structure):
-    _fields_ = [("n_layers", ctypes.c_int32), ("batch", ctypes.c_int32), ("threads", ctypes.c_int32),
-                ("encode", ctypes.c_int32)] + [(name, ctypes.c_void_p) for name in (
-                    "n_in", "n_out", "n_pad", "kind", "vth", "decay", "wt", "bias", "v", "list", "count",
-                    "images", "nz", "nzp", "nz_count", "keys")]
+    _fields_ = [
+        ("n_layers", ctypes.c_int32),
+        ("batch", ctypes.c_int32),
+        ("threads", ctypes.c_int32),
+        ("encode", ctypes.c_int32),
+    ] + [
+        (name, ctypes.c_void_p)
+        for name in (
+            "n_in",
+            "n_out",
+            "n_pad",
+            "kind",
+            "vth",
+            "decay",
+            "wt",
+            "bias",
+            "v",
+            "list",
+            "count",
+            "images",
+            "nz",
+            "nzp",
+            "nz_count",
+            "keys",
+        )
+    ]
 
 
 def find_compiler(cc: str | None = None) -> str:
@@ -71,7 +93,8 @@ def find_compiler(cc: str | None = None) -> str:
         return found
     raise BackendUnavailableError(
         "backend 'sparse' builds a C kernel but no C compiler was found (tried "
-        f"{cc or '$CC, cc, gcc, clang'}); install one (apt-get install gcc) or set CC")
+        f"{cc or '$CC, cc, gcc, clang'}); install one (apt-get install gcc) or set CC"
+    )
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -110,8 +133,10 @@ def lower(model) -> list[dict]:
         others = [m for m in mods if not isinstance(m, (nn.Linear, nn.Flatten, nn.Dropout))]
         if others or len(linears) != 1:
             names = ", ".join(type(m).__name__ for m in (others or mods))
-            raise UnsupportedError(f"sparse backend: layer {i} synapse has {names}; it lowers Flatten/Dropout + "
-                                   "one Linear per layer only; use onnxruntime or torchscript")
+            raise UnsupportedError(
+                f"sparse backend: layer {i} synapse has {names}; it lowers Flatten/Dropout + "
+                "one Linear per layer only; use onnxruntime or torchscript"
+            )
         lin = linears[0]
         n = layer.neuron
         if isinstance(n, LIF) and n.reset == "hard":
@@ -119,17 +144,29 @@ def lower(model) -> list[dict]:
         elif isinstance(n, LI) and i == n_layers - 1:
             kind, vth, decay = KIND_LI, 0.0, float(n.decay.detach())
         else:
-            raise UnsupportedError(f"sparse backend: layer {i} neuron {type(n).__name__}"
-                                   f"{'(reset=' + n.reset + ')' if isinstance(n, LIF) else ''} is not supported "
-                                   "(LIF/IF/PLIF with hard reset, LI output only); use onnxruntime or torchscript")
+            raise UnsupportedError(
+                f"sparse backend: layer {i} neuron {type(n).__name__}"
+                f"{'(reset=' + n.reset + ')' if isinstance(n, LIF) else ''} is not supported "
+                "(LIF/IF/PLIF with hard reset, LI output only); use onnxruntime or torchscript"
+            )
         w = np.ascontiguousarray(lin.weight.detach().to(torch.float32).numpy())
         n_out, n_in = w.shape
         n_pad = -(-n_out // BLOCK) * BLOCK
         bias = np.zeros(n_pad, dtype=np.float32)
         if lin.bias is not None:
             bias[:n_out] = lin.bias.detach().to(torch.float32).numpy()
-        specs.append(dict(n_in=n_in, n_out=n_out, n_pad=n_pad, kind=kind, w=w, bias=bias,
-                          vth=np.float32(vth), decay=np.float32(decay)))
+        specs.append(
+            dict(
+                n_in=n_in,
+                n_out=n_out,
+                n_pad=n_pad,
+                kind=kind,
+                w=w,
+                bias=bias,
+                vth=np.float32(vth),
+                decay=np.float32(decay),
+            )
+        )
     for a, b in itertools.pairwise(specs):
         if a["n_out"] != b["n_in"]:
             raise UnsupportedError(f"sparse backend: layer sizes {a['n_out']} -> {b['n_in']} do not chain")
@@ -150,8 +187,10 @@ class SparseStep(CompiledStep):
         self.lib = lib
         lib_path = lib._name
         if self.lib.snn_abi_version() != ABI_VERSION:
-            raise DeployError(f"sparse kernel {lib_path} has ABI {self.lib.snn_abi_version()}, expected "
-                              f"{ABI_VERSION}; delete it to rebuild")
+            raise DeployError(
+                f"sparse kernel {lib_path} has ABI {self.lib.snn_abi_version()}, expected "
+                f"{ABI_VERSION}; delete it to rebuild"
+            )
         _bind(lib)
         self._pool = self.lib.snn_pool_create(max(1, int(threads))) if int(threads) > 1 else None
         self.device_rng = step.encode == "graph"
@@ -160,7 +199,10 @@ class SparseStep(CompiledStep):
         n0 = specs[0]["n_in"]
         i32 = lambda k: np.array([s[k] for s in specs], dtype=np.int32)  # noqa: E731
         keep: dict[str, Any] = {
-            "n_in": i32("n_in"), "n_out": i32("n_out"), "n_pad": i32("n_pad"), "kind": i32("kind"),
+            "n_in": i32("n_in"),
+            "n_out": i32("n_out"),
+            "n_pad": i32("n_pad"),
+            "kind": i32("kind"),
             "vth": np.array([s["vth"] for s in specs], dtype=np.float32),
             "decay": np.array([s["decay"] for s in specs], dtype=np.float32),
             "wt": [pack_weights(self.lib, s["w"], s["n_pad"]) for s in specs],
@@ -175,8 +217,9 @@ class SparseStep(CompiledStep):
             "keys": np.zeros(B, dtype=np.uint32),
         }
         self._keep = keep
-        self._ptr_arrays = {k: (ctypes.c_void_p * L)(*[_ptr(a) for a in keep[k]])
-                            for k in ("wt", "bias", "v", "list", "count")}
+        self._ptr_arrays = {
+            k: (ctypes.c_void_p * L)(*[_ptr(a) for a in keep[k]]) for k in ("wt", "bias", "v", "list", "count")
+        }
         net = _Net(L, B, 1, 1 if self.device_rng else 0)
         for k in ("n_in", "n_out", "n_pad", "kind", "vth", "decay", "images", "nz", "nzp", "nz_count", "keys"):
             setattr(net, k, _ptr(keep[k]))
@@ -211,14 +254,18 @@ class SparseStep(CompiledStep):
     # -- functional form (host spikes, explicit state) -----------------------------------
     def __call__(self, x, *state):
         if self.device_rng:
-            raise DeployError("the sparse backend's functional form takes spikes (encode=host); with "
-                              "device encoding drive it with reset()/step()")
+            raise DeployError(
+                "the sparse backend's functional form takes spikes (encode=host); with "
+                "device encoding drive it with reset()/step()"
+            )
         for buf, s, spec in zip(self._keep["v"], state, self.specs, strict=False):
             buf.fill(0.0)
-            buf[:, :spec["n_out"]] = s.detach().numpy().reshape(self.batch_size, -1)
+            buf[:, : spec["n_out"]] = s.detach().numpy().reshape(self.batch_size, -1)
         out = self.step(0, x)
-        new = [torch.from_numpy(buf[:, :spec["n_out"]].copy())
-               for buf, spec in zip(self._keep["v"], self.specs, strict=True)]
+        new = [
+            torch.from_numpy(buf[:, : spec["n_out"]].copy())
+            for buf, spec in zip(self._keep["v"], self.specs, strict=True)
+        ]
         return (torch.from_numpy(out.copy()), *new)
 
     def close(self) -> None:

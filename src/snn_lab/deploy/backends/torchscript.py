@@ -8,8 +8,8 @@ import warnings
 
 import torch
 
-from ..step import trace_torchscript
 from ..registry import register_backend
+from ..step import trace_torchscript
 from .base import Backend, CompiledStep
 
 
@@ -45,5 +45,4 @@ class TorchScriptBackend(Backend):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
             loaded = torch.jit.load(path)  # run what was saved, not the in-memory object
-        return TorchScriptStep(loaded, step, example_inputs[0].shape[0], {"torchscript": path},
-                               example_inputs[0].dtype)
+        return TorchScriptStep(loaded, step, example_inputs[0].shape[0], {"torchscript": path}, example_inputs[0].dtype)

@@ -29,6 +29,11 @@ class ALIFState(NamedTuple):
 
 class ALIF(Neuron):
     State = ALIFState
+    # buffers (vth, decay: nn.Parameters when learnable), set by _scalar
+    vth: torch.Tensor
+    decay: torch.Tensor
+    beta: torch.Tensor
+    rho: torch.Tensor
 
     def __init__(
         self,

@@ -27,6 +27,13 @@ class IzhikevichState(NamedTuple):
 
 class Izhikevich(Neuron):
     State = IzhikevichState
+    # buffers, set by _scalar
+    a: torch.Tensor
+    b: torch.Tensor
+    c: torch.Tensor
+    d: torch.Tensor
+    dt: torch.Tensor
+    gain: torch.Tensor
 
     def __init__(
         self,

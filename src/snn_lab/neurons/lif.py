@@ -32,6 +32,9 @@ class LIF(Neuron):
     """Leaky integrate-and-fire, exactly the tutorial's recurrence by default."""
 
     State = LIFState
+    # buffers, or nn.Parameters when learnable (set by _scalar; PLIF keeps decay_logit instead of decay)
+    vth: torch.Tensor
+    decay: torch.Tensor
 
     def __init__(
         self,
@@ -67,7 +70,7 @@ class LIF(Neuron):
         last = self.spike(v - self.vth)
         if self.detach_reset:
             last = last.detach()
-        if self.reset == "hard":
+        if self.reset == "hard":  # noqa: SIM108 - one branch per reset rule, as in the docstring
             # Same operation order as the tutorial, so results are bit-identical.
             v = v * (1 - last) * self.leak() + x
         else:
@@ -173,6 +176,7 @@ class LI(Neuron):
 
     State = LIState
     spiking = False
+    decay: torch.Tensor  # buffer
 
     def __init__(self, decay: float = 0.8):
         super().__init__(None)

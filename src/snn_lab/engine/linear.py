@@ -89,7 +89,8 @@ class _SpikeLinear(torch.autograd.Function):
         M, K = x.shape
         N = weight.shape[0]
         need_w = ctx.needs_input_grad[1]
-        idx = None  # spike index for the sparse kernels: ("tm", pairs) or ("csr", rows)
+        # spike index for the sparse kernels: ("tm", native.tmask(...)) or ("csr", native.csr(...))
+        idx: tuple[str, tuple] | None = None
         use_native = (
             strategy in ("auto", "sparse")
             and x.device.type == "cpu"
@@ -116,7 +117,9 @@ class _SpikeLinear(torch.autograd.Function):
             wp = packed_weight(weight)
             b = None if bias is None else bias.detach().contiguous()
             kind, data = idx
+            saved_x: tuple[torch.Tensor | None, ...]
             if kind == "tm":
+                assert time_steps is not None  # a temporal index is built only when T is given
                 out = native.tm_fwd(data, wp, b, time_steps, M // time_steps, N)
                 saved_x = data[:3] if need_w else (None, None, None)
             else:
@@ -143,7 +146,7 @@ class _SpikeLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         weight, a, b, c = ctx.saved_tensors
-        M, K, N, T = ctx.shape
+        M, K, _, T = ctx.shape
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         g = g.contiguous()
         gx = gw = gb = None

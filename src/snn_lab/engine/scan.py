@@ -145,19 +145,14 @@ class _LIFScan(torch.autograd.Function):
         need_x, need_v0, need_vth, need_decay = ctx.needs_input_grad[:4]
         dt = V.dtype
         G = _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, detach)
-        g_vth = None
-        if need_vth:
-            SG = surrogate_grad(sg_name, V - vth, sg_width, inplace=True)
-            # Through the spikes s_t = H(V_t - vth): -sum gS_t * sg_t.
-            g_vth = torch.zeros((), dtype=dt, device=V.device) if g_spikes is None else -(g_spikes * SG).sum()
 
         # The first step's reset involves the initial membrane v0.
-        grad_v0 = grad_decay = None
+        grad_v0 = grad_decay = g_vth = None
         if need_v0 or need_vth or need_decay:
             l0 = (v0 > vth).to(dt)
             sg0 = surrogate_grad(sg_name, v0 - vth, sg_width)
         if need_v0:
-            if hard:
+            if hard:  # noqa: SIM108 - one branch per reset rule
                 a0 = 1 - l0 if detach else 1 - l0 - v0 * sg0
             else:
                 a0 = torch.ones_like(v0) if detach else 1 - vth * sg0
@@ -172,6 +167,9 @@ class _LIFScan(torch.autograd.Function):
                 pre = V[:-1] - torch.gt(V[:-1], vth).to(dt) * vth
             grad_decay = ((G[0] * pre0).sum() + (G[1:] * pre).sum()).reshape(decay.shape)
         if need_vth:
+            SG = surrogate_grad(sg_name, V - vth, sg_width, inplace=True)
+            # Through the spikes s_t = H(V_t - vth): -sum gS_t * sg_t.
+            g_vth = torch.zeros((), dtype=dt, device=V.device) if g_spikes is None else -(g_spikes * SG).sum()
             # Through the reset: l_t = H(V[t-1] - vth) enters V_t.
             if hard:
                 if not detach:
@@ -263,7 +261,7 @@ def lif_scan_reference(x, v0, vth, decay, surrogate, reset="hard", detach_reset=
         last = surrogate(v - vth)
         if detach_reset:
             last = last.detach()
-        if reset == "hard":
+        if reset == "hard":  # noqa: SIM108 - one branch per reset rule
             v = v * (1 - last) * decay + x[t]
         else:
             v = (v - vth * last) * decay + x[t]

@@ -100,6 +100,8 @@ class PhaseEncoder(Encoder):
 
 
 class PopulationEncoder(Encoder):
+    centers: torch.Tensor  # buffer (non-persistent)
+
     def __init__(self, size: int = 4, sigma: float | None = None):
         super().__init__()
         if int(size) < 1:

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 from .errors import ConfigError
 
 T = TypeVar("T")
+FactoryT = TypeVar("FactoryT", bound=Callable[..., Any])
 
 __all__ = ["Registry", "locate", "split_spec"]
 
@@ -80,9 +81,7 @@ def locate(path: str, key: str) -> Any:
         raise ConfigError(f"{key}={path!r}: module {module_name!r} has no attribute {attr!r}") from None
 
 
-def split_spec(
-    spec: Mapping[str, Any], registry: Registry[Callable[..., T]], key: str
-) -> tuple[Callable[..., T], str, dict[str, Any]]:
+def split_spec(spec: Mapping[str, Any], registry: Registry[FactoryT], key: str) -> tuple[FactoryT, str, dict[str, Any]]:
     """``(factory, label, params)`` for a config section that names a built-in
     (``name: lif``) or a class (``_target_: pkg.Class``); ``label`` is what errors show."""
     params = {k: v for k, v in spec.items() if k not in ("name", "_target_") and not k.startswith("_")}

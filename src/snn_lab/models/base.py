@@ -17,8 +17,9 @@ when synapses are per-sample (no BatchNorm in training mode: there it normalises
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -135,6 +136,12 @@ class SNNModel(nn.Module):
         self.mode = mode
         self.state_shapes = self._infer_state_shapes()
 
+    @property
+    def spiking_layers(self) -> Iterable[SpikingLayer]:
+        """:attr:`layers` with its item type: ``nn.ModuleList`` types its items as plain
+        modules, and the constructor stores only :class:`SpikingLayer` in it."""
+        return cast("Iterable[SpikingLayer]", self.layers)
+
     # -- shapes -------------------------------------------------------------------------
     @property
     def in_features(self) -> int:
@@ -150,7 +157,7 @@ class SNNModel(nn.Module):
         try:
             x = torch.zeros(2, *self.input_shape)
             shapes = []
-            for layer in self.layers:
+            for layer in self.spiking_layers:
                 x = layer.synapse(x)
                 shapes.append(tuple(x.shape[1:]))
         finally:
@@ -175,15 +182,15 @@ class SNNModel(nn.Module):
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> tuple:
         return tuple(
             layer.neuron.init_state((batch_size, *shape), device=device, dtype=dtype)
-            for layer, shape in zip(self.layers, self.state_shapes)
+            for layer, shape in zip(self.spiking_layers, self.state_shapes)
         )
 
     def step(self, x_t: torch.Tensor, state: tuple, record: list | None = None):
         """One time step through every layer: ``(out_t, new_state)``."""
         new_state = []
         x = x_t
-        for layer, s in zip(self.layers, state):
-            x, s = layer.step(x, s)
+        for layer, s_in in zip(self.spiking_layers, state):
+            x, s = layer.step(x, s_in)
             new_state.append(s)
             if record is not None:
                 record.append(x)
@@ -203,9 +210,9 @@ class SNNModel(nn.Module):
         rec = Record()
         if mode == "layer":
             binary: bool | None = None  # the input train: checked by the engine where it matters
-            for layer, s in zip(self.layers, state):
+            for layer, s in zip(self.spiking_layers, state):
                 x, _ = layer.multi_step(x, s, binary)
-                binary = True if layer.neuron.spiking else False
+                binary = bool(layer.neuron.spiking)
                 rec.spikes.append(x)
             outputs = x
         elif mode == "step":

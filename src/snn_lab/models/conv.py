@@ -56,13 +56,13 @@ class SpikingConvNet(SNNModel):
                 ops.append(nn.MaxPool2d(2))
             layers.append(SpikingLayer(nn.Sequential(*ops), make_neuron()))
             c_in, h, w = c_out, h // 2, w // 2
-        head = [nn.MaxPool2d(2)] if pool == "spikes" else []
+        head: list[nn.Module] = [nn.MaxPool2d(2)] if pool == "spikes" else []
         head.append(nn.Flatten())
         if dropout > 0:
             head.append(nn.Dropout(dropout))
         head.append(nn.Linear(c_in * h * w, int(fc)))
         layers.append(SpikingLayer(nn.Sequential(*head), make_neuron()))
-        out = [nn.Dropout(dropout)] if dropout > 0 else []
+        out: list[nn.Module] = [nn.Dropout(dropout)] if dropout > 0 else []
         out.append(nn.Linear(int(fc), int(num_classes)))
         out_neuron = LI(decay=out_decay) if readout == "membrane" else make_neuron()
         layers.append(SpikingLayer(nn.Sequential(*out), out_neuron))

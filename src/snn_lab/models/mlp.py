@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 
 from torch import nn
 
@@ -41,7 +42,7 @@ class SpikingMLP(SNNModel):
             in_features *= int(d)
         layers = []
         sizes = [in_features, *hidden]
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (n_in, n_out) in enumerate(pairwise(sizes)):
             ops: list[nn.Module] = [nn.Flatten()] if i == 0 else []
             if i > 0 and dropout > 0:
                 ops.append(nn.Dropout(dropout))

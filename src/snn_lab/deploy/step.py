@@ -34,6 +34,7 @@ import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import torch
 from torch import Tensor, nn
@@ -65,7 +66,7 @@ def state_slots(model: SNNModel) -> list[StateSlot]:
     """The flat list of state tensors, in the order the step graphs take them."""
     init = model.init_state(1)
     slots = []
-    for i, (layer_state, shape) in enumerate(zip(init, model.state_shapes)):
+    for i, layer_state in enumerate(init):
         fields = getattr(layer_state, "_fields", None) or tuple(str(j) for j in range(len(layer_state)))
         for name, t in zip(fields, layer_state):
             slots.append(StateSlot(f"layers.{i}.{name}", i, name, tuple(t.shape[1:])))
@@ -76,7 +77,7 @@ def flatten_state(state: Sequence) -> list[Tensor]:
     return [t for layer_state in state for t in layer_state]
 
 
-def fusable_lif(neuron: nn.Module) -> bool:
+def fusable_lif(neuron: nn.Module) -> TypeGuard[LIF]:
     """LIF/IF/PLIF with the tutorial's hard reset: eligible for the fused update."""
     return isinstance(neuron, LIF) and neuron.reset == "hard"
 
@@ -106,7 +107,7 @@ class _StepCore(nn.Module):
         self.input_shape = tuple(model.input_shape)
         self._per_layer = []
         k = 0
-        for i, layer in enumerate(model.layers):
+        for i in range(len(model.layers)):
             n = sum(1 for s in self.slots if s.layer == i)
             self._per_layer.append((k, n))
             k += n
@@ -124,7 +125,7 @@ class _StepCore(nn.Module):
 
     def core(self, x: Tensor, flat: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
         new_flat: list[Tensor] = []
-        for layer, (k, n) in zip(self.model.layers, self._per_layer):
+        for layer, (k, n) in zip(self.model.spiking_layers, self._per_layer):
             cur = layer.synapse(x)
             neuron = layer.neuron
             if fusable_lif(neuron):

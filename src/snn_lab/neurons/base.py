@@ -13,7 +13,7 @@ Nothing outlives a call, so training, tracing and deploy all share the same math
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,7 +38,8 @@ def check_unit(name: str, value: float) -> float:
 class Neuron(nn.Module):
     """Base class. Subclasses define ``State`` (a NamedTuple), ``init_state`` and ``step``."""
 
-    State: type[NamedTuple]
+    #: the state's NamedTuple class: ``State(*tensors)`` rebuilds a state from its fields
+    State: type[tuple[Any, ...]]
     #: True for neurons whose output is binary spikes (False for the LI readout layer).
     spiking: bool = True
 

@@ -15,7 +15,7 @@ through the ``snn_lab.backends`` entry-point group). See docs/DEPLOY.md.
 from __future__ import annotations
 
 from ..errors import BackendUnavailableError, DeployError, UnknownBackendError, UnsupportedError
-from . import backends  # registers the built-in backends (eager, torchscript, onnxruntime, ...)
+from . import backends  # noqa: F401 - registers the built-in backends (eager, torchscript, onnxruntime, ...)
 from .api import run_deploy
 from .registry import (
     ENTRY_POINT_GROUP,

@@ -24,6 +24,7 @@ backends get ``u`` or the spikes from :class:`CounterDraws` on the host.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 M1, M2 = 0x21F0AAAD, 0x735A2D97
@@ -40,8 +41,8 @@ def batch_seed(seed: int, first_sample: int) -> int:
     return x & ((1 << 63) - 1)
 
 
-def mix32(x: np.ndarray) -> np.ndarray:
-    """The 32-bit integer hash (bijective); ``x`` uint32, wraps mod 2^32."""
+def mix32(x: npt.ArrayLike) -> np.ndarray:
+    """The 32-bit integer hash (bijective); ``x`` uint32 (array or int), wraps mod 2^32."""
     x = np.array(x, dtype=np.uint32, ndmin=1)  # arrays wrap silently; numpy scalars would warn
     x = x ^ (x >> np.uint32(16))
     x = x * np.uint32(M1)

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import UnknownBackendError
 
 ENTRY_POINT_GROUP = "snn_lab.backends"
 _REGISTRY: dict[str, Callable] = {}
 
-T = TypeVar("T")
+T = TypeVar("T", bound=Callable[..., Any])
 
 
 def register_backend(name: str | None = None, *, replace: bool = False) -> Callable[[T], T]:
@@ -42,7 +42,8 @@ def register_backend(name: str | None = None, *, replace: bool = False) -> Calla
             )
         _REGISTRY[key] = obj
         if isinstance(obj, type) and getattr(obj, "name", None) in (None, "", "base"):
-            obj.name = key
+            cls: Any = obj  # any class (a Backend subclass or a plug-in's own): give it the registered name
+            cls.name = key
         return obj
 
     return deco
@@ -56,7 +57,7 @@ def unregister_backend(name: str) -> None:
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     try:
         eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-    except Exception:  # a broken distribution must not hide the built-ins
+    except Exception:  # noqa: BLE001 - a broken distribution must not hide the built-ins
         return {}
     return {ep.name: ep for ep in eps}
 
@@ -74,7 +75,7 @@ def get_backend(name: str) -> Callable:
     if ep is not None:
         try:
             obj = ep.load()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a plug-in's import may raise anything
             raise UnknownBackendError(
                 f"backend {name!r} is declared by entry point {ep.value!r} but failed to import "
                 f"({type(e).__name__}: {e}); reinstall the package that provides it"

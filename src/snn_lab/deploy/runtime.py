@@ -70,18 +70,18 @@ class InputSource:
                 raise UnsupportedError("device-side encoding is Bernoulli only; use encode=host")
             return None, self.keys(ids)
         if compiled.encode == "graph":
-            if not self.bernoulli:
+            if self.draws is None:  # not Bernoulli
                 raise UnsupportedError("encode=graph is Bernoulli only; use encode=host")
             return torch.from_numpy(self.draws.uniform(images.numpy(), ids)), None
         dtype = compiled.input_dtype
-        if self.bernoulli:
+        if self.draws is not None:  # Bernoulli
             np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
             return torch.from_numpy(self.draws.spikes(images.numpy(), ids, np_dtype)), None
         return self._host_encode(images, ids).to(dtype), None
 
     def spike_train(self, images: torch.Tensor, ids: np.ndarray) -> torch.Tensor:
         """Float32 input train ``[T, B, ...]`` for ``model.forward_spikes`` (eager)."""
-        if self.bernoulli:
+        if self.draws is not None:  # Bernoulli
             return self.draws.spike_train(images.numpy(), ids)
         return self._host_encode(images, ids)
 
@@ -159,7 +159,7 @@ class Runtime:
                         )
                     else:
                         in_q.put((start, n, img, steps, keys))
-            except BaseException as e:  # surfaced by run()
+            except BaseException as e:  # noqa: BLE001 - handed to run(), which re-raises it in the caller
                 errors.append(e)
                 out_q.put(_STOP)
             finally:
@@ -176,7 +176,7 @@ class Runtime:
                     t0 = time.perf_counter()
                     acc = self.compiled.run_batch(img, steps, keys, self.T)
                     out_q.put((start, n, acc.copy(), t0))
-            except BaseException as e:
+            except BaseException as e:  # noqa: BLE001 - handed to run(), which re-raises it in the caller
                 errors.append(e)
                 out_q.put(_STOP)
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ...errors import BackendUnavailableError, UnsupportedError
+from ...errors import BackendUnavailableError, DeployError, UnsupportedError
 
 
 class CompiledStep:
@@ -41,7 +41,7 @@ class CompiledStep:
         self.batch_size = int(batch_size)
         self.artifacts: dict[str, str] = dict(artifacts or {})
         self.input_dtype = input_dtype  # dtype of x_t for encode=host
-        self._state: list | None = None
+        self._state: list[Tensor] | None = None
         self._images: Tensor | None = None
 
     # -- the compiled graph, state explicit ---------------------------------------------
@@ -66,6 +66,8 @@ class CompiledStep:
         """Time step ``t``. ``x`` is ``u_t`` (encode=graph), the spikes ``x_t``
         (encode=host), or None (device-side encoding). The returned array may be reused
         by the next call."""
+        if self._state is None:
+            raise DeployError("step() before reset(): reset() starts each sample batch")
         x = _tensor(x)
         inputs = (self._images, x) if self.encode == "graph" else (x,)
         out, *self._state = self(*inputs, *self._state)
@@ -77,15 +79,22 @@ class CompiledStep:
         ``steps`` is ``[T, B, ...]``: draws (encode=graph) or spikes (encode=host); None
         with device-side encoding (then ``time_steps`` and ``keys`` are needed).
         """
-        T = int(steps.shape[0]) if steps is not None else int(time_steps)
+        if steps is not None:
+            T = int(steps.shape[0])
+        elif time_steps is not None:
+            T = int(time_steps)
+        else:
+            raise DeployError("run_batch without steps (device-side encoding) needs time_steps")
         self.reset(images if (self.encode == "graph" or self.device_rng) else None, keys)
-        acc = None
+        acc: np.ndarray | None = None
         for t in range(T):
             out = self.step(t, None if steps is None else steps[t])
             if acc is None:
                 acc = np.array(out, dtype=np.float32, copy=True)
             else:
                 np.add(acc, out, out=acc)
+        if acc is None:
+            raise DeployError(f"run_batch needs at least one time step, got {T}")
         return acc
 
     def close(self) -> None:
@@ -120,7 +129,7 @@ class Backend:
     #: batch sizes the toolchain compiles (None: any)
     batch_sizes: Sequence[int] | None = None
     #: options accepted by compile() and their defaults
-    default_options: dict[str, Any] = {}
+    default_options: ClassVar[dict[str, Any]] = {}
 
     def check_available(self) -> None:
         """Import the toolchain; raise :class:`BackendUnavailableError` saying what to install."""

@@ -3,6 +3,8 @@ compared with (same math as training's per-step path, fused LIF update)."""
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 
 from ..registry import register_backend
@@ -20,7 +22,7 @@ class EagerStep(CompiledStep):
 @register_backend("eager")
 class EagerBackend(Backend):
     description = "PyTorch eager execution of the step module (reference)"
-    default_options = {"threads": None}
+    default_options: ClassVar[dict[str, Any]] = {"threads": None}
 
     def compile(self, step, example_inputs, out_dir, **options):
         opts = self.options(options)

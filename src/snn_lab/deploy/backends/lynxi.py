@@ -33,7 +33,7 @@ import importlib
 import os
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -104,7 +104,7 @@ def lyngor_build(traced_path: str, manifest: dict, out_dir: str, version: int = 
     model = lyn.DLModel()
     model.load(torch.jit.load(traced_path), model_type="Pytorch", inputs_dict=inputs)
     builder = lyn.Builder(target="apu")
-    kwargs = {"out_path": out_dir}
+    kwargs: dict[str, Any] = {"out_path": out_dir}
     import inspect
 
     params = inspect.signature(builder.build).parameters
@@ -207,9 +207,10 @@ class LynSdkDevice:
             pin = sdk.lyn_addr_seek(pin, self.in_len * B)
             pout = sdk.lyn_addr_seek(pout, self.out_len * B)
         sdk.lyn_record_event(self.s_recv, self.done_event)
-        self._inflight[id(host)] = host  # the host block must live until the copy ran
+        key = id(host)
+        self._inflight[key] = host  # the host block must live until the copy ran
 
-        def on_done(_params, key=id(host)):
+        def on_done(_params):
             out = np.empty((T, B, self.out_len // 4), dtype=np.float32)
             sdk.lyn_memcpy(sdk.lyn_numpy_to_ptr(out), dev_out, out.nbytes, sdk.lyn_memcpy_dir_t.ServerToClient)
             self._free.put((dev_in, dev_out))
@@ -290,7 +291,7 @@ class LynxiBackend(Backend):
     install_hint = INSTALL_HINT
     batch_sizes = LYNXI_BATCH_SIZES
     encodings = ("host", "graph")
-    default_options = {"device_id": 0, "version": 0, "op_plugin": None}
+    default_options: ClassVar[dict[str, Any]] = {"device_id": 0, "version": 0, "op_plugin": None}
 
     def check_available(self) -> None:
         try:

@@ -31,6 +31,7 @@ Izhikevich, BatchNorm/conv layers, ``encode=graph`` (NIR has no random op).
 from __future__ import annotations
 
 import os
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -147,6 +148,10 @@ class NirLIF(nn.Module):
 
     State is the pre-reset membrane in discrete units (NIR's ``v / (r dt / tau)``)."""
 
+    decay: torch.Tensor  # buffers
+    vth: torch.Tensor
+    gain: torch.Tensor
+
     def __init__(self, node, dt: float):
         super().__init__()
         tau, r = np.asarray(node.tau, np.float64), np.asarray(node.r, np.float64)
@@ -167,6 +172,9 @@ class NirLIF(nn.Module):
 
 
 class NirLI(nn.Module):
+    decay: torch.Tensor  # buffers
+    gain: torch.Tensor
+
     def __init__(self, node, dt: float):
         super().__init__()
         tau, r = np.asarray(node.tau, np.float64), np.asarray(node.r, np.float64)
@@ -225,11 +233,21 @@ def check_readback(model, module) -> dict:
     checked = 0
     for a, b in zip(ours, theirs):
         if isinstance(a, nn.Linear):
-            same = torch.equal(a.weight.detach(), b.weight) and (a.bias is None or torch.equal(a.bias.detach(), b.bias))
+            same = (
+                isinstance(b, nn.Linear)
+                and torch.equal(a.weight.detach(), b.weight)
+                and (a.bias is None or torch.equal(a.bias.detach(), b.bias))
+            )
         elif isinstance(a, LI):
-            same = bool(torch.all(b.decay == a.decay.detach())) and bool(torch.all(b.gain == 1.0))
+            same = (
+                isinstance(b, NirLI) and bool(torch.all(b.decay == a.decay.detach())) and bool(torch.all(b.gain == 1.0))
+            )
         else:
-            same = bool(torch.all(b.decay == a.leak().detach())) and bool(torch.all(b.vth == a.vth.detach()))
+            same = (
+                isinstance(b, NirLIF)
+                and bool(torch.all(b.decay == a.leak().detach()))
+                and bool(torch.all(b.vth == a.vth.detach()))
+            )
         if not same:
             raise DeployError(
                 f"nir read-back of {type(a).__name__} does not reproduce the trained parameters "
@@ -241,6 +259,7 @@ def check_readback(model, module) -> dict:
 
 class NirStep(CompiledStep):
     backend = "nir"
+    readback: dict[str, Any]  # check_readback's summary, set by NirBackend.compile
 
     def __init__(self, module, step, batch_size, artifacts, state_keys):
         super().__init__(step, batch_size, artifacts, torch.float32)
@@ -277,7 +296,7 @@ class NirBackend(Backend):
     requires = ("nir", "nirtorch", "h5py")
     install_hint = "pip install nir nirtorch h5py (or: pip install -e '.[deploy]')"
     encodings = ("host",)
-    default_options = {"dt": DT}
+    default_options: ClassVar[dict[str, Any]] = {"dt": DT}
 
     def check_model(self, model) -> None:
         list(_lowerable(model))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,7 +35,8 @@ def export_onnx(step, example_inputs, path: str, opset: int = 17) -> str:
         torch.onnx.export(
             step,
             example_inputs,
-            buf,
+            # torch annotates f as a path; the TorchScript exporter (dynamo=False) also writes to file-likes
+            buf,  # type: ignore[arg-type]
             input_names=names,
             output_names=step.output_names,
             opset_version=opset,
@@ -139,7 +141,7 @@ class OnnxRuntimeBackend(Backend):
     description = "ONNX export + ONNX Runtime CPU session, state bound in place with io_binding"
     requires = ("onnx", "onnxruntime")
     install_hint = "pip install onnx onnxruntime (or: pip install -e '.[deploy]')"
-    default_options = {
+    default_options: ClassVar[dict[str, Any]] = {
         "threads": 2,
         "opset": 17,
         "optimization": "all",

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -285,7 +285,7 @@ class SparseStep(CompiledStep):
 class SparseBackend(Backend):
     description = "C kernel for binary sparse spikes: gather-accumulate, fused LIF, in-kernel encoding"
     preferred_encode = "graph"  # draws made in the kernel
-    default_options = {"threads": 2, "cc": None, "march_native": True}
+    default_options: ClassVar[dict[str, Any]] = {"threads": 2, "cc": None, "march_native": True}
 
     def check_available(self) -> None:
         find_compiler(None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any, ClassVar
 
 import torch
 
@@ -28,7 +29,7 @@ class TorchScriptStep(CompiledStep):
 @register_backend("torchscript")
 class TorchScriptBackend(Backend):
     description = "torch.jit.trace + freeze of the single step (explicit state)"
-    default_options = {"freeze": True, "threads": None}
+    default_options: ClassVar[dict[str, Any]] = {"freeze": True, "threads": None}
 
     def compile(self, step, example_inputs, out_dir, **options):
         opts = self.options(options)

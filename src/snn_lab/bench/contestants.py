@@ -20,11 +20,13 @@ start equal).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from ..encoders import BernoulliEncoder
-from ..models import TUTORIAL_KEYS, load_tutorial_state_dict, tutorial_network
+from ..models import TUTORIAL_KEYS, SpikingMLP, load_tutorial_state_dict, tutorial_network
 
 SIZES = (784, 512, 512, 10)
 
@@ -38,6 +40,7 @@ def tutorial_layout(state: dict) -> dict:
 class Contestant:
     name = "?"
     description = ""
+    module: nn.Module  # the network being raced (set by each subclass)
 
     def __init__(self, time_steps: int, device: torch.device):
         self.T = time_steps
@@ -62,6 +65,7 @@ class Contestant:
 class Reference(Contestant):
     name = "reference"
     description = "per-step loop: tutorial_network(mode='step'), rand<p each step (the tutorial's order)"
+    module: SpikingMLP
 
     def __init__(self, time_steps, device):
         super().__init__(time_steps, device)
@@ -129,6 +133,7 @@ class _TutorialNet(nn.Module):
 class TutorialCode(Contestant):
     name = "tutorial_code"
     description = "the reference tutorial's per-step class (re-implemented): module state, torch.bernoulli"
+    module: _TutorialNet
 
     def __init__(self, time_steps, device):
         super().__init__(time_steps, device)
@@ -155,6 +160,7 @@ class TutorialCode(Contestant):
 class Engine(Contestant):
     name = "engine"
     description = "tutorial_network(mode='layer'): fused LIF scan + spike-aware matmuls (snn_lab.engine)"
+    module: SpikingMLP
 
     def __init__(self, time_steps, device):
         super().__init__(time_steps, device)
@@ -181,9 +187,19 @@ class _PeerMLP(nn.Module):
 
 
 class _Peer(Contestant):
+    module: Any  # a _PeerMLP holding the peer library's (untyped) neuron modules
+
     def __init__(self, time_steps, device):
         super().__init__(time_steps, device)
         self.module = self._build().to(device)
+
+    def _build(self) -> nn.Module:
+        """The network, built with the peer library (imported here: it is optional)."""
+        raise NotImplementedError
+
+    def _run(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B, 10]`` for a flattened spike train ``x_seq`` ``[T, B, 784]``."""
+        raise NotImplementedError
 
     def load(self, tutorial_state):
         self.module.load_state_dict({k: v for k, v in tutorial_state.items() if k.startswith("linear")}, strict=False)

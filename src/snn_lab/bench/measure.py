@@ -89,19 +89,19 @@ def layer_strategies(net, images: torch.Tensor, generator, repeats: int, device:
         s.reshape(s.shape[0] * s.shape[1], -1) for s in rec.spikes[:-1]
     ]
     rows = []
-    for i, (layer, x) in enumerate(zip(net.layers, inputs)):
+    for i, (layer, x_in) in enumerate(zip(net.layers, inputs)):
         lin = None
         for m in layer.synapse.modules():
             if isinstance(m, torch.nn.Linear):
                 lin = m
         if lin is None:
             continue
-        x = x.to(device).contiguous().float()
+        x = x_in.to(device).contiguous().float()
         W, b = lin.weight.detach(), lin.bias.detach() if lin.bias is not None else None
         g = torch.randn(x.shape[0], W.shape[0], device=device)
         density = float(x.mean())
         cands: dict[str, tuple[Callable, Callable]] = {
-            "dense": (lambda: F.linear(x, W, b), lambda: g.t() @ x),
+            "dense": (lambda x=x, W=W, b=b: F.linear(x, W, b), lambda x=x, g=g: g.t() @ x),
         }
         if device.type == "cpu" and native_enabled():
             T = train.shape[0]
@@ -119,15 +119,22 @@ def layer_strategies(net, images: torch.Tensor, generator, repeats: int, device:
                     ),
                     lambda tm=tm, g=g, T=T, Bn=Bn, K=x.shape[1]: native.tm_wgrad(tm, g, T, Bn, K),
                 )
-            cands["sparse_rows"] = (
-                lambda x=x, b=b, W=W: native.spmm_fwd(*native.csr(x), wp(W), b, x.shape[0], W.shape[0]),
-                lambda csr=csr, g=g, K=x.shape[1]: native.spmm_wgrad(csr[0], csr[1], g, K),
-            )
+            if csr is not None:
+
+                def rows_fwd(x=x, b=b, W=W):
+                    index = native.csr(x)
+                    assert index is not None  # the same binary x as csr above
+                    return native.spmm_fwd(*index, wp(W), b, x.shape[0], W.shape[0])
+
+                cands["sparse_rows"] = (
+                    rows_fwd,
+                    lambda csr=csr, g=g, K=x.shape[1]: native.spmm_wgrad(csr[0], csr[1], g, K),
+                )
         if device.type == "cuda":
             pieces = [p.t() for p in L._split3(W)]
             cands["bf16x3"] = (
-                lambda: L._bf16x3_mm(x, pieces),
-                lambda: L._bf16x3_mm(x.to(torch.bfloat16).t(), L._split3(g)),
+                lambda x=x, pieces=pieces: L._bf16x3_mm(x, pieces),
+                lambda x=x, g=g: L._bf16x3_mm(x.to(torch.bfloat16).t(), L._split3(g)),
             )
         times: dict[str, dict[str, list[float]]] = {k: {"forward": [], "wgrad": []} for k in cands}
         for r in range(repeats + 1):

@@ -166,7 +166,7 @@ def _run(cfg: BenchConfig) -> dict:
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     pick = torch.Generator().manual_seed(cfg.seed + 1)
 
-    def batch(b):
+    def batch(b: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(0, n_img, (b,), generator=pick).to(device)
         return images[idx], labels[idx]
 
@@ -232,11 +232,11 @@ def _run(cfg: BenchConfig) -> dict:
                     c, o = racers[n]
                     c.train(True)
 
-                    def go(c=c, o=o):
+                    def train_all(c=c, o=o, train_batches=train_batches):
                         for xb, yb in train_batches:
                             _train_step(c, o, xb, yb, gen)
 
-                    dt = timed(go, device)
+                    dt = timed(train_all, device)
                     if r >= cfg.warmup:
                         per_round[n][m].append(cfg.train_batch * cfg.train_steps / dt)
             else:
@@ -247,12 +247,12 @@ def _run(cfg: BenchConfig) -> dict:
                     c, _ = racers[n]
                     c.train(False)
 
-                    def go(c=c, xs=xs):
+                    def infer_all(c=c, xs=xs):
                         with torch.no_grad():
                             for xb in xs:
                                 c.scores(xb, gen)
 
-                    dt = timed(go, device)
+                    dt = timed(infer_all, device)
                     if r >= cfg.warmup:
                         per_round[n][m].append(b * nb / dt)
         log.info("round %d/%d done", r + 1, total_rounds)
@@ -292,11 +292,11 @@ def _run(cfg: BenchConfig) -> dict:
 
     targets = {}
     if "engine" in ratios:
-        e = ratios["engine"]
+        eng_ratios = ratios["engine"]
         targets = {
-            "train_ge_3x": e["train"] >= 3.0,
-            "infer_b28_ge_3x": (e.get("infer_b28") or 0) >= 3.0 if "infer_b28" in e else None,
-            "memory_le_0.5x": e["saved_activation_memory"] <= 0.5,
+            "train_ge_3x": eng_ratios["train"] >= 3.0,
+            "infer_b28_ge_3x": (eng_ratios.get("infer_b28") or 0) >= 3.0 if "infer_b28" in eng_ratios else None,
+            "memory_le_0.5x": eng_ratios["saved_activation_memory"] <= 0.5,
         }
     machine = machine_info(device)
     machine["loadavg_at_start"] = load_start
@@ -320,6 +320,10 @@ def _run(cfg: BenchConfig) -> dict:
         "layers": layers,
         "targets": targets,
     }
+
+
+def _score_agreement(v: dict) -> str:
+    return "identical" if v["scores_identical"] else f"max diff {v['max_abs_score_diff']:.3g}"
 
 
 def table(res: dict) -> str:
@@ -363,11 +367,7 @@ def table(res: dict) -> str:
         )
     if res["agreement"]:
         a = res["agreement"]
-        same = ", ".join(
-            f"{n} {'identical' if v['scores_identical'] else 'max diff %.3g' % v['max_abs_score_diff']}"
-            for n, v in a.items()
-            if n != "reference"
-        )
+        same = ", ".join(f"{n} {_score_agreement(v)}" for n, v in a.items() if n != "reference")
         out += f"\nscores on one shared input train vs the reference: {same}"
         if "engine" in a and "spike_mismatches" in a["engine"]:
             out += (

@@ -92,7 +92,7 @@ def load_mnist_arrays(
     base = BUNDLED_DIR if root is None else Path(root)
     if root is not None and (base / "MNIST" / "raw").is_dir():
         base = base / "MNIST" / "raw"
-    img_name, lbl_name, n = FILES[split]
+    img_name, lbl_name, _ = FILES[split]
     arrays = []
     for name, ndim in ((img_name, 3), (lbl_name, 1)):
         path = base / name

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY, train
+from helpers import TINY_RUN, train
 from snn_lab.data.mnist import BUNDLED_DIR
 
 
@@ -19,14 +19,6 @@ def _digest(run: Path) -> dict:
         for p in sorted(run.rglob("*"))
         if p.is_file() and p.suffix != ".log"
     }
-
-
-@pytest.fixture(scope="module")
-def good_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("good")
-    r = train([*TINY, "hydra.run.dir=run"], root)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return root / "run"
 
 
 class _Evil:
@@ -100,7 +92,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,overrides,expected", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(name, overrides, expected, good_run, tmp_path):
+def test_bad_input(name, overrides, expected, tiny_run_copy, tmp_path):
+    good_run = tiny_run_copy  # a finished run, which every case must leave untouched
     before = _digest(good_run)
     fills = {"good": str(good_run), "tmp": str(tmp_path)}
     for kind in (
@@ -117,7 +110,7 @@ def test_bad_input(name, overrides, expected, good_run, tmp_path):
     args = [o.format(**fills) for o in overrides]
     if not any(a.startswith("hydra.run.dir=") for a in args):
         args.append("hydra.run.dir=new")
-    r = train([*TINY, *args], tmp_path, timeout=240)
+    r = train([*TINY_RUN, *args], tmp_path, timeout=240)
     assert r.returncode != 0
     err = r.stderr.strip()
     assert expected in err, err[-1500:]

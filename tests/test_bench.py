@@ -1,17 +1,14 @@
 """``python -m snn_lab.bench``: a tiny run end to end (no timing assertions)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from helpers import bench
 from snn_lab.bench import BenchConfig, run, table
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(
+# the smallest bench config that exercises every stage (a BenchConfig's fields)
+TINY_BENCH = dict(
     time_steps=3,
     train_batch=8,
     train_steps=1,
@@ -28,9 +25,9 @@ TINY = dict(
 
 
 def test_tiny_bench_in_process():
-    res = run(BenchConfig(**TINY))
+    res = run(BenchConfig(**TINY_BENCH))
     assert set(res["contestants"]) >= {"reference", "tutorial_code", "engine"}
-    for name, entry in res["contestants"].items():
+    for entry in res["contestants"].values():
         for metric in ("train", "infer_b1", "infer_b4"):
             assert entry[metric]["samples_per_s"] > 0
         assert entry["saved_activation_bytes"] > 0
@@ -44,24 +41,10 @@ def test_tiny_bench_in_process():
 
 
 def test_bench_cli_writes_bench_json(tmp_path):
-    args = [f"{k}={json.dumps(v) if isinstance(v, list) else ('null' if v is None else v)}" for k, v in TINY.items()]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snn_lab.bench",
-            *args,
-            "contestants=[engine]",
-            "peers=false",
-            f"hydra.run.dir={tmp_path}",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = [
+        f"{k}={json.dumps(v) if isinstance(v, list) else ('null' if v is None else v)}" for k, v in TINY_BENCH.items()
+    ]
+    proc = bench([*args, "contestants=[engine]", "peers=false", f"hydra.run.dir={tmp_path}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads((tmp_path / "bench.json").read_text())
     assert set(res["contestants"]) == {"reference", "engine"}  # the reference always races
@@ -71,8 +54,8 @@ def test_bench_cli_writes_bench_json(tmp_path):
 
 def test_bench_rejects_bad_config():
     with pytest.raises(ValueError, match="contestant 'fastest' is unknown"):
-        run(BenchConfig(**{**TINY, "contestants": ["fastest"]}))
+        run(BenchConfig(**{**TINY_BENCH, "contestants": ["fastest"]}))
     with pytest.raises(ValueError, match="target='tpu' is unknown"):
-        run(BenchConfig(**{**TINY, "target": "tpu"}))
+        run(BenchConfig(**{**TINY_BENCH, "target": "tpu"}))
     with pytest.raises(ValueError, match="rounds=0 is invalid"):
-        run(BenchConfig(**{**TINY, "rounds": 0}))
+        run(BenchConfig(**{**TINY_BENCH, "rounds": 0}))

@@ -1,26 +1,19 @@
 """TensorBoard dashboards: firing-rate scalars and histograms, the spike raster and
 membrane traces of a fixed validation sample, HPARAMS with the final metrics."""
 
+import contextlib
 import io
 from types import SimpleNamespace
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from helpers import TINY, train
-from snn_lab.cli import CONFIG_DIR
+from helpers import TINY_RUN, train
 from snn_lab.config import ConfigError, validate
-from snn_lab.config.build import build_callbacks, net_config, to_dict
+from snn_lab.config.build import build_callbacks, to_dict
 from snn_lab.lit.callbacks import SpikeDashboard
-from snn_lab.models import build_network
 
 pytest.importorskip("matplotlib")
-
-
-def _compose(overrides=()):
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=list(overrides))
 
 
 def _events(run_dir):
@@ -35,7 +28,7 @@ def _events(run_dir):
 
 
 def test_cli_run_logs_rasters_traces_histograms_and_hparams(tmp_path):
-    r = train([*TINY, "trainer.max_epochs=2", "hydra.run.dir=run"], tmp_path)
+    r = train([*TINY_RUN, "trainer.max_epochs=2", "hydra.run.dir=run"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     accs = _events(tmp_path / "run")
     tags = {kind: set() for kind in ("images", "histograms", "scalars", "tensors")}
@@ -66,10 +59,8 @@ def test_cli_run_logs_rasters_traces_histograms_and_hparams(tmp_path):
 
     content = {}
     for a in accs:
-        try:
+        with contextlib.suppress(KeyError):  # KeyError: this event file holds no HPARAMS summary
             content.update(a.PluginTagToContent("hparams"))
-        except KeyError:  # this event file holds no HPARAMS summary
-            pass
     assert "_hparams_/session_start_info" in content and "_hparams_/experiment" in content
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     assert start.session_start_info.hparams["neuron.vth"].number_value == pytest.approx(0.4)
@@ -79,10 +70,9 @@ def test_cli_run_logs_rasters_traces_histograms_and_hparams(tmp_path):
 
 
 @pytest.fixture
-def small_net():
-    cfg = _compose(["model.hidden=[32,16]", "time_steps=6"])
-    torch.manual_seed(0)
-    return build_network(net_config(cfg)).train()
+def small_net(tiny_net):
+    """The default train config's network (layer mode, untouched weights), 32-16 hidden, T=6."""
+    return tiny_net(hidden=(32, 16), time_steps=6, mode="layer", weight_scale=1.0, train=True)
 
 
 def test_probe_is_the_same_sample_and_spikes_every_time_and_touches_no_rng(small_net):
@@ -156,14 +146,13 @@ def test_callback_logs_every_n_epochs_and_last_on_rank_zero_only(small_net):
     assert "label 7" in writer.texts[0][1]
 
 
-def test_config_switch_and_bad_values():
-    names = lambda cbs: [type(c).__name__ for c in cbs]  # noqa: E731
-    on = to_dict(_compose().callbacks)
-    assert "SpikeDashboard" in names(build_callbacks(on, "val/acc", "/tmp/x"))
-    off = to_dict(_compose(["callbacks.dashboard.enabled=false"]).callbacks)
-    assert "SpikeDashboard" not in names(build_callbacks(off, "val/acc", "/tmp/x"))
-    assert "SpikeDashboard" not in names(
-        build_callbacks(to_dict(_compose(["callbacks=none"]).callbacks), "val/acc", "/tmp/x")
-    )
-    with pytest.raises(ConfigError, match="callbacks.dashboard.neurons=0"):
-        validate(_compose(["callbacks.dashboard.neurons=0"]))  # at startup, before .hydra/ is written
+def test_config_switch_and_bad_values(compose_cfg, tmp_path):
+    def names(*overrides):
+        cbs = build_callbacks(to_dict(compose_cfg(overrides).callbacks), "val/acc", str(tmp_path))
+        return [type(c).__name__ for c in cbs]
+
+    assert "SpikeDashboard" in names()
+    assert "SpikeDashboard" not in names("callbacks.dashboard.enabled=false")
+    assert "SpikeDashboard" not in names("callbacks=none")
+    with pytest.raises(ConfigError, match=r"callbacks\.dashboard\.neurons=0"):
+        validate(compose_cfg(["callbacks.dashboard.neurons=0"]))  # at startup, before .hydra/ is written

@@ -8,30 +8,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers import TINY, metrics, train
+from helpers import TINY_RUN, metrics, train
 from snn_lab.lit import MNISTDataModule
 from snn_lab.lit.callbacks import RankSeed
 from snn_lab.models import load_network
 
 # encoder=direct: no encoder randomness, so the synced accuracies can be recomputed here
-DDP = [*TINY, "trainer=ddp", "encoder=direct", "target.threads=1"]
-
-
-def _layer0_rate(ckpt, dataset, world_size=2) -> float:
-    """Layer 0's firing rate averaged over the ranks' halves, each in one batch."""
-    net = load_network(ckpt)
-    images = dataset.tensors[0]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            rates = [
-                net(images[r::world_size].float().div(255), return_record=True)[1].firing_rates()[0]
-                for r in range(world_size)
-            ]
-    finally:
-        torch.set_num_threads(threads)
-    return sum(rates) / world_size
+DDP = [*TINY_RUN, "trainer=ddp", "encoder=direct", "target.threads=1"]
 
 
 def _tb_scalar(run, tag) -> float:
@@ -42,22 +25,24 @@ def _tb_scalar(run, tag) -> float:
     return acc.Scalars(tag)[-1].value
 
 
-def _accuracy(ckpt, dataset, world_size=2) -> float:
-    """Accuracy over the whole set, evaluated like the ranks did: rank r gets samples
-    r, r + world_size, ... (DistributedSampler without shuffling) in one batch, 1 thread."""
+def _as_the_ranks_did(ckpt, dataset, world_size=2) -> tuple[float, float]:
+    """Accuracy over the whole set and layer 0's firing rate averaged over the ranks,
+    evaluated like the ranks did: rank r gets samples r, r + world_size, ...
+    (DistributedSampler without shuffling) in one batch, 1 thread."""
     net = load_network(ckpt)
     images, labels = dataset.tensors
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    correct = 0
+    correct, rates = 0, []
     try:
         with torch.no_grad():
             for r in range(world_size):
-                scores = net(images[r::world_size].float().div(255))
+                scores, rec = net(images[r::world_size].float().div(255), return_record=True)
                 correct += int((scores.argmax(1) == labels[r::world_size]).sum())
+                rates.append(rec.firing_rates()[0])
     finally:
         torch.set_num_threads(threads)
-    return correct / len(labels)
+    return correct / len(labels), sum(rates) / world_size
 
 
 def test_ddp_two_cpu_processes_shard_data_sync_metrics_and_write_once(tmp_path):
@@ -79,12 +64,12 @@ def test_ddp_two_cpu_processes_shard_data_sync_metrics_and_write_once(tmp_path):
     # torchmetrics sync: the logged accuracies are over all 200 images, both ranks' halves
     dm = MNISTDataModule(train_subset=400, eval_subset=200, val_split=200)
     dm.setup()
-    assert m["final_val_acc"] == pytest.approx(_accuracy(run / "checkpoints" / "last.ckpt", dm.val_set), abs=1e-6)
-    assert m["test_acc"] == pytest.approx(_accuracy(run / "checkpoints" / "best.ckpt", dm.test_set), abs=1e-6)
+    val_acc, val_rate = _as_the_ranks_did(run / "checkpoints" / "last.ckpt", dm.val_set)
+    test_acc, _ = _as_the_ranks_did(run / "checkpoints" / "best.ckpt", dm.test_set)
+    assert m["final_val_acc"] == pytest.approx(val_acc, abs=1e-6)
+    assert m["test_acc"] == pytest.approx(test_acc, abs=1e-6)
     # firing rates are averaged over the ranks too, not rank 0's half alone
-    assert _tb_scalar(run, "rates/layer0") == pytest.approx(
-        _layer0_rate(run / "checkpoints" / "last.ckpt", dm.val_set), abs=1e-6
-    )
+    assert _tb_scalar(run, "rates/layer0") == pytest.approx(val_rate, abs=1e-6)
 
 
 def test_rank_seed_gives_each_rank_its_own_stream_only_under_ddp():
@@ -105,19 +90,16 @@ def test_rank_seed_gives_each_rank_its_own_stream_only_under_ddp():
     assert not torch.equal(draw(1, 2, epoch=0), draw(1, 2, epoch=1))
 
 
-def test_child_command_is_the_job_not_the_sweep(tmp_path, monkeypatch):
+def test_child_command_is_the_job_not_the_sweep(tmp_path, monkeypatch, compose_cfg):
     """A DDP child re-runs the job it belongs to: that job's task overrides (not the sweep
     lists of sys.argv), in that job's output dir, as a single run."""
-    from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from snn_lab.cli import CONFIG_DIR
     from snn_lab.lit.ddp import hydra_child_command
 
     monkeypatch.setattr(sys, "argv", ["train.py", "-m", "neuron.vth=0.3,0.5", "time_steps=4"])
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["neuron.vth=0.5", "time_steps=4"], return_hydra_config=True)
+    cfg = compose_cfg(["neuron.vth=0.5", "time_steps=4"], return_hydra_config=True)
     job_dir = tmp_path / "it's a sweep" / "1"
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(job_dir)

@@ -9,30 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import QUIET, run_cli, train
+from helpers import deploy
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 FAST = ["num_samples=70", "latency_samples=5", "warmup=1", "eager_batch_size=70", "threads=1"]
 
 
-def deploy(args, cwd, timeout=300):
-    return run_cli("snn_lab.deploy", args, cwd, timeout)
-
-
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def ckpt(tmp_path_factory, compose_cfg):
     """A training checkpoint in the format the train CLI writes (hparams + state_dict),
-    built in-process from the composed train config of a small network."""
-    from hydra import compose, initialize_config_dir
-
-    from snn_lab.config import register_configs
+    built in-process from the composed train config of a small network, untrained but
+    with weights scaled up so that it spikes (a trained tiny run may barely spike)."""
     from snn_lab.config.build import net_config
     from snn_lab.lit.module import SNNLitModule
 
-    register_configs()
-    with initialize_config_dir(CONF, version_base="1.3"):
-        cfg = compose("train", overrides=["model.hidden=[64]", "time_steps=8"])
-    net = net_config(cfg)
+    net = net_config(compose_cfg(["model.hidden=[64]", "time_steps=8"]))
     torch.manual_seed(0)
     lit = SNNLitModule(net=net)
     for name, p in lit.net.named_parameters():
@@ -99,53 +89,25 @@ def test_deploy_cli_rejects_with_one_line_errors(ckpt, tmp_path, args, needle):
         (["ckpt_path=null"], "ckpt_path is required"),
     ],
 )
-def test_deploy_config_errors_in_process(ckpt, tmp_path, args, needle):
+def test_deploy_config_errors_in_process(ckpt, tmp_path, args, needle, compose_cfg):
     """The same composition as the CLI, without a subprocess per case."""
-    from hydra import compose, initialize_config_dir
-
     from snn_lab.cli.deploy import run
     from snn_lab.deploy import DeployError
 
-    with initialize_config_dir(CONF, version_base="1.3"):
-        cfg = compose("deploy", overrides=[f"ckpt_path={ckpt}", f"out_dir={tmp_path}", *FAST, *args])
+    cfg = compose_cfg([f"ckpt_path={ckpt}", f"out_dir={tmp_path}", *FAST, *args], "deploy")
     with pytest.raises(DeployError, match=re.escape(needle)):
         run(cfg)
     assert not (tmp_path / "deploy_report.json").exists()
 
 
-def test_target_apu_selects_lynxi_and_backend_group_wins():
-    from hydra import compose, initialize_config_dir
-
+def test_target_apu_selects_lynxi_and_backend_group_wins(compose_cfg):
     from snn_lab.cli.deploy import backend_from_config
 
-    with initialize_config_dir(CONF, version_base="1.3"):
-        assert backend_from_config(compose("deploy", overrides=["target=apu"]))[0] == "lynxi"
-        assert backend_from_config(compose("deploy"))[0] == "onnxruntime"
-        name, opts = backend_from_config(compose("deploy", overrides=["target=apu", "backend=sparse"]))
-        assert name == "sparse" and opts["threads"] == 2
-        assert backend_from_config(compose("deploy", overrides=["target=cpu"]))[1]["input_dtype"] == "auto"
+    def backend(*overrides):
+        return backend_from_config(compose_cfg(overrides, "deploy"))
 
-
-@pytest.mark.slow
-def test_train_then_deploy_one_flow(tmp_path):
-    """train ... deploy=<backend>: one command trains, deploys and verifies (lead's wiring)."""
-    r = train(
-        [
-            "data.train_subset=400",
-            "data.eval_subset=200",
-            "data.val_split=200",
-            "trainer.max_epochs=1",
-            "time_steps=4",
-            "model.hidden=[64]",
-            "deploy=sparse",
-            "deploy_batch_size=28",
-            *QUIET,
-            "hydra.run.dir=run",
-        ],
-        tmp_path,
-        timeout=900,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert m["deploy"]["agreement"] >= 0.999 and m["deploy"]["backend"] == "sparse"
-    assert Path(m["deploy"]["report_path"]).is_file()
+    assert backend("target=apu")[0] == "lynxi"
+    assert backend()[0] == "onnxruntime"
+    name, opts = backend("target=apu", "backend=sparse")
+    assert name == "sparse" and opts["threads"] == 2
+    assert backend("target=cpu")[1]["input_dtype"] == "auto"

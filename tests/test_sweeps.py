@@ -1,19 +1,16 @@
 """Sweeps: parallel local jobs (joblib launcher), Optuna search, the SLURM launcher
 preset, summary tables and the plot script, each on a tiny subset."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import TINY, metrics, train
+from helpers import TINY_RUN, metrics, run_script, train
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-ROOT = Path(__file__).resolve().parents[1]
-TINY_NO_T = [a for a in TINY if not a.startswith("time_steps=")]
+TINY_NO_T = [a for a in TINY_RUN if not a.startswith("time_steps=")]  # the search picks T
 SEARCH = {"neuron.vth", "neuron.decay", "optimizer.lr", "time_steps"}
 
 
@@ -39,7 +36,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
             "hydra/launcher=joblib",
             "hydra.launcher.n_jobs=2",
             "neuron.vth=0.3,0.5",
-            *TINY,
+            *TINY_RUN,
             "target.threads=1",
             "hydra.sweep.dir=sweep",
         ],
@@ -101,18 +98,7 @@ def test_optuna_search_maximises_validation_accuracy(optuna_sweep):
 
 
 def test_plot_script_writes_png_plots(optuna_sweep, tmp_path):
-    r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "experiments" / "plot_sweep.py"),
-            str(optuna_sweep),
-            "--out",
-            str(tmp_path / "plots"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = run_script("experiments/plot_sweep.py", [str(optuna_sweep), "--out", str(tmp_path / "plots")], timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     expected = {f"acc_vs_{k}.png" for k in SEARCH} | {"learning_curves.png", "history.png"}
     assert {p.name for p in (tmp_path / "plots").glob("*.png")} == expected
@@ -124,28 +110,18 @@ def test_plot_script_writes_png_plots(optuna_sweep, tmp_path):
             img.verify()
             assert img.format == "PNG" and img.size[0] >= 400 and img.size[1] >= 300
     # nothing to plot: a clear error, no traceback
-    bad = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "plot_sweep.py"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = run_script("experiments/plot_sweep.py", [str(tmp_path)], timeout=120)
     assert bad.returncode == 2 and "no finished job" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_slurm_launcher_preset_composes_one_task_per_device():
+def test_slurm_launcher_preset_composes_one_task_per_device(compose_cfg):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from snn_lab.cli import CONFIG_DIR
-
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=["hydra/launcher=slurm_ddp", "trainer=ddp", "target.devices=4", "hydra.launcher.partition=gpu"],
-            return_hydra_config=True,
-        )
+    cfg = compose_cfg(
+        ["hydra/launcher=slurm_ddp", "trainer=ddp", "target.devices=4", "hydra.launcher.partition=gpu"],
+        return_hydra_config=True,
+    )
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert launcher["tasks_per_node"] == launcher["gpus_per_node"] == 4 and launcher["nodes"] == 1
@@ -163,7 +139,7 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
             "hydra/launcher=submitit_local",
             "hydra.launcher.timeout_min=5",
             "neuron.vth=0.3",
-            *TINY,
+            *TINY_RUN,
             "hydra.sweep.dir=sub",
         ],
         tmp_path,

@@ -1,10 +1,12 @@
 """The train CLI end to end, in subprocesses as a user runs it."""
 
 import json
+from pathlib import Path
 
+import pytest
 import torch
 
-from helpers import QUIET, TINY, metrics, train
+from helpers import QUIET, TINY_RUN, metrics, train
 from snn_lab.lit import SNNLitModule
 from snn_lab.models import load_network
 
@@ -56,7 +58,7 @@ def test_short_real_training_reaches_sanity_accuracy_and_writes_outputs(tmp_path
 
 
 def test_multirun_two_jobs_and_summary(tmp_path):
-    r = train(["-m", "neuron.vth=0.3,0.5", *TINY, "hydra.sweep.dir=sweep"], tmp_path)
+    r = train(["-m", "neuron.vth=0.3,0.5", *TINY_RUN, "hydra.sweep.dir=sweep"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     sweep = tmp_path / "sweep"
     assert metrics(sweep / "0")["best_val_acc"] is not None and metrics(sweep / "1")["test_acc"] is not None
@@ -65,33 +67,34 @@ def test_multirun_two_jobs_and_summary(tmp_path):
     assert "neuron.vth=0.5" in (sweep / "summary.md").read_text()
 
 
-def test_resume_from_last_checkpoint(tmp_path):
-    r = train([*TINY, "hydra.run.dir=run"], tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    first = metrics(tmp_path / "run")
+def test_resume_from_last_checkpoint(tiny_run_copy, tmp_path):
+    run = tiny_run_copy  # a finished TINY_RUN at tmp_path / "run"
+    first = metrics(run)
     # a finished run is not overwritten by accident
-    again = train([*TINY, "hydra.run.dir=run"], tmp_path)
+    again = train([*TINY_RUN, "hydra.run.dir=run"], tmp_path)
     assert again.returncode == 2 and "already holds a finished run" in again.stderr
-    assert metrics(tmp_path / "run") == first
-    r = train([*TINY, "trainer.max_epochs=2", "ckpt_path=last", "hydra.run.dir=run"], tmp_path)
+    assert metrics(run) == first
+    r = train([*TINY_RUN, "trainer.max_epochs=2", "ckpt_path=last", "hydra.run.dir=run"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    m = metrics(tmp_path / "run")
+    m = metrics(run)
     assert m["epochs"] == 2 and m["global_step"] == 2 * first["global_step"]
     assert [h["epoch"] for h in m["history"]] == [1]  # only the resumed epoch ran
 
 
-def test_resume_with_other_architecture_is_refused(tmp_path):
-    assert train([*TINY, "hydra.run.dir=run"], tmp_path).returncode == 0
-    r = train([*TINY, "model.hidden=[32]", "trainer.max_epochs=2", "ckpt_path=last", "hydra.run.dir=run"], tmp_path)
+def test_resume_with_other_architecture_is_refused(tiny_run_copy, tmp_path):
+    r = train([*TINY_RUN, "model.hidden=[32]", "trainer.max_epochs=2", "ckpt_path=last", "hydra.run.dir=run"], tmp_path)
     assert r.returncode == 2 and "another network" in r.stderr and "model" in r.stderr
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 1
+    assert metrics(tiny_run_copy)["epochs"] == 1
 
 
-def test_train_then_deploy_in_one_command(tmp_path):
-    r = train([*TINY, "deploy=onnxruntime", "deploy_batch_size=28", "hydra.run.dir=run"], tmp_path)
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("sparse", marks=pytest.mark.slow)])
+def test_train_then_deploy_in_one_command(backend, tmp_path):
+    """train ... deploy=<backend>: one command trains, deploys and verifies."""
+    r = train([*TINY_RUN, f"deploy={backend}", "deploy_batch_size=28", "hydra.run.dir=run"], tmp_path, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     m = metrics(tmp_path / "run")
     report = json.loads((tmp_path / "run" / "deploy" / "deploy_report.json").read_text())
-    assert report["backend"] == "onnxruntime" and report["batch_size"] == 28
+    assert report["backend"] == m["deploy"]["backend"] == backend and report["batch_size"] == 28
     assert m["deploy"]["agreement"] == report["agreement"] >= 0.999
+    assert Path(m["deploy"]["report_path"]).is_file()
     assert abs(report["eager_accuracy"] - m["test_acc"]) < 0.05  # same network, other spikes

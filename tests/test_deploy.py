@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import sys
 import textwrap
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 
 from snn_lab.deploy import (
     BackendUnavailableError,
+    DeployError,
     LoadSaveStep,
     StepModule,
     UnknownBackendError,
@@ -32,34 +32,10 @@ from snn_lab.deploy.encoding import CounterDraws, mix32, sample_keys
 from snn_lab.deploy.ops import graph_ops
 from snn_lab.deploy.runtime import InputSource, Runtime, eager_reference
 from snn_lab.deploy.step import export_program, trace_torchscript
-from snn_lab.encoders import BernoulliEncoder, LatencyEncoder
-from snn_lab.models import SpikingMLP, tutorial_network
-from snn_lab.neurons import ALIF, IF, LIF, PLIF, Surrogate
+from snn_lab.encoders import LatencyEncoder, build_encoder
+from snn_lab.models import tutorial_network
 
-T = 6
-
-
-def tiny(neuron="lif", readout="rate", hidden=(48, 32), encoder=None, seed=0, time_steps=T):
-    torch.manual_seed(seed)
-    make = {
-        "lif": lambda: LIF(0.4, 0.8, Surrogate()),
-        "if": lambda: IF(0.4, Surrogate()),
-        "plif": lambda: PLIF(0.4, 0.7, Surrogate()),
-        "alif": lambda: ALIF(0.4, 0.8, surrogate=Surrogate()),
-        "lif_sub": lambda: LIF(0.4, 0.8, Surrogate(), reset="subtract"),
-    }[neuron]
-    net = SpikingMLP(make, hidden=hidden, time_steps=time_steps, encoder=encoder or BernoulliEncoder(), readout=readout)
-    for layer in net.layers:  # stronger weights so every layer spikes
-        layer.synapse[-1].weight.data.mul_(2.5)
-    return net.eval()
-
-
-def mnist_like(n, seed=0):
-    """Sparse images in [0, 1] with k/255 levels, like MNIST."""
-    g = torch.Generator().manual_seed(seed)
-    levels = torch.randint(0, 256, (n, 1, 28, 28), generator=g).float() / 255
-    mask = torch.rand((n, 1, 28, 28), generator=g) < 0.25
-    return (levels * mask).contiguous()
+T = 6  # the time steps of tiny_net (its default)
 
 
 def eager_scores(net, images, ids, time_steps=T, seed=0):
@@ -81,8 +57,8 @@ def run_compiled(compiled, net, images, ids, time_steps=T, seed=0):
     "neuron,readout",
     [("lif", "rate"), ("plif", "rate"), ("if", "rate"), ("alif", "rate"), ("lif_sub", "rate"), ("lif", "membrane")],
 )
-def test_step_module_reproduces_the_network_bit_for_bit(neuron, readout):
-    net = tiny(neuron, readout)
+def test_step_module_reproduces_the_network_bit_for_bit(neuron, readout, tiny_net):
+    net = tiny_net(neuron, readout)
     x = (torch.rand(T, 5, 1, 28, 28, generator=torch.Generator().manual_seed(1)) < 0.2).float()
     ref, rec = net.forward_spikes(x, return_record=True)
     step = StepModule(net, "host")
@@ -96,8 +72,8 @@ def test_step_module_reproduces_the_network_bit_for_bit(neuron, readout):
     assert rec.firing_rates()[0] > 0.01  # the test network does spike
 
 
-def test_graph_encoding_equals_host_encoding_on_the_same_draws():
-    net = tiny()
+def test_graph_encoding_equals_host_encoding_on_the_same_draws(tiny_net, mnist_like):
+    net = tiny_net()
     images, ids = mnist_like(6), np.arange(6)
     draws = CounterDraws(3, T)
     u = torch.from_numpy(draws.uniform(images.numpy(), ids))
@@ -112,14 +88,14 @@ def test_graph_encoding_equals_host_encoding_on_the_same_draws():
     assert all(torch.equal(a, b) for a, b in zip(sh, sg))
 
 
-def test_state_slots_have_stable_keys():
-    assert [s.key for s in state_slots(tiny())] == ["layers.0.v", "layers.1.v", "layers.2.v"]
-    assert [s.key for s in state_slots(tiny("alif"))][:2] == ["layers.0.v", "layers.0.a"]
+def test_state_slots_have_stable_keys(tiny_net):
+    assert [s.key for s in state_slots(tiny_net())] == ["layers.0.v", "layers.1.v", "layers.2.v"]
+    assert [s.key for s in state_slots(tiny_net("alif"))][:2] == ["layers.0.v", "layers.0.a"]
     assert [s.shape for s in state_slots(tutorial_network())] == [(512,), (512,), (10,)]
 
 
-def test_loadsave_step_runs_like_the_explicit_step_and_resets():
-    net = tiny()
+def test_loadsave_step_runs_like_the_explicit_step_and_resets(tiny_net):
+    net = tiny_net()
     x = (torch.rand(T, 4, 1, 28, 28, generator=torch.Generator().manual_seed(2)) < 0.2).float()
     ls = LoadSaveStep(net, 4)
     with torch.no_grad():
@@ -129,8 +105,8 @@ def test_loadsave_step_runs_like_the_explicit_step_and_resets():
             assert torch.equal(out, net.forward_spikes(x))
 
 
-def test_loadsave_graph_carries_load_and_save_ops_keyed_by_state():
-    net = tiny()
+def test_loadsave_graph_carries_load_and_save_ops_keyed_by_state(tiny_net):
+    net = tiny_net()
     ls = LoadSaveStep(net, 2)
     example = ls.example_inputs(2)
     ts = trace_torchscript(ls, example)
@@ -158,7 +134,7 @@ def test_state_ops_are_identity_on_cpu():
 # -- encoding -----------------------------------------------------------------------------------
 
 
-def test_counter_draws_are_batch_independent_and_bernoulli():
+def test_counter_draws_are_batch_independent_and_bernoulli(mnist_like):
     images, ids = mnist_like(40, seed=5), np.arange(100, 140)
     d = CounterDraws(7, 20)
     full = d.spikes(images.numpy(), ids)
@@ -176,13 +152,16 @@ def test_counter_draws_are_batch_independent_and_bernoulli():
 # -- registry -------------------------------------------------------------------------------------
 
 
-def test_registry_lists_builtins_and_rejects_unknown_names_listing_them():
+def test_registry_lists_builtins_and_rejects_unknown_names_listing_them(tmp_path, tiny_net):
     names = list_backends()
     assert {"eager", "torchscript", "onnxruntime", "nir", "sparse", "lynxi"} <= set(names)
     with pytest.raises(UnknownBackendError) as e:
         get_backend("tensorrt")
     assert "tensorrt" in str(e.value) and "onnxruntime" in str(e.value) and "sparse" in str(e.value)
     assert isinstance(e.value, ValueError)
+    # the Python API refuses it the same way
+    with pytest.raises(UnknownBackendError, match=r"available: .*eager"):
+        run_deploy(tiny_net(), "tpu", 2, tmp_path)
 
 
 def test_register_backend_decorator_and_duplicates():
@@ -198,7 +177,7 @@ def test_register_backend_decorator_and_duplicates():
         registry.unregister_backend("unit_test_backend")
 
 
-def test_entry_point_plugin_backend_is_found(tmp_path, monkeypatch):
+def test_entry_point_plugin_backend_is_found(tmp_path, monkeypatch, tiny_net, mnist_like):
     (tmp_path / "fakechip_plugin.py").write_text(
         textwrap.dedent("""
         from snn_lab.deploy.backends.eager import EagerBackend
@@ -217,7 +196,7 @@ def test_entry_point_plugin_backend_is_found(tmp_path, monkeypatch):
     try:
         assert "fakechip" in list_backends()
         assert get_backend("fakechip").__name__ == "FakeChip"
-        net = tiny()
+        net = tiny_net()
         _, compiled, _ = compile_step(net, "fakechip", 3, tmp_path / "fc")
         images = mnist_like(3)
         assert np.array_equal(
@@ -227,33 +206,35 @@ def test_entry_point_plugin_backend_is_found(tmp_path, monkeypatch):
         registry.unregister_backend("fakechip")
 
 
-def test_missing_toolchain_fails_at_startup_saying_what_to_install(tmp_path):
+def test_missing_toolchain_fails_at_startup_saying_what_to_install(tmp_path, tiny_net):
     class NeedsSdk(Backend):
         name = "needs_sdk"
         requires = ("surely_not_installed_sdk_xyz",)
         install_hint = "pip install surely-not-installed-sdk"
 
-    with pytest.raises(BackendUnavailableError, match="surely_not_installed_sdk_xyz.*pip install surely-not"):
+    with pytest.raises(BackendUnavailableError, match=r"surely_not_installed_sdk_xyz.*pip install surely-not"):
         NeedsSdk().check_available()
     with pytest.raises(BackendUnavailableError, match="C compiler"):
         create_backend("sparse").compile(
-            StepModule(tiny()), StepModule(tiny()).example_inputs(2), str(tmp_path), cc="no-such-cc-xyz"
+            StepModule(tiny_net()), StepModule(tiny_net()).example_inputs(2), str(tmp_path), cc="no-such-cc-xyz"
         )
 
 
-def test_bad_batch_size_options_and_networks_fail_clearly(tmp_path):
+def test_bad_batch_size_options_and_networks_fail_clearly(tmp_path, tiny_net):
     with pytest.raises(UnsupportedError, match="batch_size=0"):
-        compile_step(tiny(), "eager", 0, tmp_path)
-    with pytest.raises(UnsupportedError, match="no option.*bogus"):
-        compile_step(tiny(), "onnxruntime", 2, tmp_path, backend_options={"bogus": 1})
+        compile_step(tiny_net(), "eager", 0, tmp_path)
+    with pytest.raises(UnsupportedError, match=r"no option.*bogus"):
+        compile_step(tiny_net(), "onnxruntime", 2, tmp_path, backend_options={"bogus": 1})
     with pytest.raises(UnsupportedError, match="ALIF"):
-        compile_step(tiny("alif"), "nir", 2, tmp_path)
+        compile_step(tiny_net("alif"), "nir", 2, tmp_path)
     with pytest.raises(UnsupportedError, match="reset"):
-        compile_step(tiny("lif_sub"), "sparse", 2, tmp_path)
+        compile_step(tiny_net("lif_sub"), "sparse", 2, tmp_path)
     with pytest.raises(UnsupportedError, match="encode=graph"):
-        compile_step(tiny(encoder=LatencyEncoder()), "onnxruntime", 2, tmp_path, encode="graph")
+        compile_step(tiny_net(encoder=LatencyEncoder()), "onnxruntime", 2, tmp_path, encode="graph")
     with pytest.raises(UnsupportedError, match="does not support encode=graph"):
-        compile_step(tiny(), "nir", 2, tmp_path, encode="graph")
+        compile_step(tiny_net(), "nir", 2, tmp_path, encode="graph")
+    with pytest.raises(DeployError, match="unknown deploy option"):
+        run_deploy(tiny_net(), "eager", 2, tmp_path, bogus=1)
 
 
 # -- parity with eager, per backend ----------------------------------------------------------
@@ -272,8 +253,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("backend,encode", CASES)
-def test_deployed_predictions_equal_eager_on_the_same_spikes(backend, encode, tmp_path):
-    net = tiny()
+def test_deployed_predictions_equal_eager_on_the_same_spikes(backend, encode, tmp_path, tiny_net, mnist_like):
+    net = tiny_net()
     B = 7
     _, compiled, _ = compile_step(net, backend, B, tmp_path, encode)
     images = mnist_like(2 * B, seed=11)
@@ -289,8 +270,8 @@ def test_deployed_predictions_equal_eager_on_the_same_spikes(backend, encode, tm
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "sparse", "nir", "torchscript"])
-def test_membrane_readout_and_plif_deploy(backend, tmp_path):
-    for net in (tiny("plif", seed=3), tiny("lif", "membrane", seed=4)):
+def test_membrane_readout_and_plif_deploy(backend, tmp_path, tiny_net, mnist_like):
+    for net in (tiny_net("plif", seed=3), tiny_net("lif", "membrane", seed=4)):
         _, compiled, _ = compile_step(net, backend, 5, tmp_path / str(id(net)), "host")
         images, ids = mnist_like(5, seed=2), np.arange(5)
         dep, ref = run_compiled(compiled, net, images, ids), eager_scores(net, images, ids)
@@ -298,13 +279,10 @@ def test_membrane_readout_and_plif_deploy(backend, tmp_path):
         np.testing.assert_allclose(dep, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_seed_size_network_on_real_mnist_batches(tmp_path):
+def test_seed_size_network_on_real_mnist_batches(tmp_path, tiny_net):
     from snn_lab.data.mnist import load_mnist_arrays
 
-    torch.manual_seed(0)
-    net = tutorial_network(encoder=BernoulliEncoder()).eval()
-    for layer in net.layers:
-        layer.synapse[-1].weight.data.mul_(3.0)
+    net = tiny_net(arch="tutorial", time_steps=20, weight_scale=3.0)
     images, _ = load_mnist_arrays("test")
     x = images[:56].float().div(255).reshape(56, 1, 28, 28)
     ref = eager_scores(net, x, np.arange(56), time_steps=20)
@@ -319,8 +297,8 @@ def test_seed_size_network_on_real_mnist_batches(tmp_path):
 # -- runtime and report -----------------------------------------------------------------------
 
 
-def test_runtime_pads_the_last_batch_and_matches_eager(tmp_path):
-    net = tiny()
+def test_runtime_pads_the_last_batch_and_matches_eager(tmp_path, tiny_net, mnist_like):
+    net = tiny_net()
     _, compiled, _ = compile_step(net, "onnxruntime", 4, tmp_path)
     images = mnist_like(10, seed=3)
     src = InputSource(net, 0, T)
@@ -335,20 +313,15 @@ def test_runtime_pads_the_last_batch_and_matches_eager(tmp_path):
 @pytest.mark.parametrize(
     "encoder,shape", [("population", (3, 28, 28)), ("direct", (1, 28, 28)), ("latency", (1, 28, 28))]
 )
-def test_host_encoders_other_than_bernoulli_deploy_exactly(encoder, shape, tmp_path):
-    from snn_lab.encoders import build_encoder
-
+def test_host_encoders_other_than_bernoulli_deploy_exactly(encoder, shape, tmp_path, tiny_net):
     enc = build_encoder(encoder, **({"size": 3} if encoder == "population" else {}))
-    torch.manual_seed(0)
-    net = SpikingMLP(
-        lambda: LIF(0.4, 0.8, Surrogate()), input_shape=shape, hidden=(32,), time_steps=4, encoder=enc
-    ).eval()
+    net = tiny_net(hidden=(32,), encoder=enc, time_steps=4, weight_scale=1.0, input_shape=shape)
     rep = run_deploy(net, "onnxruntime", 7, tmp_path, num_samples=30, latency_batch1=False, warmup=0)
     assert rep["encode"] == "host" and rep["agreement"] == 1.0 and rep["scores_identical_fraction"] == 1.0
 
 
-def test_runtime_surfaces_backend_errors(tmp_path):
-    net = tiny()
+def test_runtime_surfaces_backend_errors(tmp_path, tiny_net, mnist_like):
+    net = tiny_net()
     _, compiled, _ = compile_step(net, "eager", 4, tmp_path)
 
     def boom(*a, **k):
@@ -359,8 +332,8 @@ def test_runtime_surfaces_backend_errors(tmp_path):
         Runtime(compiled, InputSource(net, 0, T), warmup=0).run(mnist_like(8))
 
 
-def test_run_deploy_writes_a_complete_report(tmp_path):
-    net = tiny(time_steps=4)
+def test_run_deploy_writes_a_complete_report(tmp_path, tiny_net):
+    net = tiny_net(time_steps=4)
     rep = run_deploy(net, "sparse", 8, tmp_path / "d", num_samples=40, latency_samples=5, warmup=1)
     data = json.loads((tmp_path / "d" / "deploy_report.json").read_text())
     assert data == json.loads(json.dumps(rep))
@@ -385,7 +358,7 @@ def test_run_deploy_writes_a_complete_report(tmp_path):
     assert not list((tmp_path / "d").glob(".tmp-*"))  # atomic write left no temp file
 
 
-def test_wrong_checkpoint_fails_clearly(tmp_path):
+def test_wrong_checkpoint_fails_clearly(tmp_path, tiny_net):
     from snn_lab.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="does not exist"):
@@ -395,39 +368,28 @@ def test_wrong_checkpoint_fails_clearly(tmp_path):
     with pytest.raises(CheckpointError, match="cannot be loaded safely"):
         run_deploy(bad, "eager", 2, tmp_path)
     plain = tmp_path / "plain.pt"
-    torch.save(tiny().state_dict(), plain)  # a bare state dict is not a training checkpoint
+    torch.save(tiny_net().state_dict(), plain)  # a bare state dict is not a training checkpoint
     with pytest.raises(CheckpointError, match="not a snn_lab training checkpoint"):
         run_deploy(plain, "eager", 2, tmp_path)
     assert isinstance(CheckpointError("x"), ValueError)
 
 
-def test_python_api_unknown_backend_and_option(tmp_path):
-    with pytest.raises(UnknownBackendError, match="available: .*eager"):
-        run_deploy(tiny(), "tpu", 2, tmp_path)
-    from snn_lab.deploy import DeployError
-
-    with pytest.raises(DeployError, match="unknown deploy option"):
-        run_deploy(tiny(), "eager", 2, tmp_path, bogus=1)
+# -- conv, BatchNorm and analog inputs -------------------------------------------------------
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-x", "-q"]))
-
-
-def _conv_bn_net():
+@pytest.fixture
+def conv_bn_net(tiny_net, neuron_maker):
     """A conv SNN with BatchNorm (non-trivial running statistics) and dropout, direct input:
     wrong in deployment unless every backend runs it in eval mode on float inputs."""
-    from snn_lab.encoders import build_encoder
-    from snn_lab.models import SpikingConvNet
-
-    torch.manual_seed(0)
-    net = SpikingConvNet(
-        lambda: PLIF(0.5, 0.6, Surrogate()),
+    net = tiny_net(
+        neuron_maker("plif", vth=0.5, decay=0.6),
+        readout="membrane",
+        encoder="direct",
+        time_steps=3,
+        arch="conv",
+        weight_scale=1.0,
         channels=(4, 8),
         fc=16,
-        time_steps=3,
-        encoder=build_encoder("direct"),
-        readout="membrane",
         pool="current",
         dropout=0.3,
     )
@@ -439,8 +401,8 @@ def _conv_bn_net():
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "torchscript"])
-def test_conv_batchnorm_direct_input_deploys_exactly_and_stays_in_eval(backend, tmp_path):
-    net = _conv_bn_net()
+def test_conv_batchnorm_direct_input_deploys_exactly_and_stays_in_eval(backend, tmp_path, conv_bn_net):
+    net = conv_bn_net
     # input_dtype as the CLI's backend config passes it
     opts = {"input_dtype": "auto"} if backend == "onnxruntime" else None
     rep = run_deploy(net, backend, 7, tmp_path, num_samples=30, latency_batch1=False, warmup=0, backend_options=opts)
@@ -453,11 +415,11 @@ def test_conv_batchnorm_direct_input_deploys_exactly_and_stays_in_eval(backend, 
     assert rep["eager_accuracy"] == pytest.approx(float(np.mean(pred == np.asarray(labels))))
 
 
-def test_narrow_input_dtype_for_analog_inputs_is_refused(tmp_path):
-    net = _conv_bn_net()
+def test_narrow_input_dtype_for_analog_inputs_is_refused(tmp_path, tiny_net, conv_bn_net):
+    net = conv_bn_net
     with pytest.raises(UnsupportedError, match=r"input_dtype='uint8' would truncate the analog inputs"):
         compile_step(net, "onnxruntime", 4, tmp_path, backend_options={"input_dtype": "uint8"})
     _, compiled, _ = compile_step(net, "onnxruntime", 4, tmp_path)
     assert compiled.input_dtype == torch.float32
-    _, compiled, _ = compile_step(tiny(), "onnxruntime", 4, tmp_path / "spikes")
+    _, compiled, _ = compile_step(tiny_net(), "onnxruntime", 4, tmp_path / "spikes")
     assert compiled.input_dtype == torch.uint8

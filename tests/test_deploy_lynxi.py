@@ -9,6 +9,7 @@ like the SDK's receive stream. Nothing in the package uses this mock.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import queue
 import threading
@@ -21,10 +22,9 @@ from snn_lab.deploy import BackendUnavailableError, LoadSaveStep, UnsupportedErr
 from snn_lab.deploy.api import compile_step
 from snn_lab.deploy.backends.lynxi import LYNXI_BATCH_SIZES, LynxiStep, prepare_graph
 from snn_lab.deploy.runtime import InputSource, Runtime, eager_reference
-from test_deploy import T, mnist_like, tiny
 
 pytestmark = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("lyngor") is not None,
+    importlib.util.find_spec("lyngor") is not None,
     reason="lyngor is installed: these tests cover the SDK-less path",
 )
 
@@ -71,9 +71,9 @@ class MockLynSdkDevice:
         self._thread.join(timeout=10)
 
 
-def test_without_lyngor_compile_writes_the_graph_then_says_what_to_install(tmp_path):
+def test_without_lyngor_compile_writes_the_graph_then_says_what_to_install(tmp_path, tiny_net):
     with pytest.raises(BackendUnavailableError) as e:
-        compile_step(tiny(), "lynxi", 28, tmp_path)
+        compile_step(tiny_net(), "lynxi", 28, tmp_path)
     msg = str(e.value)
     assert "lyngor" in msg and "Lynxi SDK" in msg and "pip install" in msg and "docs/DEPLOY.md" in msg
     assert (tmp_path / "step_loadsave.pt").is_file()
@@ -86,9 +86,9 @@ def test_without_lyngor_compile_writes_the_graph_then_says_what_to_install(tmp_p
 
 
 @pytest.mark.parametrize("batch", [3, 5, 16, 32])
-def test_unsupported_batch_size_is_rejected_before_tracing(batch, tmp_path):
+def test_unsupported_batch_size_is_rejected_before_tracing(batch, tmp_path, tiny_net):
     with pytest.raises(UnsupportedError, match="1, 2, 4, 7, 14, 28"):
-        compile_step(tiny(), "lynxi", batch, tmp_path)
+        compile_step(tiny_net(), "lynxi", batch, tmp_path)
     assert not (tmp_path / "step_loadsave.pt").exists()
 
 
@@ -100,8 +100,8 @@ def test_supported_batch_sizes_pass_the_check():
 
 
 @pytest.mark.parametrize("encode", ["host", "graph"])
-def test_runtime_loop_over_mock_lynsdk_matches_eager(encode, tmp_path):
-    net = tiny()
+def test_runtime_loop_over_mock_lynsdk_matches_eager(encode, tmp_path, tiny_net, mnist_like):
+    net = tiny_net()
     B = 4
     step = LoadSaveStep(net, B, encode)
     info = prepare_graph(step, step.example_inputs(B), str(tmp_path))
@@ -109,6 +109,7 @@ def test_runtime_loop_over_mock_lynsdk_matches_eager(encode, tmp_path):
     device = MockLynSdkDevice(step)
     compiled = LynxiStep(device, step, {"traced": info["traced"]})
     images = mnist_like(10, seed=9)  # 3 batches, the last one padded
+    T = net.time_steps
     src = InputSource(net, 5, T)
     res = Runtime(compiled, src, queue_depth=2, warmup=1).run(images)
     ref = eager_reference(net, src, images)
@@ -118,10 +119,10 @@ def test_runtime_loop_over_mock_lynsdk_matches_eager(encode, tmp_path):
     compiled.close()
 
 
-def test_device_side_encoding_is_refused_on_lynxi(tmp_path):
-    net = tiny()
+def test_device_side_encoding_is_refused_on_lynxi(tmp_path, tiny_net, mnist_like):
+    net = tiny_net()
     step = LoadSaveStep(net, 2, "host")
     compiled = LynxiStep(MockLynSdkDevice(step), step, {})
     with pytest.raises(Exception, match="random op"):
-        compiled.run_batch(mnist_like(2), None, np.zeros(2, np.uint32), T)
+        compiled.run_batch(mnist_like(2), None, np.zeros(2, np.uint32), net.time_steps)
     compiled.close()

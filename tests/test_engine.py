@@ -1,15 +1,19 @@
 """The fast multi-step engine equals the per-step path: spikes bit for bit, gradients
 within float tolerance (fused LIF scan, spike-aware matmuls, whole models)."""
 
+import hypothesis.extra.numpy as hnp
+import hypothesis.strategies as st
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
 
+from helpers import step_loop
 from snn_lab import engine
 from snn_lab.engine import lif_scan, lif_scan_reference, native, spike_linear
 from snn_lab.models import tutorial_network
-from snn_lab.neurons import ALIF, IF, LIF, PLIF, Surrogate
-from tutorial_impl import TutorialReference
+from snn_lab.neurons import ALIF, LIF, Surrogate
 
 NATIVE = native.available()
 BACKENDS = [pytest.param(False, id="torch")] + ([pytest.param(True, id="native")] if NATIVE else [])
@@ -67,29 +71,64 @@ def test_scan_no_grad_matches_and_chunks_compose(gen, use_native):
     assert torch.equal(torch.cat([s_a, s_b]), s_all) and torch.equal(v_b, v_all)
 
 
-def _neuron_pair(kind):
-    sg = Surrogate("atan") if kind == "plif" else Surrogate()
-    make = {
-        "lif": lambda: LIF(0.4, 0.8, sg),
-        "lif_learn": lambda: LIF(0.4, 0.8, sg, learn_vth=True, learn_decay=True),
-        "subtract_detach": lambda: LIF(0.3, 0.9, sg, reset="subtract", detach_reset=True, learn_vth=True),
-        "if": lambda: IF(0.5, sg),
-        "plif": lambda: PLIF(0.4, 0.7, sg, learn_vth=True),
-    }[kind]
-    a, b = make(), make()
-    b.load_state_dict(a.state_dict())
-    return a, b
+# any currents (ties with vth, zeros, large values), any neuron shape and T >= 1
+currents = hnp.arrays(
+    np.float32,
+    st.tuples(st.integers(1, 12), hnp.array_shapes(min_dims=1, max_dims=3, max_side=6)).map(lambda s: (s[0], *s[1])),
+    elements=st.floats(-3, 3, width=32) | st.sampled_from([0.0, 0.4, -0.4, 0.8, 1.0]),
+)
 
 
 @pytest.mark.parametrize("use_native", BACKENDS)
-@pytest.mark.parametrize("kind", ["lif", "lif_learn", "subtract_detach", "if", "plif"])
-def test_neuron_multi_step_uses_engine_and_matches_step(gen, use_native, kind):
-    fused, looped = _neuron_pair(kind)
+@settings(max_examples=30, deadline=None)
+@given(
+    x=currents,
+    vth=st.floats(0.0625, 2.0, width=32),
+    decay=st.floats(0.0, 1.0, width=32),
+    reset=st.sampled_from(["hard", "subtract"]),
+)
+def test_lif_scan_spikes_equal_the_step_loop_for_any_input(use_native, x, vth, decay, reset):
+    """The fused scan, LIF.multi_step (engine on and off) and looping LIF.step give the
+    same spikes and last membrane, bit for bit."""
+    x = torch.from_numpy(x)
+    neuron = LIF(vth, decay, reset=reset)
+    with engine.using(native=use_native):
+        s_scan, v_scan = lif_scan(x, None, neuron.vth, neuron.decay, neuron.spike.name, neuron.spike.width, reset)
+        s_fused, st_fused = neuron.multi_step(x)
+    with engine.using(enabled=False):
+        s_base, st_base = neuron.multi_step(x)
+    s_loop, v_loop, st_loop = step_loop(neuron, x)
+    assert s_scan.shape == x.shape and set(s_scan.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(s_scan, s_loop) and torch.equal(s_fused, s_loop) and torch.equal(s_base, s_loop)
+    assert torch.equal(v_scan, st_loop.v) and torch.equal(st_fused.v, st_loop.v) and torch.equal(st_base.v, v_loop[-1])
+
+
+# kind -> (neuron_maker's kind, surrogate, parameters): the LIF family the fused scan serves
+NEURON_CASES = {
+    "lif": ("lif", "rectangle", {}),
+    "lif_learn": ("lif", "rectangle", {"learn_vth": True, "learn_decay": True}),
+    "subtract_detach": (
+        "lif",
+        "rectangle",
+        {"vth": 0.3, "decay": 0.9, "reset": "subtract", "detach_reset": True, "learn_vth": True},
+    ),
+    "if": ("if", "rectangle", {"vth": 0.5}),
+    "plif": ("plif", "atan", {"learn_vth": True}),
+}
+
+
+@pytest.mark.parametrize("use_native", BACKENDS)
+@pytest.mark.parametrize("kind", list(NEURON_CASES))
+def test_neuron_multi_step_uses_engine_and_matches_step(gen, use_native, kind, neuron_maker):
+    name, surrogate, params = NEURON_CASES[kind]
+    make = neuron_maker(name, surrogate, **params)
+    fused, looped = make(), make()
+    looped.load_state_dict(fused.state_dict())
     x = torch.randn(9, 4, 33, generator=gen) * 0.5
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     with engine.using(native=use_native):
         s1, st1 = fused.multi_step(x1)
-    s2, st2 = _loop(looped, x2)
+    s2, _, st2 = step_loop(looped, x2)
     assert torch.equal(s1, s2) and torch.equal(st1.v, st2.v)
     w = torch.randn(s1.shape, generator=gen)
     (s1 * w).sum().backward()
@@ -97,15 +136,6 @@ def test_neuron_multi_step_uses_engine_and_matches_step(gen, use_native, kind):
     torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-5, atol=1e-6)
     for (n, p1), (_, p2) in zip(fused.named_parameters(), looped.named_parameters()):
         torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-4, atol=1e-5, msg=n)
-
-
-def _loop(neuron, x):
-    state = neuron.init_state(x.shape[1:])
-    out = []
-    for t in range(x.shape[0]):
-        s, state = neuron.step(x[t], state)
-        out.append(s)
-    return torch.stack(out), state
 
 
 def test_engine_off_and_overridden_step_use_the_loop(gen, monkeypatch):
@@ -120,8 +150,7 @@ def test_engine_off_and_overridden_step_use_the_loop(gen, monkeypatch):
 
     class Custom(LIF):
         def step(self, x, state):  # a variant: the fused scan must not stand in for it
-            s, st = super().step(x * 2, state)
-            return s, st
+            return super().step(x * 2, state)
 
     x = torch.randn(4, 2, 3, generator=gen)
     Custom().multi_step(x)
@@ -155,21 +184,6 @@ def test_tutorial_network_layer_mode_equals_step_mode(gen, matmul):
     if mismatches == 0:
         for (n, a), b in zip(step_net.named_parameters(), layer_net.parameters()):
             torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=n)
-
-
-def test_layer_mode_matches_independent_tutorial_impl(gen):
-    ref = TutorialReference()
-    net = tutorial_network(mode="layer")
-    from snn_lab.models import load_tutorial_state_dict
-
-    load_tutorial_state_dict(net, ref.tutorial_state_dict())
-    train = (torch.rand(20, 8, 784, generator=gen) < 0.15).float()
-    out_ref = ref(train)
-    out = net.forward_spikes(train)
-    assert torch.equal(out, out_ref)
-    out_ref.sum().backward()
-    out.sum().backward()
-    torch.testing.assert_close(net.layers[0].synapse[1].weight.grad, ref.fcs[0].weight.grad, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("strategy", ["dense", "sparse", "auto", "bf16x3"])
@@ -228,9 +242,9 @@ def test_engine_keeps_at_most_half_the_activation_memory(gen):
 
 
 def test_native_status_reports():
-    st = native.status()
-    assert set(st) >= {"available", "path", "error"}
-    assert st["available"] == NATIVE
+    status = native.status()
+    assert set(status) >= {"available", "path", "error"}
+    assert status["available"] == NATIVE
 
 
 def test_scan_traces_under_torch_compile(gen):
@@ -266,21 +280,21 @@ def test_tutorial_network_compiles_with_inductor(gen):
     assert torch.equal(out, net.forward_spikes(train, mode="step"))
 
 
-def test_time_invariant_input_goes_through_the_synapse_once(gen):
+def test_time_invariant_input_goes_through_the_synapse_once(gen, tiny_net):
     """Direct encoding repeats the analog image every step: the engine runs the first
     synapse once; spikes and gradients still equal the per-step path."""
-    from snn_lab.encoders import DirectEncoder
-    from snn_lab.models import SpikingMLP
 
     def make(mode):
-        torch.manual_seed(3)
-        return SpikingMLP(
-            lambda: LIF(0.4, 0.8, Surrogate("atan")),
-            hidden=(64,),
-            time_steps=6,
-            encoder=DirectEncoder(),
+        return tiny_net(
             readout="membrane",
+            hidden=(64,),
+            encoder="direct",
+            time_steps=6,
+            surrogate="atan",
             mode=mode,
+            seed=3,
+            weight_scale=1.0,
+            train=True,
         )
 
     step_net, layer_net = make("step"), make("layer")

@@ -1,19 +1,17 @@
 import pytest
 import torch
 
+from helpers import step_loop
 from snn_lab.neurons import ALIF, IF, LI, LIF, NEURONS, PLIF, Izhikevich, Surrogate, build_neuron
 
+# LIF.multi_step against the step loop, for any input: test_engine.py (property test).
 
-def run(neuron, current, steps):
-    """Constant (or per-step) drive through `step`; returns spikes [T, ...] and membranes."""
-    x = current if current.dim() and current.shape[0] == steps else current.expand(steps, *current.shape)
-    state = neuron.init_state(x.shape[1:])
-    spikes, mems = [], []
-    for t in range(steps):
-        s, state = neuron.step(x[t], state)
-        spikes.append(s)
-        mems.append(neuron.membrane(state))
-    return torch.stack(spikes), torch.stack(mems)
+
+def run(neuron, current, steps=None):
+    """Per-step drive ``current[T, ...]``, or a constant one for ``steps`` steps, through
+    ``step``; returns spikes [T, ...] and membranes [T, ...]."""
+    spikes, mems, _ = step_loop(neuron, current, steps)
+    return spikes, mems
 
 
 def test_lif_hand_computed_two_neuron_trace():
@@ -38,7 +36,7 @@ def test_lif_hand_computed_two_neuron_trace():
     """
     W = torch.tensor([[0.3, 0.0], [0.25, 0.2]])
     s = torch.tensor([[1, 0], [1, 1], [0, 0], [1, 0], [0, 0]], dtype=torch.float32)
-    spikes, mems = run(LIF(vth=0.4, decay=0.8), s @ W.T, 5)
+    spikes, mems = run(LIF(vth=0.4, decay=0.8), s @ W.T)
     assert spikes.tolist() == [[0, 0], [1, 1], [0, 0], [0, 0], [0, 0]]
     torch.testing.assert_close(mems, torch.tensor([[0.3, 0.25], [0.54, 0.65], [0.0, 0.0], [0.3, 0.25], [0.24, 0.2]]))
 
@@ -123,20 +121,11 @@ def test_gradients_flow_through_time(name):
     assert w.grad is not None and torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
 
 
-def test_multi_step_equals_step_loop():
-    n = LIF()
-    x = torch.rand(7, 2, 5)
-    s1, st1 = n.multi_step(x)
-    s2, m = run(n, x, 7)
-    assert torch.equal(s1, s2)
-    assert torch.equal(st1.v, m[-1])
-
-
 def test_state_is_explicit_no_hidden_buffers():
     n = LIF()
     assert set(dict(n.named_buffers())) == {"vth", "decay"}
     state = n.init_state((2, 3))
-    s, new = n.step(torch.ones(2, 3), state)
+    _, new = n.step(torch.ones(2, 3), state)
     assert torch.equal(state.v, torch.zeros(2, 3))  # input state untouched
     assert torch.equal(new.v, torch.ones(2, 3))
 

@@ -47,5 +47,5 @@ def test_bad_width(bad):
 
 
 def test_unknown_surrogate_lists_accepted():
-    with pytest.raises(ValueError, match="surrogate='rect'.*accepted: atan, rectangle, sigmoid, triangle"):
+    with pytest.raises(ValueError, match=r"surrogate='rect'.*accepted: atan, rectangle, sigmoid, triangle"):
         Surrogate("rect")

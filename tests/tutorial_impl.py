@@ -6,6 +6,8 @@ membrane is compared to vth (strict '>') for the delayed reset, then
 divided by T. Surrogate: rectangle window |u| < 0.5, height 1.
 """
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -25,7 +27,7 @@ class _Rect(torch.autograd.Function):
 class TutorialReference(nn.Module):
     def __init__(self, sizes=(784, 512, 512, 10), vth=0.4, decay=0.8):
         super().__init__()
-        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.vth = torch.full((1,), vth)
         self.decay = torch.full((1,), decay)
 

@@ -1,5 +1,9 @@
+import hypothesis.extra.numpy as hnp
+import hypothesis.strategies as st
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
 
 from snn_lab.encoders import ENCODERS, build_encoder
 
@@ -81,3 +85,33 @@ def test_unknown_encoder():
 def test_integer_images_rejected():
     with pytest.raises(ValueError, match="float tensor"):
         build_encoder("bernoulli")(torch.zeros(1, 4, dtype=torch.uint8), 2)
+
+
+# -- properties, for any image in [0, 1] and any T >= 1 -----------------------------------------
+
+images01 = hnp.arrays(
+    np.float32,
+    hnp.array_shapes(min_dims=1, max_dims=4, max_side=5),
+    elements=st.floats(0, 1, width=32) | st.sampled_from([0.0, 1.0, 0.5]),
+)
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "latency", "phase"])
+@settings(max_examples=30, deadline=None)
+@given(images=images01, T=st.integers(1, 40), seed=st.integers(0, 2**32 - 1))
+def test_spike_encoders_emit_binary_trains_of_shape_T_by_image(name, images, T, seed):
+    x = torch.from_numpy(images)
+    enc = build_encoder(name)
+    out = enc(x, T, torch.Generator().manual_seed(seed))
+    assert out.shape == (T, *x.shape) and out.dtype == x.dtype
+    assert ((out == 0) | (out == 1)).all()
+    assert not out[:, x == 0].any()  # a black pixel never fires
+    # step by step: the same train (bernoulli: from the same generator state)
+    g = torch.Generator().manual_seed(seed)
+    assert torch.equal(torch.stack([enc.step(x, t, T, g) for t in range(T)]), out)
+    if name == "bernoulli":
+        assert out[:, x == 1].all()  # p = 1 fires every step
+    elif name == "latency":
+        assert torch.equal(out.sum(0), (x > 0).to(out.dtype))  # one spike per lit pixel
+    else:
+        assert torch.equal(out[enc.bits :], out[: max(T - enc.bits, 0)])  # periodic in the bit count

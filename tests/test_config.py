@@ -1,5 +1,6 @@
 """Every option of every config group composes, validates and instantiates."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ GROUPS = [
     "callbacks",
     "experiment",
     "hparams_search",
+    "debug",
+    "paths",
 ]
 
 
@@ -70,11 +73,11 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
     assert build_datamodule(cfg.data) is not None
     if not (group == "target" and option == "gpu"):
         trainer = build_trainer(cfg, str(tmp_path), str(tmp_path / "ckpt"), cfg.monitor)
-        assert trainer.max_epochs == cfg.trainer.max_epochs
+        assert trainer.max_epochs == (1 if cfg.trainer.fast_dev_run else cfg.trainer.max_epochs)
     assert T >= 1
 
 
-def test_seed_experiment_is_the_seed_recipe():
+def test_tutorial_experiment_is_the_tutorial_recipe():
     c = _compose(["experiment=tutorial_mnist"])
     assert (c.model.name, list(c.model.hidden), c.model.batch_norm, c.model.dropout) == ("mlp", [512, 512], False, 0.0)
     assert (c.neuron.name, c.neuron.vth, c.neuron.decay, c.neuron.reset) == ("lif", 0.4, 0.8, "hard")
@@ -95,7 +98,7 @@ def test_seed_experiment_is_the_seed_recipe():
     assert c.data.val_split == 0  # validates on the 10k test set every epoch, like the tutorial
 
 
-def test_step_schedule_gives_the_seed_lr_list():
+def test_step_schedule_gives_the_tutorial_lr_list():
     c = _compose(["experiment=tutorial_mnist"])
     net = build_network(net_config(c))
     opt = build_optimizer(c.optimizer, net.parameters())
@@ -120,7 +123,9 @@ def test_step_schedule_gives_the_seed_lr_list():
         ("model.mode=fused", "model.mode"),
         ("model=conv model.pool=avg", "model.pool"),
         ("data.source=ftp", "data.source"),
-        ("logger.name=wandb", "logger.name"),
+        ("data.name=fashion_mnist", "data.name"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs"),
+        ("trainer.limit_train_batches=all", "trainer.limit_train_batches"),
         ("trainer.max_epochs=0", "trainer.max_epochs"),
         ("surrogate.width=0", "surrogate.width"),
     ],
@@ -128,3 +133,82 @@ def test_step_schedule_gives_the_seed_lr_list():
 def test_validation_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "="):
         validate(_compose(override.split()))
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("+trainer.bogus=1", "trainer.bogus is not an argument of pytorch_lightning.Trainer"),
+        ("+trainer.logger=true", "trainer.logger is set by the logger group"),
+        ("+logger.mine.save_dir=x", "logger.mine="),
+        ("+callbacks.extra.mine.every=1", "callbacks.extra.mine="),
+        ("train=false", "ckpt_path=None is invalid: evaluation"),
+    ],
+)
+def test_validation_of_pass_through_sections_names_the_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(_compose([override]))
+
+
+def test_trainer_arguments_pass_through_with_their_types(tmp_path):
+    cfg = _compose(["trainer.limit_train_batches=1", "trainer.max_steps=500", "+trainer.profiler=simple"])
+    validate(cfg)
+    assert cfg.trainer.limit_train_batches == 1 and type(cfg.trainer.limit_train_batches) is int  # 1 batch, not 100%
+    trainer = build_trainer(cfg, str(tmp_path), str(tmp_path / "ckpt"), cfg.monitor)
+    assert trainer.max_steps == 500 and type(trainer.profiler).__name__ == "SimpleProfiler"
+    assert trainer.limit_train_batches == 1
+    cfg = _compose(["trainer.fast_dev_run=5"])
+    validate(cfg)
+    assert cfg.trainer.fast_dev_run == 5 and type(cfg.trainer.fast_dev_run) is int  # 5 batches, not True
+    assert build_trainer(cfg, str(tmp_path), str(tmp_path / "ckpt"), cfg.monitor).fast_dev_run == 5
+
+
+def test_logger_none_builds_a_trainer_without_the_lr_monitor(tmp_path):
+    cfg = _compose(["logger=none"])
+    validate(cfg)
+    trainer = build_trainer(cfg, str(tmp_path), str(tmp_path / "ckpt"), cfg.monitor)
+    assert trainer.loggers == []
+    assert not any(type(c).__name__ == "LearningRateMonitor" for c in trainer.callbacks)
+
+
+def test_several_loggers_at_once(tmp_path):
+    cfg = _compose(["logger=[tensorboard,csv]"])
+    trainer = build_trainer(cfg, str(tmp_path), str(tmp_path / "ckpt"), cfg.monitor)
+    assert sorted(type(lg).__name__ for lg in trainer.loggers) == ["CSVLogger", "TensorBoardLogger"]
+    assert all(str(lg.save_dir) == str(tmp_path) for lg in trainer.loggers)
+
+
+def test_a_user_config_dir_adds_options_to_any_group(tmp_path):
+    (tmp_path / "neuron").mkdir()
+    (tmp_path / "neuron" / "fast_lif.yaml").write_text("_target_: snn_lab.neurons.LIF\nvth: 0.25\ndecay: 0.5\n")
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /neuron: fast_lif\ntime_steps: 3\n"
+    )
+    cfg = _compose([f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine", "model.hidden=[16]"])
+    validate(cfg)
+    net = build_network(net_config(cfg))
+    neuron = net.layers[0].neuron
+    assert type(neuron).__name__ == "LIF" and float(neuron.vth) == 0.25 and float(neuron.decay) == 0.5
+    assert net.time_steps == 3
+    assert _compose([f"hydra.searchpath=[file://{tmp_path}]", "neuron=lif"]).neuron.name == "lif"  # built-ins stay
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("+neuron._target_=nowhere.Neuron", "neuron._target_='nowhere.Neuron': module 'nowhere' cannot be imported"),
+        ("+neuron._target_=snn_lab.neurons.Nope", "module 'snn_lab.neurons' has no attribute 'Nope'"),
+        ("neuron.vth=-1", "neuron.vth=-1.0 is invalid"),
+    ],
+)
+def test_a_wrong_target_names_the_key_and_the_class(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(_compose([override]))
+
+
+def test_a_user_class_that_raises_is_one_line_naming_key_and_class(tmp_path):
+    cfg = _compose(["+model._target_=snn_lab.models.SpikingMLP", "model.hidden=[0]"])
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    assert "model (snn_lab.models.SpikingMLP)" in str(e.value) and "\n" not in str(e.value)

@@ -1,5 +1,5 @@
-"""Command-line entry points: ``snn-train``/``python -m snn_lab.train``, ``snn-deploy``/
-``python -m snn_lab.deploy``, ``snn-bench``/``python -m snn_lab.bench``.
+"""Command-line entry points: ``snn-train``/``python -m snn_lab.train``, ``snn-eval``,
+``snn-deploy``/``python -m snn_lab.deploy``, ``snn-bench``/``python -m snn_lab.bench``.
 
 This is the top layer: the only code that reads ``sys.argv``, sets process-wide
 defaults (environment variables) and turns errors into exit codes. Each entry function
@@ -13,10 +13,19 @@ import os
 import sys
 from pathlib import Path
 
-#: Hydra's primary config directory: ``conf/`` at the top of the repository
-CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 
-__all__ = ["CONFIG_DIR", "bench", "deploy", "prepare_process", "train"]
+def _config_dir() -> str:
+    """Hydra's primary config directory: ``snn_lab/conf`` inside an installed package
+    (a wheel ships the repository's top-level ``conf/`` there), else ``conf/`` at the top
+    of a source checkout (an editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    shipped = package / "conf"
+    return str(shipped if shipped.is_dir() else package.parents[1] / "conf")
+
+
+CONFIG_DIR = _config_dir()
+
+__all__ = ["CONFIG_DIR", "bench", "deploy", "evaluate", "prepare_process", "train"]
 
 
 def prepare_process() -> None:
@@ -35,6 +44,17 @@ def train() -> None:
     from .train import check_output_dir, main
 
     check_output_dir(sys.argv[1:])
+    main()
+
+
+def evaluate() -> None:
+    """``snn-eval ckpt_path=...``: the train CLI with the ``eval`` config (train=false)."""
+    prepare_process()
+    from .train import check_output_dir, main
+
+    check_output_dir(sys.argv[1:])
+    if not any(a.startswith(("--config-name", "-cn")) for a in sys.argv[1:]):
+        sys.argv[1:1] = ["--config-name", "eval"]
     main()
 
 

@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
@@ -35,7 +36,7 @@ from ..errors import CheckpointError, RunError
 from ..io import atomic_write_json, atomic_write_text
 from ..lit.callbacks import RunStats
 from ..lit.module import SNNLitModule
-from ..models import net_diff, read_checkpoint
+from ..models import load_network, net_diff, read_checkpoint
 from . import CONFIG_DIR
 from .errors import fail, user_errors
 
@@ -47,7 +48,7 @@ register_configs()
 def quiet_lightning() -> Iterator[None]:
     """Mute Lightning's known-harmless advice on a CPU machine, for this call only."""
     with warnings.catch_warnings():
-        for pattern in (".*does not have many workers.*", ".*GPU available but not used.*"):
+        for pattern in (".*does not have many workers.*", ".*GPU available but not used.*", ".*LeafSpec.*"):
             warnings.filterwarnings("ignore", message=pattern)
         yield
 
@@ -71,32 +72,45 @@ def _resolve_ckpt(cfg: DictConfig, ckpt_dir: Path, net: dict) -> str | None:
     return str(path)
 
 
-def run(cfg: DictConfig) -> float:
-    validate(cfg)  # before any data is touched
+def _prepare_run_dir(cfg: DictConfig) -> Path:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists() and cfg.ckpt_path is None:
+    if (run_dir / "metrics.json").exists() and (cfg.ckpt_path is None or not cfg.train):
         raise RunError(
             f"{run_dir} already holds a finished run (metrics.json); choose another "
             "hydra.run.dir, or pass ckpt_path=last to continue it"
         )
     if not os.access(run_dir, os.W_OK):
         raise RunError(f"run dir {run_dir} is not writable; set hydra.run.dir to a writable path")
-    net = net_config(cfg)
-    ckpt_path = _resolve_ckpt(cfg, ckpt_dir, net)
-    if rank_zero_only.rank == 0:  # DDP children (rank > 0) share rank 0's run dir
-        _save_config(cfg, run_dir)
+    return run_dir
 
+
+def _set_up_process(cfg: DictConfig) -> None:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     if cfg.target.threads:
         torch.set_num_threads(cfg.target.threads)
+
+
+def run(cfg: DictConfig) -> float:
+    if cfg.print_config and rank_zero_only.rank == 0:
+        print(config_tree(cfg), flush=True)
+    validate(cfg)  # before any data is touched
+    if not cfg.train:
+        return evaluate(cfg)
+    run_dir = _prepare_run_dir(cfg)
+    ckpt_dir = run_dir / "checkpoints"
+    net = net_config(cfg)
+    ckpt_path = _resolve_ckpt(cfg, ckpt_dir, net)
+    _set_up_process(cfg)
+    # every part is built before anything is written, so a bad part leaves no trace
     dm = build_datamodule(cfg.data)
     model = SNNLitModule(net=net, optimizer=to_dict(cfg.optimizer), lr_schedule=to_dict(cfg.lr_schedule), seed=cfg.seed)
     trainer = build_trainer(cfg, str(run_dir), str(ckpt_dir), cfg.monitor)
     stats = RunStats()
     trainer.callbacks.append(stats)
+    if rank_zero_only.rank == 0:  # DDP children (rank > 0) share rank 0's run dir
+        _save_config(cfg, run_dir)
+        _log_config(trainer, cfg)
 
     t0 = time.perf_counter()
     with quiet_lightning():
@@ -108,19 +122,20 @@ def run(cfg: DictConfig) -> float:
     ckpt_cb = trainer.checkpoint_callback
     best_path = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
     test_acc = None
-    if cfg.test and not cfg.trainer.fast_dev_run:
+    if cfg.test and not cfg.trainer.get("fast_dev_run"):
         with quiet_lightning():
             res = trainer.test(model, datamodule=dm, ckpt_path=best_path, weights_only=True, verbose=False)
         test_acc = float(res[0]["test/acc"]) if res else None
     final_val = stats.history[-1]["val_acc"] if stats.history else None
     best_val = (
         float(ckpt_cb.best_model_score)
-        if best_path and ckpt_cb.best_model_score is not None
-        else (max((h["val_acc"] for h in stats.history), default=None))
+        if best_path and ckpt_cb is not None and ckpt_cb.best_model_score is not None
+        else (max((h["val_acc"] for h in stats.history if h["val_acc"] is not None), default=None))
     )
     if not trainer.is_global_zero:  # DDP: rank 0 alone writes metrics.json, deploys, logs HPARAMS
         return best_val if best_val is not None else float("nan")
-    metrics = {
+    metrics: dict[str, Any] = {
+        "mode": "train",
         "best_val_acc": best_val,
         "final_val_acc": final_val,
         "test_acc": test_acc,
@@ -139,12 +154,13 @@ def run(cfg: DictConfig) -> float:
         "run_dir": str(run_dir),
         "monitor": cfg.monitor,
         "world_size": trainer.world_size,
+        "tags": list(cfg.tags),
         "kernels": _native.describe(),
     }
     if cfg.deploy:
         metrics["deploy"] = _deploy(cfg, best_path or metrics["checkpoints"]["last"], run_dir)
-    atomic_write_json(metrics_path, metrics)
-    _log_hparams(trainer, cfg, metrics)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    _log_final(trainer, cfg, metrics)
     shown = f"{100 * test_acc:.2f}%" if test_acc is not None else "n/a"
     print(
         f"snn_lab: test/acc={shown} best {cfg.monitor}="
@@ -152,6 +168,76 @@ def run(cfg: DictConfig) -> float:
         f"epochs={trainer.current_epoch} wall={metrics['wall_seconds']:.0f}s run_dir={run_dir}"
     )
     return best_val if best_val is not None else float("nan")
+
+
+def _overridden(key: str) -> bool:
+    """True when ``key=...`` was given on the command line."""
+    return any(o.lstrip("+~").split("=", 1)[0] == key for o in HydraConfig.get().overrides.task)
+
+
+def evaluate(cfg: DictConfig) -> float:
+    """``train=false`` / ``snn-eval``: the test metrics of ``ckpt_path`` on the configured
+    data, logged to the configured loggers and written to ``metrics.json``. The network
+    comes from the checkpoint; ``time_steps=`` on the command line changes its T."""
+    run_dir = _prepare_run_dir(cfg)
+    path = Path(cfg.ckpt_path).resolve()
+    ckpt = read_checkpoint(path)
+    net = dict(ckpt["hyper_parameters"]["net"])
+    if _overridden("time_steps"):
+        net["time_steps"] = int(cfg.time_steps)
+    weights = load_network(path)
+    _set_up_process(cfg)
+    dm = build_datamodule(cfg.data)
+    model = SNNLitModule(net=net, seed=cfg.seed)
+    model.net.load_state_dict(weights.state_dict())
+    trainer = build_trainer(cfg, str(run_dir), str(run_dir / "checkpoints"), cfg.monitor)
+    if rank_zero_only.rank == 0:
+        _save_config(cfg, run_dir)
+        _log_config(trainer, cfg)
+    log.info("evaluating %s (T=%d); the model/neuron/encoder groups are not used", path, net["time_steps"])
+    t0 = time.perf_counter()
+    with quiet_lightning():
+        res = trainer.test(model, datamodule=dm, verbose=False)
+    if not trainer.is_global_zero:
+        return float("nan")
+    out = res[0] if res else {}
+    metrics: dict[str, Any] = {
+        "mode": "eval",
+        "checkpoint": str(path),
+        "test_acc": float(out["test/acc"]) if "test/acc" in out else None,
+        "test_loss": float(out["test/loss"]) if "test/loss" in out else None,
+        "time_steps": net["time_steps"],
+        "data": to_dict(cfg.data),
+        "wall_seconds": round(time.perf_counter() - t0, 2),
+        "run_dir": str(run_dir),
+        "tags": list(cfg.tags),
+        "kernels": _native.describe(),
+    }
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    _log_final(trainer, cfg, metrics)
+    acc = metrics["test_acc"]
+    print(
+        f"snn_lab eval: test/acc={'n/a' if acc is None else f'{100 * acc:.2f}%'} T={net['time_steps']} "
+        f"checkpoint={path} run_dir={run_dir}"
+    )
+    return acc if acc is not None else float("nan")
+
+
+def config_tree(cfg: DictConfig) -> str:
+    """The composed config as a tree: one branch per top-level key."""
+    lines = ["config"]
+    keys = list(cfg.keys())
+    for n, key in enumerate(keys):
+        last = n == len(keys) - 1
+        value = cfg[key]
+        body = OmegaConf.to_yaml(value, resolve=False) if OmegaConf.is_config(value) else f"{value}\n"
+        if not OmegaConf.is_config(value) or not body.strip() or body.strip() in ("{}", "[]"):
+            lines.append(f"{'└──' if last else '├──'} {key}: {body.strip() or 'null'}")
+            continue
+        lines.append(f"{'└──' if last else '├──'} {key}")
+        pad = "    " if last else "│   "
+        lines.extend(pad + line for line in body.rstrip().splitlines())
+    return "\n".join(lines)
 
 
 def _save_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -186,21 +272,40 @@ def _deploy(cfg: DictConfig, ckpt: str | None, run_dir: Path) -> dict:
     }
 
 
-def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict) -> None:
-    flat = {}
-    for group in ("neuron", "surrogate", "encoder", "readout", "model", "optimizer", "lr_schedule", "data"):
-        for k, v in OmegaConf.to_container(cfg[group], resolve=True).items():
-            flat[f"{group}.{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    flat.update(time_steps=cfg.time_steps, seed=cfg.seed, max_epochs=cfg.trainer.max_epochs)
-    final = {
-        f"hparams/{k}": v
-        for k, v in metrics.items()
-        if k in ("best_val_acc", "final_val_acc", "test_acc", "train_samples_per_second") and v is not None
-    }
+def flat_config(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config as ``{"neuron.vth": 0.4, ...}`` with plain values, for loggers."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = node if isinstance(node, (int, float, str, bool)) or node is None else str(node)
+
+    walk("", OmegaConf.to_container(cfg, resolve=True))
+    return out
+
+
+def _log_config(trainer: pl.Trainer, cfg: DictConfig) -> None:
+    """Every logger gets the composed config at the start. TensorBoard gets it at the end
+    instead, with the final metrics, which its HParams dashboard shows side by side."""
+    params = flat_config(cfg)
+    for lg in trainer.loggers:
+        if not isinstance(lg, TensorBoardLogger):
+            lg.log_hyperparams(params)
+
+
+def _log_final(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    """Every logger gets the run's final metrics (``final/...``) at the end."""
+    keys = ("best_val_acc", "final_val_acc", "test_acc", "test_loss", "train_samples_per_second")
+    final = {k: float(v) for k, v in metrics.items() if k in keys and isinstance(v, (int, float))}
     for lg in trainer.loggers:
         if isinstance(lg, TensorBoardLogger):
-            lg.log_hyperparams(flat, final)
-            lg.finalize("success")
+            lg.log_hyperparams(flat_config(cfg), {f"hparams/{k}": v for k, v in final.items()})
+        else:
+            lg.log_metrics({f"final/{k}": v for k, v in final.items()}, step=trainer.global_step)
+        lg.finalize("success")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -220,11 +325,12 @@ def main(cfg: DictConfig) -> float:
 def check_output_dir(argv: list[str]) -> None:
     """Fail with one line, before Hydra starts, when the run/sweep dir cannot be created
     (Hydra itself would print a traceback)."""
-    if not any(a.lstrip("+").startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in argv):
+    keys = ("hydra.run.dir", "hydra.sweep.dir", "paths.log_dir", "paths.root_dir")
+    if not any(a.lstrip("+").partition("=")[0] in keys for a in argv):
         argv = [*argv, "hydra.run.dir=outputs"]
     for arg in argv:
         key, _, value = arg.partition("=")
-        if key.lstrip("+") not in ("hydra.run.dir", "hydra.sweep.dir"):
+        if key.lstrip("+") not in keys:
             continue
         anc = Path(value.split("${", 1)[0] or ".")
         while not anc.exists() and anc != anc.parent:

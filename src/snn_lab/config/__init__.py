@@ -9,10 +9,12 @@ import torch
 from ..data.mnist import SOURCES
 from ..deploy.registry import create_backend
 from ..errors import ConfigError, DeployError
+from ..lit.datamodule import DATAMODULES
 from ..models import MODES, build_network
 from ..models.conv import POOLS
 from .build import net_config
 from .schema import TrainConf, register_configs
+from .trainer_args import check_trainer_args
 
 
 def _require(ok: bool, key: str, value, accepted: str) -> None:
@@ -27,35 +29,54 @@ def _one_of(cfg: Mapping, key: str, options) -> None:
     _require(value in options, key, value, f"accepted: {', '.join(map(str, options))}")
 
 
+def _is_builtin(section: Mapping, names: object) -> bool:
+    """A built-in option (by ``name``), as opposed to a user's ``_target_`` class, whose
+    keys are its own and checked by its constructor."""
+    return not section.get("_target_") and section.get("name") in names  # type: ignore[operator]
+
+
 def validate(cfg: Mapping) -> None:
     """Range and consistency checks that types cannot express; raises ConfigError
     naming the full key. Runs before any data is loaded."""
     _require(cfg.time_steps >= 1, "time_steps", cfg.time_steps, "must be an integer >= 1")
     d = cfg.data
-    for key in ("batch_size", "eval_batch_size"):
-        _require(d[key] >= 1, f"data.{key}", d[key], "must be an integer >= 1")
-    _require(d.val_split >= 0, "data.val_split", d.val_split, "must be >= 0 (0: validate on test)")
-    for key in ("train_subset", "eval_subset"):
-        _require(d[key] is None or d[key] >= 1, f"data.{key}", d[key], "must be null or >= 1")
-    _require(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be >= 0")
-    _one_of(cfg, "data.source", SOURCES)
-    _one_of(cfg, "data.augment", ("none", "shift"))
-    _one_of(cfg, "model.mode", MODES)
-    if "pool" in cfg.model:
+    if not d.get("_target_") and d.get("name") not in DATAMODULES:
+        raise ConfigError(
+            f"data.name={d.get('name')!r} is unknown; accepted: {', '.join(DATAMODULES.names())} "
+            "(or a LightningDataModule class in data._target_)"
+        )
+    if _is_builtin(d, ("mnist",)):
+        for key in ("batch_size", "eval_batch_size"):
+            _require(d[key] >= 1, f"data.{key}", d[key], "must be an integer >= 1")
+        _require(d.val_split >= 0, "data.val_split", d.val_split, "must be >= 0 (0: validate on test)")
+        for key in ("train_subset", "eval_subset"):
+            _require(d[key] is None or d[key] >= 1, f"data.{key}", d[key], "must be null or >= 1")
+        _require(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be >= 0")
+        _one_of(cfg, "data.source", SOURCES)
+        _one_of(cfg, "data.augment", ("none", "shift"))
+    if "mode" in cfg.model:
+        _one_of(cfg, "model.mode", MODES)
+    if _is_builtin(cfg.model, ("conv",)):
         _one_of(cfg, "model.pool", POOLS)
     n = cfg.neuron
     if "vth" in n:
         _require(n.vth > 0, "neuron.vth", n.vth, "must be > 0")
     if "decay" in n:
         _require(0 <= n.decay <= 1, "neuron.decay", n.decay, "must lie in [0, 1]")
-    if cfg.surrogate.width is not None:
+    if cfg.surrogate.get("width") is not None:
         _require(cfg.surrogate.width > 0, "surrogate.width", cfg.surrogate.width, "must be > 0")
-    _require(cfg.optimizer.lr > 0, "optimizer.lr", cfg.optimizer.lr, "must be > 0")
-    _require(cfg.optimizer.weight_decay >= 0, "optimizer.weight_decay", cfg.optimizer.weight_decay, "must be >= 0")
+    o = cfg.optimizer
+    if "lr" in o:
+        _require(o.lr > 0, "optimizer.lr", o.lr, "must be > 0")
+    if "weight_decay" in o:
+        _require(o.weight_decay >= 0, "optimizer.weight_decay", o.weight_decay, "must be >= 0")
     _one_of(cfg, "lr_schedule.interval", ("epoch", "step"))
-    t = cfg.trainer
-    _require(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "must be >= 1")
-    _one_of(cfg, "logger.name", ("tensorboard", "csv", "none"))
+    check_trainer_args(cfg.trainer)
+    max_epochs = cfg.trainer.get("max_epochs")
+    if max_epochs is not None:
+        _require(max_epochs >= 1 or max_epochs == -1, "trainer.max_epochs", max_epochs, "must be >= 1 (-1: no limit)")
+    for name, spec in (cfg.get("logger") or {}).items():
+        _require(spec is None or bool(spec.get("_target_")), f"logger.{name}", spec, "needs a _target_")
     _one_of(cfg, "callbacks.progress_bar", ("tqdm", "rich", "none"))
     dash = cfg.callbacks.get("dashboard") or {}
     for key, low in (("every_n_epochs", 1), ("sample_index", 0), ("neurons", 1), ("max_raster_neurons", 1)):
@@ -68,6 +89,8 @@ def validate(cfg: Mapping) -> None:
             cfg.callbacks.every_n_train_steps,
             "must be null or >= 1",
         )
+    for name, spec in (cfg.callbacks.get("extra") or {}).items():
+        _require(bool(spec and spec.get("_target_")), f"callbacks.extra.{name}", spec, "needs a _target_")
     _one_of(cfg, "target.accelerator", ("cpu", "gpu", "cuda", "mps", "auto"))
     if cfg.target.accelerator in ("gpu", "cuda"):
         _require(
@@ -76,6 +99,14 @@ def validate(cfg: Mapping) -> None:
     _require(cfg.deploy_batch_size >= 1, "deploy_batch_size", cfg.deploy_batch_size, "must be >= 1")
     if cfg.deploy:
         _check_deploy(deploy_backend_name(cfg), cfg.deploy_batch_size)
+    if not cfg.train:
+        _require(
+            cfg.ckpt_path not in (None, "last"),
+            "ckpt_path",
+            cfg.ckpt_path,
+            "evaluation (train=false, snn-eval) needs the path of a checkpoint",
+        )
+        return  # the network comes from the checkpoint
     try:
         build_network(net_config(cfg))
     except ConfigError as e:

@@ -9,14 +9,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import callbacks as cb
 from pytorch_lightning import loggers as pl_loggers
 
+from ..errors import ConfigError
 from ..lit.callbacks import FiringRateLogger, RankSeed, SpikeDashboard
 from ..lit.checkpoint_io import AtomicCheckpointIO
-from ..lit.datamodule import MNISTDataModule
+from ..lit.datamodule import DATAMODULES
 from ..lit.ddp import build_strategy
+from ..registry import split_spec
+from .instantiate import check_kwargs, first_line, instantiate
 
 NET_KEYS = ("model", "neuron", "surrogate", "encoder", "readout", "time_steps")
 
@@ -32,16 +36,27 @@ def net_config(cfg: Mapping) -> dict:
     return {k: to_dict(cfg[k]) for k in NET_KEYS}
 
 
-def _params(section: Mapping, drop=("name",)) -> dict:
-    return {k: v for k, v in section.items() if k not in drop and not k.startswith("_")}
+def build_datamodule(cfg: Mapping) -> pl.LightningDataModule:
+    """A built-in data module by ``name`` (``data=mnist``) or any LightningDataModule by
+    ``_target_`` (its other keys are its arguments)."""
+    spec = to_dict(cfg)
+    if spec.get("_target_"):
+        dm = instantiate(spec, "data")
+    else:
+        cls, label, params = split_spec(spec, DATAMODULES, "data")
+        check_kwargs(cls, params, "data", label)
+        try:
+            dm = cls(**params)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"data ({label}): {first_line(e)}") from None
+    if not isinstance(dm, pl.LightningDataModule):
+        raise ConfigError(f"data ({spec.get('_target_')}) built a {type(dm).__name__}, not a LightningDataModule")
+    return dm
 
 
-def build_datamodule(cfg: Mapping) -> MNISTDataModule:
-    d = _params(to_dict(cfg))
-    return MNISTDataModule(**d)
-
-
-def build_callbacks(cfg: Mapping, monitor: str, ckpt_dir: str) -> list[pl.Callback]:
+def build_callbacks(cfg: Mapping, monitor: str, ckpt_dir: str, with_logger: bool = True) -> list[pl.Callback]:
     out: list[pl.Callback] = [FiringRateLogger(), RankSeed()]
     dash = cfg.get("dashboard") or {}
     if dash.get("enabled"):
@@ -71,7 +86,7 @@ def build_callbacks(cfg: Mapping, monitor: str, ckpt_dir: str) -> list[pl.Callba
                     enable_version_counter=False,
                 )
             )
-    if cfg["lr_monitor"]:
+    if cfg["lr_monitor"] and with_logger:  # it logs to the loggers, and refuses to run without one
         out.append(cb.LearningRateMonitor(logging_interval="epoch"))
     if cfg["progress_bar"] == "tqdm":
         out.append(cb.TQDMProgressBar(refresh_rate=10))
@@ -85,44 +100,61 @@ def build_callbacks(cfg: Mapping, monitor: str, ckpt_dir: str) -> list[pl.Callba
                 patience=cfg["early_stopping_patience"],
             )
         )
+    for name, spec in (cfg.get("extra") or {}).items():
+        callback = instantiate(spec, f"callbacks.extra.{name}")
+        if not isinstance(callback, pl.Callback):
+            raise ConfigError(f"callbacks.extra.{name} ({spec.get('_target_')}) is not a Lightning Callback")
+        out.append(callback)
     return out
 
 
-def build_loggers(cfg: Mapping, run_dir: str) -> list[pl_loggers.Logger]:
-    loggers = pl_loggers
-    name = cfg["name"]
-    if name == "tensorboard":
-        return [
-            loggers.TensorBoardLogger(
-                save_dir=run_dir,
-                name="tensorboard",
-                version="",
-                default_hp_metric=False,
-                log_graph=cfg.get("log_graph", False),
-            )
-        ]
-    if name == "csv":
-        return [loggers.CSVLogger(save_dir=run_dir, name="csv", version="")]
-    return []
+def build_loggers(cfg: Mapping | None, run_dir: str) -> list[pl_loggers.Logger]:
+    """Every logger of the ``logger`` section (name -> ``_target_`` + arguments); a
+    logger's files go into the run dir unless its section says otherwise."""
+    out = []
+    for name, spec in (to_dict(cfg) or {}).items():
+        if spec is None:  # logger.<name>=null switches one off
+            continue
+        defaults: dict[str, Any] = {"save_dir": run_dir}
+        if str(spec.get("_target_", "")).endswith("MLFlowLogger"):
+            # MLflow's file store is frozen (and refused by MLflow 3); SQLite is its local store
+            defaults = {"tracking_uri": f"sqlite:///{run_dir}/mlflow.db", "artifact_location": f"{run_dir}/mlartifacts"}
+        logger = instantiate(spec, f"logger.{name}", **defaults)
+        if not isinstance(logger, pl_loggers.Logger):
+            raise ConfigError(f"logger.{name} ({spec.get('_target_')}) is not a Lightning logger")
+        out.append(logger)
+    return out
+
+
+def trainer_kwargs(cfg: Mapping) -> dict[str, Any]:
+    """The ``trainer`` section as ``pytorch_lightning.Trainer`` arguments (nulls dropped:
+    the Trainer's own defaults apply)."""
+    return {k: v for k, v in (to_dict(cfg) or {}).items() if v is not None}
 
 
 def build_trainer(cfg: Mapping, run_dir: str, ckpt_dir: str, monitor: str) -> pl.Trainer:
-    trainer_cfg = {k: v for k, v in to_dict(cfg["trainer"]).items() if v is not None}
+    trainer_cfg = trainer_kwargs(cfg["trainer"])
     target = to_dict(cfg["target"])
     callbacks_cfg = to_dict(cfg["callbacks"])
-    loggers = build_loggers(to_dict(cfg["logger"]), run_dir)
-    callbacks = build_callbacks(callbacks_cfg, monitor, ckpt_dir)
+    progress = trainer_cfg.pop("enable_progress_bar", True) and callbacks_cfg["progress_bar"] != "none"
+    if not progress:  # trainer.enable_progress_bar=false wins over callbacks.progress_bar
+        callbacks_cfg = {**callbacks_cfg, "progress_bar": "none"}
+    loggers = build_loggers(cfg.get("logger"), run_dir)
+    callbacks = build_callbacks(callbacks_cfg, monitor, ckpt_dir, with_logger=bool(loggers))
     # ddp: the children re-run this Hydra job, not sys.argv
-    trainer_cfg["strategy"] = build_strategy(trainer_cfg["strategy"])
-    return pl.Trainer(
-        plugins=[AtomicCheckpointIO()],
-        accelerator=target["accelerator"],
-        devices=target["devices"],
-        precision=target["precision"],
-        logger=loggers or False,
-        callbacks=callbacks,
-        default_root_dir=run_dir,
-        enable_checkpointing=bool(callbacks_cfg["checkpoint"]),
-        enable_progress_bar=trainer_cfg.pop("enable_progress_bar") and callbacks_cfg["progress_bar"] != "none",
-        **trainer_cfg,
-    )
+    trainer_cfg["strategy"] = build_strategy(trainer_cfg.get("strategy", "auto"))
+    try:
+        return pl.Trainer(
+            plugins=[AtomicCheckpointIO()],
+            accelerator=target["accelerator"],
+            devices=target["devices"],
+            precision=target["precision"],
+            logger=loggers or False,
+            callbacks=callbacks,
+            default_root_dir=run_dir,
+            enable_checkpointing=bool(callbacks_cfg["checkpoint"]),
+            enable_progress_bar=progress,
+            **trainer_cfg,
+        )
+    except (TypeError, ValueError, MisconfigurationException) as e:
+        raise ConfigError(f"trainer: {first_line(e)}") from None

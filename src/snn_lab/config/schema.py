@@ -144,7 +144,7 @@ class ConvConf(ModelConf):
 class DataConf:
     name: str = "mnist"
     source: str = "bundled"  # bundled | download | dir
-    root: str | None = None  # download cache / directory of IDX files
+    root: str | None = "${paths.data_dir}/mnist"  # download cache / directory of IDX files
     batch_size: int = 200
     eval_batch_size: int = 1000
     val_split: int = 5000  # images held out of train for validation; 0: validate on test
@@ -237,33 +237,6 @@ class TargetConf:
 
 
 @dataclass
-class TrainerConf:
-    max_epochs: int = 3
-    min_epochs: int | None = None
-    strategy: str = "auto"
-    num_nodes: int = 1
-    limit_train_batches: float | None = None
-    limit_val_batches: float | None = None
-    limit_test_batches: float | None = None
-    val_check_interval: float | None = None
-    check_val_every_n_epoch: int = 1
-    log_every_n_steps: int = 50
-    gradient_clip_val: float | None = None
-    accumulate_grad_batches: int = 1
-    deterministic: bool = False
-    fast_dev_run: bool = False
-    num_sanity_val_steps: int = 0
-    enable_progress_bar: bool = True
-    enable_model_summary: bool = True
-
-
-@dataclass
-class LoggerConf:
-    name: str = "tensorboard"  # tensorboard | csv | none
-    log_graph: bool = False
-
-
-@dataclass
 class SpikeDashboardConf:
     """TensorBoard spike raster + membrane traces of one fixed validation sample."""
 
@@ -279,36 +252,58 @@ class SpikeDashboardConf:
 class CallbacksConf:
     checkpoint: bool = True
     every_n_train_steps: int | None = None  # also checkpoint 'last' every N steps
-    lr_monitor: bool = True
+    lr_monitor: bool = True  # when there is a logger to log to
     progress_bar: str = "tqdm"  # tqdm | rich | none
     early_stopping_patience: int | None = None
     dashboard: SpikeDashboardConf = field(default_factory=SpikeDashboardConf)
+    # more Lightning callbacks: name -> {_target_: package.Class, ...its arguments}
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PathsConf:
+    """Where data and outputs go; moving ``root_dir`` moves both."""
+
+    root_dir: str = "."
+    data_dir: str = "${paths.root_dir}/data"  # datasets that are downloaded or read from disk
+    log_dir: str = "${paths.root_dir}/outputs"  # run and sweep directories
 
 
 @dataclass
 class TrainConf:
-    """The root of ``python -m snn_lab.train``."""
+    """The root of ``snn-train`` / ``python -m snn_lab.train``.
 
-    data: DataConf = MISSING
-    model: ModelConf = MISSING
-    neuron: NeuronConf = MISSING
-    surrogate: SurrogateConf = MISSING
-    encoder: EncoderConf = MISSING
-    readout: ReadoutConf = MISSING
-    optimizer: OptimizerConf = MISSING
-    lr_schedule: LRScheduleConf = MISSING
+    The component groups are typed ``Any`` so that a user's option (a ``_target_`` class
+    with keys of its own) composes; the built-in options extend their own schemas (the
+    dataclasses above) through their defaults lists, so their keys stay typed. The
+    ``trainer`` section is passed to ``pytorch_lightning.Trainer`` as is: any argument of
+    its constructor, checked against its signature by :func:`snn_lab.config.validate`.
+    """
+
+    data: Any = MISSING
+    model: Any = MISSING
+    neuron: Any = MISSING
+    surrogate: Any = MISSING
+    encoder: Any = MISSING
+    readout: Any = MISSING
+    optimizer: Any = MISSING
+    lr_schedule: Any = MISSING
     target: TargetConf = MISSING
-    trainer: TrainerConf = MISSING
-    logger: LoggerConf = MISSING
+    trainer: Any = MISSING
+    logger: Any = field(default_factory=dict)  # name -> {_target_: a Lightning logger, ...}; {}: none
     callbacks: CallbacksConf = MISSING
+    paths: PathsConf = MISSING
     deploy: str | None = None  # a deploy backend (or auto: target's): after training, deploy + verify
     deploy_batch_size: int = 28
     time_steps: int = 20
     seed: int = 20231026
     task_name: str = "train"
+    tags: list[str] = field(default_factory=list)  # passed to every logger that takes tags; in metrics.json
     monitor: str = "val/acc"
-    ckpt_path: str | None = None  # a .ckpt to resume from, or 'last' (this run dir's)
+    ckpt_path: str | None = None  # a .ckpt to resume from (train) or to evaluate (train=false), or 'last'
+    train: bool = True  # false: only evaluate ckpt_path on the test set (snn-eval)
     test: bool = True  # evaluate the best checkpoint on the test set after fitting
+    print_config: bool = True  # print the composed config as a tree at start
     matmul_precision: str = "highest"
 
 
@@ -327,9 +322,8 @@ _GROUP_SCHEMAS = {
     "optimizer": {"sgd": SGDConf, "adam": AdamConf, "adamw": AdamWConf},
     "lr_schedule": {"step": StepLRConf, "cosine": CosineLRConf, "onecycle": OneCycleLRConf, "constant": ConstantLRConf},
     "target": {"target": TargetConf},
-    "trainer": {"trainer": TrainerConf},
-    "logger": {"logger": LoggerConf},
     "callbacks": {"callbacks": CallbacksConf},
+    "paths": {"paths": PathsConf},
 }
 
 

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from ..data.mnist import SOURCES, download_mnist, load_mnist_arrays
 from ..errors import DataError
+from ..registry import Registry
 
 
 class MNISTDataModule(pl.LightningDataModule):
@@ -150,3 +151,8 @@ def _random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:
     out = padded.gather(2, rows)
     cols = (dx.view(B, 1) + torch.arange(W, device=images.device)).view(B, 1, 1, W).expand(B, 1, H, W)
     return out.gather(3, cols)
+
+
+#: built-in data modules by ``data.name``; ``DATAMODULES.register("mine", MyDataModule)``
+#: adds one, or a config section picks any LightningDataModule by ``_target_``
+DATAMODULES: Registry[type[pl.LightningDataModule]] = Registry("data", {"mnist": MNISTDataModule})

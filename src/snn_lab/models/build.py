@@ -6,6 +6,7 @@ with nothing else (no Lightning, no Hydra).
 (``_target_: my_pkg.CubaLIF``) plus its keyword arguments. The contracts a user class
 meets are those of the built-ins:
 
+* surrogate: ``cls(**params)`` -> a :class:`~snn_lab.neurons.Surrogate` (subclass)
 * neuron: ``cls(surrogate=Surrogate, **params)`` -> :class:`~snn_lab.neurons.Neuron`
 * encoder: ``cls(**params)`` -> :class:`~snn_lab.encoders.Encoder`
 * model: ``cls(make_neuron, input_shape=, time_steps=, encoder=, readout=, out_decay=,
@@ -21,7 +22,7 @@ from ..encoders import ENCODERS, Encoder
 from ..errors import ConfigError
 from ..neurons import NEURONS, Neuron, Surrogate
 from ..readouts import check_readout
-from ..registry import Registry, split_spec
+from ..registry import Registry, locate, split_spec
 from .base import SNNModel
 from .conv import SpikingConvNet
 from .mlp import SpikingMLP
@@ -47,7 +48,11 @@ def _call(factory: Callable[..., Any], key: str, label: str, *args: Any, **kwarg
 def build_network(net: Mapping[str, Any]) -> SNNModel:
     """The network a ``net`` dict describes (see the module docstring)."""
     sur = dict(net.get("surrogate") or {"name": "rectangle"})
-    surrogate = _call(Surrogate, "surrogate", str(sur.get("name")), sur.get("name", "rectangle"), sur.get("width"))
+    if sur.get("_target_"):  # a Surrogate subclass of the user's (its own keys)
+        params = {k: v for k, v in sur.items() if not k.startswith("_")}
+        surrogate = _call(locate(sur["_target_"], "surrogate._target_"), "surrogate", str(sur["_target_"]), **params)
+    else:
+        surrogate = _call(Surrogate, "surrogate", str(sur.get("name")), sur.get("name", "rectangle"), sur.get("width"))
     neuron_cls, neuron_label, neuron_params = split_spec(net["neuron"], NEURONS, "neuron")
 
     def make_neuron() -> Neuron:

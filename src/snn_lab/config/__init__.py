@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
 from ..data.mnist import SOURCES
 from ..deploy.registry import create_backend
@@ -17,25 +19,25 @@ from .schema import TrainConf, register_configs
 from .trainer_args import check_trainer_args
 
 
-def _require(ok: bool, key: str, value, accepted: str) -> None:
+def _require(ok: bool, key: str, value: object, accepted: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r} is invalid: {accepted}")
 
 
-def _one_of(cfg: Mapping, key: str, options) -> None:
-    value = cfg
+def _one_of(cfg: DictConfig, key: str, options: Collection[object]) -> None:
+    value: Any = cfg
     for part in key.split("."):
         value = value[part]
     _require(value in options, key, value, f"accepted: {', '.join(map(str, options))}")
 
 
-def _is_builtin(section: Mapping, names: object) -> bool:
+def _is_builtin(section: Mapping[str, Any], names: Collection[str]) -> bool:
     """A built-in option (by ``name``), as opposed to a user's ``_target_`` class, whose
     keys are its own and checked by its constructor."""
-    return not section.get("_target_") and section.get("name") in names  # type: ignore[operator]
+    return not section.get("_target_") and section.get("name") in names
 
 
-def validate(cfg: Mapping) -> None:
+def validate(cfg: DictConfig) -> None:
     """Range and consistency checks that types cannot express; raises ConfigError
     naming the full key. Runs before any data is loaded."""
     _require(cfg.time_steps >= 1, "time_steps", cfg.time_steps, "must be an integer >= 1")
@@ -113,7 +115,7 @@ def validate(cfg: Mapping) -> None:
         raise ConfigError(f"network config: {e}") from None
 
 
-def deploy_backend_name(cfg: Mapping) -> str:
+def deploy_backend_name(cfg: DictConfig) -> str:
     """``deploy=auto`` deploys to the target's backend (``target=apu``: lynxi)."""
     return cfg.target.deploy_backend if cfg.deploy == "auto" else cfg.deploy
 

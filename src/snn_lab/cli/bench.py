@@ -12,10 +12,11 @@ from pathlib import Path
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..bench.runner import BenchConfig, run, table
 from ..config import register_configs
+from ..config.build import to_plain_dict
 from ..io import atomic_write_json
 from . import CONFIG_DIR
 from .errors import user_errors
@@ -27,7 +28,7 @@ log = logging.getLogger("snn_lab.bench")
 
 @hydra.main(config_path=CONFIG_DIR, config_name="bench", version_base=None)
 def main(cfg: DictConfig) -> None:
-    conf = BenchConfig(**OmegaConf.to_container(cfg, resolve=True))
+    conf = BenchConfig(**to_plain_dict(cfg, "bench"))
     with user_errors():
         res = run(conf)
     out = Path(conf.output) if conf.output else Path(HydraConfig.get().runtime.output_dir) / "bench.json"

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import register_configs
+from ..config.build import to_plain_dict
 from ..deploy import run_deploy
 from ..errors import DeployError
 from . import CONFIG_DIR
@@ -24,16 +26,17 @@ log = logging.getLogger("snn_lab.deploy")
 register_configs()  # the target group's schema
 
 
-def backend_from_config(cfg: DictConfig) -> tuple[str, dict]:
+def backend_from_config(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     """``(name, options)``: the backend group if chosen, else the target's deploy backend
     with the options of ``conf/backend/<name>.yaml``."""
     if cfg.get("backend"):
         opts = cfg.backend.get("options")
-        return str(cfg.backend.name), (OmegaConf.to_container(opts, resolve=True) if opts else {})
+        return str(cfg.backend.name), (to_plain_dict(opts, "backend.options") if opts else {})
     name = str(cfg.target.deploy_backend)
     path = Path(CONFIG_DIR) / "backend" / f"{name}.yaml"
-    opts = OmegaConf.to_container(OmegaConf.load(path).get("options") or {}, resolve=True) if path.is_file() else {}
-    return name, opts
+    group = OmegaConf.load(path) if path.is_file() else None
+    opts = group.get("options") if isinstance(group, DictConfig) else None
+    return name, (to_plain_dict(opts, f"{path}: options") if opts else {})
 
 
 def run(cfg: DictConfig) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     for metrics_path in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
         job_dir = metrics_path.parent
         overrides_path = job_dir / ".hydra" / "overrides.yaml"
-        overrides = OmegaConf.load(overrides_path) if overrides_path.exists() else []
+        overrides: Iterable[object] = OmegaConf.load(overrides_path) if overrides_path.exists() else []
         try:
             metrics = json.loads(metrics_path.read_text())
         except json.JSONDecodeError:

@@ -6,7 +6,7 @@ Trainer. The network itself is built from plain data by :func:`snn_lab.models.bu
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 from lightning_fabric.utilities.exceptions import MisconfigurationException
@@ -29,6 +29,15 @@ def to_dict(cfg: Any) -> Any:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg
+
+
+def to_plain_dict(node: object, key: str) -> dict[str, Any]:
+    """A config section (a DictConfig, or already plain) as a resolved plain dict;
+    ConfigError naming ``key`` when it is not a mapping."""
+    data = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if not isinstance(data, dict):
+        raise ConfigError(f"{key} must be a mapping, not {type(data).__name__}")
+    return cast(dict[str, Any], data)  # config keys are strings
 
 
 def net_config(cfg: Mapping) -> dict:

@@ -25,6 +25,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
@@ -84,6 +85,12 @@ def _prepare_run_dir(cfg: DictConfig) -> Path:
     return run_dir
 
 
+def _rank_zero() -> bool:
+    """True on global rank 0 (and without DDP). Lightning sets ``rank_zero_only.rank`` on
+    import; the decorator's stub does not declare the attribute."""
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def _set_up_process(cfg: DictConfig) -> None:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.matmul_precision)
@@ -92,7 +99,7 @@ def _set_up_process(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig) -> float:
-    if cfg.print_config and rank_zero_only.rank == 0:
+    if cfg.print_config and _rank_zero():
         print(config_tree(cfg), flush=True)
     validate(cfg)  # before any data is touched
     if not cfg.train:
@@ -107,8 +114,9 @@ def run(cfg: DictConfig) -> float:
     model = SNNLitModule(net=net, optimizer=to_dict(cfg.optimizer), lr_schedule=to_dict(cfg.lr_schedule), seed=cfg.seed)
     trainer = build_trainer(cfg, str(run_dir), str(ckpt_dir), cfg.monitor)
     stats = RunStats()
-    trainer.callbacks.append(stats)
-    if rank_zero_only.rank == 0:  # DDP children (rank > 0) share rank 0's run dir
+    # Trainer.callbacks is assigned by Lightning's CallbackConnector, not declared on the class
+    trainer.callbacks.append(stats)  # type: ignore[attr-defined]
+    if _rank_zero():  # DDP children (rank > 0) share rank 0's run dir
         _save_config(cfg, run_dir)
         _log_config(trainer, cfg)
 
@@ -119,7 +127,7 @@ def run(cfg: DictConfig) -> float:
     if trainer.interrupted:
         raise RunError("training was interrupted; resume with ckpt_path=last in the same run dir")
 
-    ckpt_cb = trainer.checkpoint_callback
+    ckpt_cb = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
     best_path = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
     test_acc = None
     if cfg.test and not cfg.trainer.get("fast_dev_run"):
@@ -191,7 +199,7 @@ def evaluate(cfg: DictConfig) -> float:
     model = SNNLitModule(net=net, seed=cfg.seed)
     model.net.load_state_dict(weights.state_dict())
     trainer = build_trainer(cfg, str(run_dir), str(run_dir / "checkpoints"), cfg.monitor)
-    if rank_zero_only.rank == 0:
+    if _rank_zero():
         _save_config(cfg, run_dir)
         _log_config(trainer, cfg)
     log.info("evaluating %s (T=%d); the model/neuron/encoder groups are not used", path, net["time_steps"])
@@ -230,11 +238,12 @@ def config_tree(cfg: DictConfig) -> str:
     for n, key in enumerate(keys):
         last = n == len(keys) - 1
         value = cfg[key]
+        name = str(key)  # a str in Hydra's configs
         body = OmegaConf.to_yaml(value, resolve=False) if OmegaConf.is_config(value) else f"{value}\n"
         if not OmegaConf.is_config(value) or not body.strip() or body.strip() in ("{}", "[]"):
-            lines.append(f"{'└──' if last else '├──'} {key}: {body.strip() or 'null'}")
+            lines.append(f"{'└──' if last else '├──'} {name}: {body.strip() or 'null'}")
             continue
-        lines.append(f"{'└──' if last else '├──'} {key}")
+        lines.append(f"{'└──' if last else '├──'} {name}")
         pad = "    " if last else "│   "
         lines.extend(pad + line for line in body.rstrip().splitlines())
     return "\n".join(lines)

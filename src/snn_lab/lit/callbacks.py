@@ -138,7 +138,8 @@ class SpikeDashboard(pl.Callback):
             )
         self.every_n_epochs, self.sample_index = every_n_epochs, sample_index
         self.neurons, self.max_raster_neurons, self.seed = neurons, max_raster_neurons, seed
-        self._sample = None  # (image [1, ...] on the module's device, label int, index)
+        # (image [1, ...] on the module's device, label int, index)
+        self._sample: tuple[torch.Tensor, int, int] | None = None
         self._picked: list[list[int]] | None = None
         self._disabled = False
 

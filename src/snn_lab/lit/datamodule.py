@@ -11,7 +11,7 @@ import math
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from ..data.mnist import SOURCES, download_mnist, load_mnist_arrays
 from ..errors import DataError
@@ -42,10 +42,13 @@ class MNISTDataModule(pl.LightningDataModule):
         self.val_split, self.split_seed = val_split, split_seed
         self.train_subset, self.eval_subset = train_subset, eval_subset
         self.num_workers, self.augment = num_workers, augment
-        self.train_set = self.val_set = self.test_set = None
+        self.train_set: TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
+        self.test_set: TensorDataset | None = None
 
     def prepare_data(self) -> None:
         if self.source == "download":
+            assert self.root is not None  # __init__ requires data.root for source=download
             download_mnist(self.root)
 
     def _arrays(self, split: str):
@@ -76,7 +79,13 @@ class MNISTDataModule(pl.LightningDataModule):
         if self.val_set is None:  # val_split=0: validate on the test set, as the tutorial does
             self.val_set = self.test_set
 
-    def _loader(self, ds, batch_size, sampler=None):
+    @staticmethod
+    def _ready(ds: TensorDataset | None) -> TensorDataset:
+        if ds is None:
+            raise RuntimeError("MNISTDataModule: setup() has not run")
+        return ds
+
+    def _loader(self, ds: Dataset, batch_size: int, sampler: Sampler[int] | None = None) -> DataLoader:
         # Its own generator: iterating a loader must not consume the global RNG, so a
         # resumed run's random streams line up with an uninterrupted one.
         return DataLoader(
@@ -88,17 +97,18 @@ class MNISTDataModule(pl.LightningDataModule):
             generator=torch.Generator(),
         )
 
-    def train_dataloader(self):
+    def train_dataloader(self) -> DataLoader:
+        train_set = self._ready(self.train_set)
         sampler = ResumableShuffleSampler(
-            len(self.train_set), self.batch_size, seed=self.split_seed + 1, trainer=self.trainer
+            len(train_set), self.batch_size, seed=self.split_seed + 1, trainer=self.trainer
         )
-        return self._loader(self.train_set, self.batch_size, sampler)
+        return self._loader(train_set, self.batch_size, sampler)
 
-    def val_dataloader(self):
-        return self._loader(self.val_set, self.eval_batch_size)
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._ready(self.val_set), self.eval_batch_size)
 
-    def test_dataloader(self):
-        return self._loader(self.test_set, self.eval_batch_size)
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._ready(self.test_set), self.eval_batch_size)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

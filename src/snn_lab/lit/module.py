@@ -38,7 +38,7 @@ class SNNLitModule(pl.LightningModule):
         device = self.device
         if self._gen is None or self._gen.device != device:
             self._gen = torch.Generator(device=device)
-            self._gen.manual_seed(int(self.hparams.seed) + 7919 * self.global_rank)
+            self._gen.manual_seed(int(self.hparams["seed"]) + 7919 * self.global_rank)
             if self._gen_state is not None:
                 self._gen.set_state(self._gen_state)
                 self._gen_state = None
@@ -78,6 +78,7 @@ class SNNLitModule(pl.LightningModule):
                 "lower optimizer.lr or enable trainer.gradient_clip_val"
             )
         acc = self.metrics[f"{stage}_acc"]
+        assert isinstance(acc, torchmetrics.Metric)  # ModuleDict items are typed as Module
         acc(scores.detach(), labels)
         if stage == "train":
             # per step: this rank's value (syncing every step would cost a collective);
@@ -111,10 +112,10 @@ class SNNLitModule(pl.LightningModule):
                 )
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.hparams.optimizer, self.parameters())
-        if not self.hparams.lr_schedule:
+        optimizer = build_optimizer(self.hparams["optimizer"], self.parameters())
+        if not self.hparams["lr_schedule"]:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
         max_epochs = self.trainer.max_epochs if self._trainer is not None else 1
-        sched = build_lr_scheduler(self.hparams.lr_schedule, optimizer, max_epochs, total)
+        sched = build_lr_scheduler(self.hparams["lr_schedule"], optimizer, max_epochs, total)
         return {"optimizer": optimizer, "lr_scheduler": sched}

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
 from ..registry import locate
 
 
@@ -22,14 +23,18 @@ def build_optimizer(cfg: Mapping[str, Any], params: Iterable[torch.nn.Parameter]
 
 
 def build_lr_scheduler(
-    cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, max_epochs: int, total_steps: int
+    cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, max_epochs: int | None, total_steps: int
 ) -> dict[str, Any]:
     """Lightning's scheduler dict; fills what depends on the run (cosine ``T_max``,
-    one-cycle ``total_steps`` and ``max_lr``) when the config leaves it null."""
+    one-cycle ``total_steps`` and ``max_lr``) when the config leaves it null.
+    ``max_epochs``: the Trainer's, None when only ``max_steps`` bounds the run."""
     kwargs = _kwargs(cfg, drop=("interval", "name"))
     name, interval = cfg.get("name"), cfg["interval"]
     if name == "cosine" and kwargs.get("T_max") is None:
-        kwargs["T_max"] = max(1, max_epochs if interval == "epoch" else total_steps)
+        span = max_epochs if interval == "epoch" else total_steps
+        if span is None:
+            raise ConfigError("lr_schedule=cosine with interval=epoch needs trainer.max_epochs or lr_schedule.T_max")
+        kwargs["T_max"] = max(1, span)
     if name == "onecycle":
         kwargs["total_steps"] = max(1, total_steps)
         if kwargs.get("max_lr") is None:

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from snn_lab.cli import CONFIG_DIR
 from snn_lab.config import ConfigError, register_configs, validate
@@ -38,11 +37,6 @@ def options(group):
     return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
 
 
-def _compose(overrides):
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=overrides)
-
-
 CASES = [(g, o) for g in GROUPS for o in options(g)]
 
 
@@ -55,8 +49,8 @@ def test_every_group_has_options():
 
 
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
-def test_option_composes_and_instantiates(group, option, tmp_path):
-    cfg = _compose([f"{group}={option}"])
+def test_option_composes_and_instantiates(group, option, tmp_path, compose_cfg):
+    cfg = compose_cfg([f"{group}={option}"])
     if group == "target" and option == "gpu" and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device"):
             validate(cfg)
@@ -77,8 +71,8 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
     assert T >= 1
 
 
-def test_tutorial_experiment_is_the_tutorial_recipe():
-    c = _compose(["experiment=tutorial_mnist"])
+def test_tutorial_experiment_is_the_tutorial_recipe(compose_cfg):
+    c = compose_cfg(["experiment=tutorial_mnist"])
     assert (c.model.name, list(c.model.hidden), c.model.batch_norm, c.model.dropout) == ("mlp", [512, 512], False, 0.0)
     assert (c.neuron.name, c.neuron.vth, c.neuron.decay, c.neuron.reset) == ("lif", 0.4, 0.8, "hard")
     assert (c.surrogate.name, c.surrogate.width, c.encoder.name, c.readout.name) == (
@@ -98,8 +92,8 @@ def test_tutorial_experiment_is_the_tutorial_recipe():
     assert c.data.val_split == 0  # validates on the 10k test set every epoch, like the tutorial
 
 
-def test_step_schedule_gives_the_tutorial_lr_list():
-    c = _compose(["experiment=tutorial_mnist"])
+def test_step_schedule_gives_the_tutorial_lr_list(compose_cfg):
+    c = compose_cfg(["experiment=tutorial_mnist"])
     net = build_network(net_config(c))
     opt = build_optimizer(c.optimizer, net.parameters())
     sched = build_lr_scheduler(c.lr_schedule, opt, 30, 300)["scheduler"]
@@ -130,9 +124,9 @@ def test_step_schedule_gives_the_tutorial_lr_list():
         ("surrogate.width=0", "surrogate.width"),
     ],
 )
-def test_validation_names_the_key(override, key):
+def test_validation_names_the_key(override, key, compose_cfg):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "="):
-        validate(_compose(override.split()))
+        validate(compose_cfg(override.split()))
 
 
 @pytest.mark.parametrize(
@@ -145,53 +139,53 @@ def test_validation_names_the_key(override, key):
         ("train=false", "ckpt_path=None is invalid: evaluation"),
     ],
 )
-def test_validation_of_pass_through_sections_names_the_key(override, message):
+def test_validation_of_pass_through_sections_names_the_key(override, message, compose_cfg):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        validate(_compose([override]))
+        validate(compose_cfg([override]))
 
 
-def test_trainer_arguments_pass_through_with_their_types(tmp_path):
-    cfg = _compose(["trainer.limit_train_batches=1", "trainer.max_steps=500", "+trainer.profiler=simple"])
+def test_trainer_arguments_pass_through_with_their_types(tmp_path, compose_cfg):
+    cfg = compose_cfg(["trainer.limit_train_batches=1", "trainer.max_steps=500", "+trainer.profiler=simple"])
     validate(cfg)
     assert cfg.trainer.limit_train_batches == 1 and type(cfg.trainer.limit_train_batches) is int  # 1 batch, not 100%
     trainer = build_trainer(cfg, str(tmp_path), str(tmp_path / "ckpt"), cfg.monitor)
     assert trainer.max_steps == 500 and type(trainer.profiler).__name__ == "SimpleProfiler"
     assert trainer.limit_train_batches == 1
-    cfg = _compose(["trainer.fast_dev_run=5"])
+    cfg = compose_cfg(["trainer.fast_dev_run=5"])
     validate(cfg)
     assert cfg.trainer.fast_dev_run == 5 and type(cfg.trainer.fast_dev_run) is int  # 5 batches, not True
     assert build_trainer(cfg, str(tmp_path), str(tmp_path / "ckpt"), cfg.monitor).fast_dev_run == 5
 
 
-def test_logger_none_builds_a_trainer_without_the_lr_monitor(tmp_path):
-    cfg = _compose(["logger=none"])
+def test_logger_none_builds_a_trainer_without_the_lr_monitor(tmp_path, compose_cfg):
+    cfg = compose_cfg(["logger=none"])
     validate(cfg)
     trainer = build_trainer(cfg, str(tmp_path), str(tmp_path / "ckpt"), cfg.monitor)
     assert trainer.loggers == []
     assert not any(type(c).__name__ == "LearningRateMonitor" for c in trainer.callbacks)
 
 
-def test_several_loggers_at_once(tmp_path):
-    cfg = _compose(["logger=[tensorboard,csv]"])
+def test_several_loggers_at_once(tmp_path, compose_cfg):
+    cfg = compose_cfg(["logger=[tensorboard,csv]"])
     trainer = build_trainer(cfg, str(tmp_path), str(tmp_path / "ckpt"), cfg.monitor)
     assert sorted(type(lg).__name__ for lg in trainer.loggers) == ["CSVLogger", "TensorBoardLogger"]
     assert all(str(lg.save_dir) == str(tmp_path) for lg in trainer.loggers)
 
 
-def test_a_user_config_dir_adds_options_to_any_group(tmp_path):
+def test_a_user_config_dir_adds_options_to_any_group(tmp_path, compose_cfg):
     (tmp_path / "neuron").mkdir()
     (tmp_path / "neuron" / "fast_lif.yaml").write_text("_target_: snn_lab.neurons.LIF\nvth: 0.25\ndecay: 0.5\n")
     (tmp_path / "experiment").mkdir()
     (tmp_path / "experiment" / "mine.yaml").write_text(
         "# @package _global_\ndefaults:\n  - override /neuron: fast_lif\ntime_steps: 3\n"
     )
-    cfg = _compose([f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine", "model.hidden=[16]"])
+    cfg = compose_cfg([f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine", "model.hidden=[16]"])
     validate(cfg)
     net = build_network(net_config(cfg))
     neuron = net.layers[0].neuron
     assert type(neuron).__name__ == "LIF" and float(neuron.vth) == 0.25 and float(neuron.decay) == 0.5
     assert net.time_steps == 3
-    assert _compose([f"hydra.searchpath=[file://{tmp_path}]", "neuron=lif"]).neuron.name == "lif"  # built-ins stay
+    assert compose_cfg([f"hydra.searchpath=[file://{tmp_path}]", "neuron=lif"]).neuron.name == "lif"  # built-ins stay
 
 
 @pytest.mark.parametrize(
@@ -202,13 +196,13 @@ def test_a_user_config_dir_adds_options_to_any_group(tmp_path):
         ("neuron.vth=-1", "neuron.vth=-1.0 is invalid"),
     ],
 )
-def test_a_wrong_target_names_the_key_and_the_class(override, message):
+def test_a_wrong_target_names_the_key_and_the_class(override, message, compose_cfg):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        validate(_compose([override]))
+        validate(compose_cfg([override]))
 
 
-def test_a_user_class_that_raises_is_one_line_naming_key_and_class(tmp_path):
-    cfg = _compose(["+model._target_=snn_lab.models.SpikingMLP", "model.hidden=[0]"])
+def test_a_user_class_that_raises_is_one_line_naming_key_and_class(tmp_path, compose_cfg):
+    cfg = compose_cfg(["+model._target_=snn_lab.models.SpikingMLP", "model.hidden=[0]"])
     with pytest.raises(ConfigError) as e:
         validate(cfg)
     assert "model (snn_lab.models.SpikingMLP)" in str(e.value) and "\n" not in str(e.value)

@@ -106,7 +106,15 @@ def test_mlp_sizes_depth_readout(readout, tiny_net):
 @pytest.mark.parametrize("mode", ["step", "layer"])
 def test_conv_snn_runs_and_trains(mode, tiny_net):
     net = tiny_net(
-        readout="membrane", time_steps=4, arch="conv", mode=mode, weight_scale=1.0, train=True, channels=(4, 8), fc=16
+        readout="membrane",
+        time_steps=4,
+        arch="conv",
+        mode=mode,
+        weight_scale=1.0,
+        train=True,
+        channels=(4, 8),
+        fc=16,
+        pool="spikes",  # the neuron sees the full-size map, pooled after it
     )
     x = torch.rand(4, 3, 1, 28, 28).round()
     out = net.forward_spikes(x)

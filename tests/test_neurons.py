@@ -91,7 +91,7 @@ def test_alif_adapts_interspike_interval_grows():
 def test_izhikevich_regular_spiking_adapts():
     """RS cell (a=.02, b=.2, c=-65, d=8) under I=10: tonic spiking whose inter-spike
     interval lengthens over the first spikes (spike-frequency adaptation)."""
-    spikes, mems = run(Izhikevich(), torch.tensor([10.0]), 300)
+    spikes, mems = run(Izhikevich(gain=1.0), torch.tensor([10.0]), 300)
     times = torch.nonzero(spikes[:, 0]).flatten()
     isi = times.diff()
     assert 4 <= len(times) <= 40
@@ -101,7 +101,7 @@ def test_izhikevich_regular_spiking_adapts():
 
 
 def test_izhikevich_silent_without_input():
-    spikes, _ = run(Izhikevich(), torch.tensor([0.0]), 200)
+    spikes, _ = run(Izhikevich(gain=1.0), torch.tensor([0.0]), 200)
     assert spikes.sum() == 0
 
 

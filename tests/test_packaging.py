@@ -16,18 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TINY_RUN
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "data.train_subset=400",
-    "data.eval_subset=200",
-    "data.val_split=200",
-    "trainer.max_epochs=1",
-    "time_steps=4",
-    "model.hidden=[64]",
-    "callbacks.progress_bar=none",
-    "logger=csv",
-    "print_config=false",
-]
+# the tiny run of every CLI test, logged to CSV, no config tree
+CLI_ARGS = [*TINY_RUN, "logger=csv", "print_config=false"]
 
 
 def _run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -76,7 +69,7 @@ def test_the_wheel_installs_and_trains_from_an_empty_directory(venv, tmp_path):
     assert Path(where[1]) == Path(where[0]).parent / "conf" and (Path(where[1]) / "train.yaml").is_file()
     for script in ("snn-train", "snn-eval", "snn-deploy", "snn-bench"):
         assert (venv / "bin" / script).is_file(), script
-    r = _run([str(venv / "bin" / "snn-train"), *TINY, "hydra.run.dir=run"], empty)
+    r = _run([str(venv / "bin" / "snn-train"), *CLI_ARGS, "hydra.run.dir=run"], empty)
     m = json.loads((empty / "run" / "metrics.json").read_text())
     assert m["test_acc"] is not None and m["epochs"] == 1 and "snn_lab: test/acc=" in r.stdout
     assert (empty / "run" / "checkpoints" / "best.ckpt").is_file()

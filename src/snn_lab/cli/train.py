@@ -37,7 +37,7 @@ from ..errors import CheckpointError, RunError
 from ..io import atomic_write_json, atomic_write_text
 from ..lit.callbacks import RunStats
 from ..lit.module import SNNLitModule
-from ..models import load_network, net_diff, read_checkpoint
+from ..models import load_network, net_diff, read_checkpoint, upgrade_net_config
 from . import CONFIG_DIR
 from .errors import fail, user_errors
 
@@ -64,10 +64,11 @@ def _resolve_ckpt(cfg: DictConfig, ckpt_dir: Path, net: dict) -> str | None:
             "directory with hydra.run.dir=<that run dir> ckpt_path=last"
         )
     ckpt = read_checkpoint(path)
-    if ckpt["hyper_parameters"]["net"] != net:
+    theirs = upgrade_net_config(ckpt["hyper_parameters"]["net"])
+    if theirs != net:
         raise CheckpointError(
             f"ckpt_path={path} was trained with another network (differs in "
-            f"{', '.join(net_diff(net, ckpt['hyper_parameters']['net']))}); "
+            f"{', '.join(net_diff(net, theirs))}); "
             "use the same overrides as that run"
         )
     return str(path)
@@ -190,7 +191,7 @@ def evaluate(cfg: DictConfig) -> float:
     run_dir = _prepare_run_dir(cfg)
     path = Path(cfg.ckpt_path).resolve()
     ckpt = read_checkpoint(path)
-    net = dict(ckpt["hyper_parameters"]["net"])
+    net = upgrade_net_config(ckpt["hyper_parameters"]["net"])
     if _overridden("time_steps"):
         net["time_steps"] = int(cfg.time_steps)
     weights = load_network(path)

@@ -118,7 +118,7 @@ class ModelConf:
     name: str = MISSING
     input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
     num_classes: int = 10
-    mode: str = "step"  # step: time outermost (the tutorial's loop); layer: multi-step engine
+    mode: str = "layer"  # layer: multi-step engine; step: time outermost (the tutorial's loop); same spikes
 
 
 @dataclass
@@ -165,9 +165,12 @@ class OptimizerConf:
 
 @dataclass
 class SGDConf(OptimizerConf):
+    """The tutorial's optimizer: SGD, momentum 0.9, weight decay 1e-3."""
+
     _target_: str = "torch.optim.SGD"
     momentum: float = 0.9
     nesterov: bool = False
+    weight_decay: float = 1e-3
 
 
 @dataclass
@@ -307,7 +310,7 @@ class TrainConf:
     matmul_precision: str = "highest"
 
 
-_GROUP_SCHEMAS = {
+_GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "neuron": {"lif": LIFConf, "if": IFConf, "plif": PLIFConf, "alif": ALIFConf, "izhikevich": IzhikevichConf},
     "surrogate": {"surrogate": SurrogateConf},
     "encoder": {

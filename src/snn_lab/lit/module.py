@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchmetrics
 
 from ..errors import DivergedError
-from ..models import SNNModel, build_network
+from ..models import SNNModel, build_network, upgrade_net_config
 from .optim import build_lr_scheduler, build_optimizer
 
 
@@ -19,7 +19,8 @@ class SNNLitModule(pl.LightningModule):
     def __init__(self, net: dict, optimizer: dict | None = None, lr_schedule: dict | None = None, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
-        self.net: SNNModel = build_network(net)
+        # a checkpoint from before a class default changed rebuilds as it was trained
+        self.net: SNNModel = build_network(upgrade_net_config(net))
         num_classes = net["model"].get("num_classes", 10)
         self.metrics = torch.nn.ModuleDict(
             {

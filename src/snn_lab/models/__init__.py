@@ -3,7 +3,7 @@
 
 from .base import MODES, Record, SNNModel, SpikingLayer
 from .build import MODELS, build_network
-from .checkpoint import load_network, net_diff, read_checkpoint
+from .checkpoint import load_network, net_diff, read_checkpoint, upgrade_net_config
 from .conv import SpikingConvNet
 from .mlp import TUTORIAL_KEYS, SpikingMLP, load_tutorial_state_dict, tutorial_network
 
@@ -22,4 +22,5 @@ __all__ = [
     "net_diff",
     "read_checkpoint",
     "tutorial_network",
+    "upgrade_net_config",
 ]

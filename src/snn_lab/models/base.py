@@ -121,7 +121,7 @@ class SNNModel(nn.Module):
         time_steps: int,
         encoder: Encoder | None = None,
         readout: str = "rate",
-        mode: str = "step",
+        mode: str = "layer",
     ):
         super().__init__()
         if isinstance(time_steps, bool) or not isinstance(time_steps, int) or time_steps < 1:

@@ -13,7 +13,23 @@ from ..errors import CheckpointError, ConfigError
 from .base import SNNModel
 from .build import build_network
 
-__all__ = ["load_network", "net_diff", "read_checkpoint"]
+__all__ = ["load_network", "net_diff", "read_checkpoint", "upgrade_net_config"]
+
+
+#: values older checkpoints were trained with, for keys their net config does not store
+#: (the defaults of the classes changed since): model.mode was "step", conv pool "spikes"
+LEGACY_MODEL_DEFAULTS = {"mode": "step"}
+LEGACY_CONV_DEFAULTS = {"pool": "spikes"}
+
+
+def upgrade_net_config(net: dict[str, Any]) -> dict[str, Any]:
+    """The net config of a checkpoint with the keys it left to class defaults spelled out,
+    so it rebuilds the network it was trained as whatever today's defaults are."""
+    model = dict(net.get("model") or {})
+    legacy = {**LEGACY_MODEL_DEFAULTS, **(LEGACY_CONV_DEFAULTS if model.get("name") == "conv" else {})}
+    if model.get("_target_"):
+        return net
+    return {**net, "model": {**legacy, **model}}
 
 
 def net_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -47,7 +63,7 @@ def load_network(path: str | os.PathLike, expect: dict | None = None) -> SNNMode
     ``expect``: a net config the checkpoint must match (else :class:`CheckpointError`).
     """
     ckpt = read_checkpoint(path)
-    net_cfg = ckpt["hyper_parameters"]["net"]
+    net_cfg = upgrade_net_config(ckpt["hyper_parameters"]["net"])
     if expect is not None and expect != net_cfg:
         raise CheckpointError(
             f"checkpoint {path} holds another network (differs in {', '.join(net_diff(expect, net_cfg))})"

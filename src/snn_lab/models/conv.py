@@ -32,8 +32,8 @@ class SpikingConvNet(SNNModel):
         readout: str = "rate",
         dropout: float = 0.2,
         out_decay: float = 0.8,
-        mode: str = "step",
-        pool: str = "spikes",
+        mode: str = "layer",
+        pool: str = "current",
     ):
         if len(input_shape) != 3:
             raise ValueError(f"input_shape={tuple(input_shape)} is invalid for a conv model: expected (C, H, W)")
@@ -43,6 +43,7 @@ class SpikingConvNet(SNNModel):
             raise ValueError(f"dropout={dropout!r} is invalid: must lie in [0, 1)")
         if pool not in POOLS:
             raise ValueError(f"pool={pool!r} is unknown; accepted: {', '.join(POOLS)}")
+        self.pool = pool
         c_in, h, w = (int(d) for d in input_shape)
         if min(h, w) >> len(channels) < 1:
             raise ValueError(

@@ -30,7 +30,7 @@ class SpikingMLP(SNNModel):
         dropout: float = 0.0,
         bias: bool = True,
         out_decay: float = 0.8,
-        mode: str = "step",
+        mode: str = "layer",
     ):
         hidden = [int(h) for h in hidden]
         if any(h < 1 for h in hidden) or int(num_classes) < 2:

@@ -43,7 +43,7 @@ class Izhikevich(Neuron):
         d: float = 8.0,
         dt: float = 1.0,
         substeps: int = 2,
-        gain: float = 1.0,
+        gain: float = 20.0,
         surrogate: Surrogate | None = None,
     ):
         super().__init__(surrogate)

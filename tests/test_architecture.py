@@ -50,3 +50,10 @@ print(json.dumps({"env": changed, "filters_added": len(warnings.filters) - len(b
     got = _probe(code)
     assert got["env"] == [], got
     assert got["filters_added"] <= 0, got
+
+
+@pytest.mark.parametrize("module", ["snn_lab", "snn_lab.cli", "snn_lab.bench"])
+def test_entry_packages_load_no_torch_before_the_cli_sets_the_environment(module):
+    """``python -m snn_lab.bench`` imports ``snn_lab.bench`` before its ``__main__``: torch
+    (and OpenMP, which reads OMP_WAIT_POLICY once, when it loads) must not come with it."""
+    assert _probe(f"import json, sys, {module}; print(json.dumps('torch' in sys.modules))") is False

@@ -12,8 +12,13 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+import snn_lab.cli.bench  # noqa: F401  (stores the bench schema)
+from snn_lab.bench import BenchConfig
 from snn_lab.cli import CONFIG_DIR
+from snn_lab.cli.deploy import backend_from_config
 from snn_lab.config import register_configs, validate
+from snn_lab.config.build import to_plain_dict
+from snn_lab.deploy import create_backend
 from snn_lab.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +27,7 @@ DOCS = [
     *sorted((ROOT / "docs").glob("*.md")),
     ROOT / "examples" / "custom_components" / "README.md",
 ]
-COMMAND = re.compile(r"^(python -m snn_lab\.train|snn-train|snn-eval)\b")
+COMMAND = re.compile(r"^(python -m snn_lab\.(train|deploy|bench)|snn-(train|eval|deploy|bench))\b")
 # what a command may need that this machine lacks: then validation must say so
 ENVIRONMENT = ("no CUDA device", "lyngor")
 
@@ -60,7 +65,8 @@ def _first_of_sweep(arg: str) -> str:
 def overrides_of(command: str, tmp: Path) -> tuple[str, list[str]]:
     command = re.sub(r"<[^>]+>", str(tmp), command.replace("<same overrides>", ""))
     words = shlex.split(command)
-    config_name = "eval" if words[0] == "snn-eval" else "train"
+    tool = words[2].split(".")[-1] if words[0] == "python" else words[0].removeprefix("snn-")
+    config_name = {"eval": "eval", "deploy": "deploy", "bench": "bench"}.get(tool, "train")
     args = words[3:] if words[0] == "python" else words[1:]
     out = []
     for arg in args:
@@ -85,6 +91,14 @@ def test_documented_command_composes_and_validates(doc, command, tmp_path, monke
     config_name, overrides = overrides_of(command, tmp_path)
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name, overrides=overrides)
+    if config_name == "bench":
+        BenchConfig(**to_plain_dict(cfg, "bench"))  # the bench's own typed options
+        return
+    if config_name == "deploy":
+        name, options = backend_from_config(cfg)
+        backend = create_backend(name)  # a registered backend, with options it knows
+        assert set(options) <= set(backend.default_options), (name, options)
+        return
     try:
         validate(cfg)
     except ConfigError as e:

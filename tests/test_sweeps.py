@@ -1,6 +1,9 @@
 """Sweeps: parallel local jobs (joblib launcher), Optuna search, the SLURM launcher
 preset, summary tables and the plot script, each on a tiny subset."""
 
+import csv
+import io
+import json
 from pathlib import Path
 
 import pytest
@@ -148,3 +151,52 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert metrics(tmp_path / "sub" / "0")["test_acc"] is not None
     assert len(_summary_rows(tmp_path / "sub")) == 1
+
+
+def test_a_failing_job_is_recorded_the_others_run_and_the_sweep_exits_non_zero(tmp_path):
+    r = train(["-m", "neuron.vth=0.4,-1", *TINY_RUN, "hydra.sweep.dir=sweep"], tmp_path)
+    sweep = tmp_path / "sweep"
+    assert r.returncode == 1, (r.stdout + r.stderr)[-3000:]
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == "error: 1 of 2 job(s) failed; see the status and error columns of sweep/summary.md"
+    assert metrics(sweep / "0")["test_acc"] is not None
+    failed = json.loads((sweep / "1" / "failed.json").read_text())
+    assert failed["error"] == "neuron.vth=-1.0 is invalid: must be > 0" and "neuron.vth=-1" in failed["overrides"]
+    rows = list(csv.DictReader(io.StringIO((sweep / "summary.csv").read_text())))
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "ok"), ("1", "failed")]
+    assert rows[0]["error"] == "" and rows[0]["test_acc"] and rows[1]["error"] == failed["error"]
+    assert "neuron.vth=-1" in rows[1]["overrides"] and rows[1]["test_acc"] == ""
+    md = (sweep / "summary.md").read_text().splitlines()
+    assert md[0].startswith("| job | status |") and "| failed |" in md[3] and failed["error"] in md[3]
+
+
+def _job_overrides(job: Path) -> list:
+    hydra_overrides = job / ".hydra" / "overrides.yaml"
+    if hydra_overrides.exists():
+        return yaml.safe_load(hydra_overrides.read_text())
+    return json.loads((job / "failed.json").read_text())["overrides"]
+
+
+def test_optuna_study_is_persisted_and_a_rerun_continues_it(tmp_path):
+    """The study lives in outputs/optuna/optuna.db, outside the timestamped sweep dirs; a
+    failed trial (neuron.vth=-1) is marked FAIL and the search goes on."""
+    optuna = pytest.importorskip("optuna")
+    args = ["hparams_search=mnist_optuna", "hydra.sweeper.params.time_steps='choice(2,4)'", "neuron.vth=choice(0.4,-1)"]
+    first = train([*args, *TINY_NO_T, "hydra.sweeper.n_trials=2", "hydra.sweep.dir=opt1"], tmp_path)
+    assert first.returncode == 1 and "1 of 2 job(s) failed" in first.stderr, (first.stdout + first.stderr)[-3000:]
+    db = f"sqlite:///{tmp_path / 'outputs' / 'optuna' / 'optuna.db'}"
+    trials = optuna.load_study(study_name="mnist_snn", storage=db).trials
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "FAIL"]
+    failed = next(t for t in trials if t.state.name == "FAIL")
+    assert failed.params["neuron.vth"] == -1 and failed.value is None
+
+    # the same command with one more trial: the study continues at trial 2
+    second = train([*args, *TINY_NO_T, "hydra.sweeper.n_trials=1", "hydra.sweep.dir=opt2"], tmp_path)
+    assert second.returncode in (0, 1), (second.stdout + second.stderr)[-3000:]
+    trials = optuna.load_study(study_name="mnist_snn", storage=db).trials
+    assert [t.number for t in trials] == [0, 1, 2] and trials[2].state.name in ("COMPLETE", "FAIL")
+    assert f"neuron.decay={trials[2].params['neuron.decay']}" in _job_overrides(tmp_path / "opt2" / "0")
+    # the rerun's optimization_results.yaml: the whole study's best trial
+    best = max(t.value for t in trials if t.state.name == "COMPLETE")
+    assert yaml.safe_load((tmp_path / "opt2" / "optimization_results.yaml").read_text())["best_value"] == best

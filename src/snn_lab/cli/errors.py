@@ -12,6 +12,7 @@ from typing import NoReturn
 from ..errors import SnnLabError
 
 EXIT_REJECTED = 2
+EXIT_JOBS_FAILED = 1  # a multirun ran, and some of its jobs failed (cli.sweep)
 
 
 def fail(message: str, code: int = EXIT_REJECTED) -> NoReturn:
@@ -20,15 +21,13 @@ def fail(message: str, code: int = EXIT_REJECTED) -> NoReturn:
 
 
 @contextlib.contextmanager
-def user_errors(cleanup: Callable[[], None] | None = None, reraise: bool = False) -> Iterator[None]:
+def user_errors(cleanup: Callable[[], None] | None = None) -> Iterator[None]:
     """Report a user-facing error in one line and exit 2. ``cleanup`` runs first (e.g.
-    remove a run dir the rejected run created); ``reraise`` hands the error on instead
-    (a multirun job, which its sweeper reports)."""
+    remove a run dir the rejected run created). A multirun job records its error instead
+    (``cli.train._sweep_job``) and the sweep goes on."""
     try:
         yield
     except SnnLabError as e:
-        if reraise:
-            raise
         if cleanup is not None:
             cleanup()
         fail(str(e))

@@ -2,7 +2,8 @@
 
 Writes to the Hydra run dir: ``.hydra/`` (composed config), ``tensorboard/`` (events,
 HPARAMS with final metrics), ``checkpoints/{last,best}.ckpt``, ``metrics.json``.
-Returns the monitored metric (best ``val/acc``) for sweepers.
+Returns the monitored metric (best ``val/acc``) for sweepers; a failed job of a multirun
+returns ``"failed: <error>"`` and leaves ``failed.json`` in its dir (docs/SWEEPS.md).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -33,13 +35,14 @@ from .. import _native
 from ..config import deploy_backend_name, register_configs, validate
 from ..config.build import build_datamodule, build_trainer, net_config, to_dict
 from ..deploy import run_deploy
-from ..errors import CheckpointError, RunError
+from ..errors import CheckpointError, RunError, SnnLabError
 from ..io import atomic_write_json, atomic_write_text
 from ..lit.callbacks import RunStats
 from ..lit.module import SNNLitModule
 from ..models import load_network, net_diff, read_checkpoint, upgrade_net_config
 from . import CONFIG_DIR
 from .errors import fail, user_errors
+from .sweep import FAILED_FILE
 
 log = logging.getLogger("snn_lab.train")
 register_configs()
@@ -319,17 +322,47 @@ def _log_final(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | str:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    if hc.mode == RunMode.MULTIRUN:
+        return _sweep_job(cfg, run_dir)
 
     def remove_rejected_run() -> None:  # rejected before it wrote anything
         if run_dir.is_dir() and set(os.listdir(run_dir)) <= {f"{hc.job.name}.log"}:
             shutil.rmtree(run_dir, ignore_errors=True)
 
-    with user_errors(cleanup=remove_rejected_run, reraise=hc.mode == RunMode.MULTIRUN):
+    with user_errors(cleanup=remove_rejected_run):
         return run(cfg)
     raise AssertionError("unreachable")  # user_errors exits
+
+
+def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | str:
+    """One job of a multirun. A failure does not end the sweep: it is recorded in the
+    job's ``failed.json`` (read by the summary, which makes the sweep exit non-zero) and
+    the job returns ``"failed: <error>"``, which no sweeper takes for a score (the Optuna
+    sweeper marks the trial failed). A bug (not a SnnLabError) keeps its traceback in the
+    job's log."""
+    failed = run_dir / FAILED_FILE
+    failed.unlink(missing_ok=True)  # from an earlier attempt of this job
+    try:
+        value = run(cfg)
+    except SnnLabError as e:
+        error = str(e)
+        log.error("job failed: %s", error)
+    except Exception as e:  # a bug: traceback in the log, the sweep goes on
+        error = f"{type(e).__name__}: {e}".splitlines()[0]
+        log.exception("job failed with a bug: %s", error)
+    else:
+        if math.isnan(value):  # a sweeper cannot rank a run without its monitored value
+            return f"failed: no {cfg.monitor} was recorded"
+        return value
+    if _rank_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        overrides = [str(o) for o in HydraConfig.get().overrides.task]
+        atomic_write_json(failed, {"status": "failed", "error": error, "overrides": overrides})
+    print(f"error: job {run_dir.name} failed: {error}", file=sys.stderr)
+    return f"failed: {error}"
 
 
 def check_output_dir(argv: list[str]) -> None:

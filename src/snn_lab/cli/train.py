@@ -9,6 +9,7 @@ returns ``"failed: <error>"`` and leaves ``failed.json`` in its dir (docs/SWEEPS
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -58,13 +59,21 @@ def quiet_lightning() -> Iterator[None]:
 
 
 def _resolve_ckpt(cfg: DictConfig, ckpt_dir: Path, net: dict) -> str | None:
+    """``None``: start fresh; ``last``: the run dir's ``last.ckpt``, which must exist;
+    ``auto``: ``last.ckpt`` when it exists, else start fresh; else a path."""
     if cfg.ckpt_path is None:
         return None
-    path = ckpt_dir / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    last = ckpt_dir / "last.ckpt"
+    if cfg.ckpt_path == "auto":
+        if not last.exists():
+            return None
+        log.info("ckpt_path=auto: resuming from %s", last)
+    path = last if cfg.ckpt_path in ("last", "auto") else Path(cfg.ckpt_path)
     if cfg.ckpt_path == "last" and not path.exists():
         raise CheckpointError(
             f"ckpt_path=last but {path} does not exist; resume inside the killed run's "
-            "directory with hydra.run.dir=<that run dir> ckpt_path=last"
+            "directory with hydra.run.dir=<that run dir> ckpt_path=last (or ckpt_path=auto: "
+            "resume when last.ckpt exists, else start fresh)"
         )
     ckpt = read_checkpoint(path)
     theirs = upgrade_net_config(ckpt["hyper_parameters"]["net"])
@@ -108,6 +117,9 @@ def run(cfg: DictConfig) -> float:
     validate(cfg)  # before any data is touched
     if not cfg.train:
         return evaluate(cfg)
+    finished = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
+    if cfg.ckpt_path == "auto" and finished.exists():
+        return _report_finished(finished)
     run_dir = _prepare_run_dir(cfg)
     ckpt_dir = run_dir / "checkpoints"
     net = net_config(cfg)
@@ -180,6 +192,23 @@ def run(cfg: DictConfig) -> float:
         f"epochs={trainer.current_epoch} wall={metrics['wall_seconds']:.0f}s run_dir={run_dir}"
     )
     return best_val if best_val is not None else float("nan")
+
+
+def _report_finished(path: Path) -> float:
+    """``ckpt_path=auto`` in a run dir that holds a finished run: nothing is trained or
+    written; its ``metrics.json`` is reported again (the monitored value is returned)."""
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunError(f"{path} cannot be read ({e}); move it away to train this run again") from None
+    best = metrics.get("best_val_acc")
+    test_acc = metrics.get("test_acc")
+    print(
+        f"snn_lab: already finished, skipped (ckpt_path=auto): test/acc="
+        f"{'n/a' if test_acc is None else f'{100 * test_acc:.2f}%'} best {metrics.get('monitor', 'val/acc')}="
+        f"{'n/a' if best is None else f'{100 * best:.2f}%'} run_dir={path.parent}"
+    )
+    return float(best) if isinstance(best, (int, float)) else float("nan")
 
 
 def _overridden(key: str) -> bool:

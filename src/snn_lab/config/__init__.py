@@ -103,7 +103,7 @@ def validate(cfg: DictConfig) -> None:
         _check_deploy(deploy_backend_name(cfg), cfg.deploy_batch_size)
     if not cfg.train:
         _require(
-            cfg.ckpt_path not in (None, "last"),
+            cfg.ckpt_path not in (None, "last", "auto"),
             "ckpt_path",
             cfg.ckpt_path,
             "evaluation (train=false, snn-eval) needs the path of a checkpoint",

@@ -303,7 +303,10 @@ class TrainConf:
     task_name: str = "train"
     tags: list[str] = field(default_factory=list)  # passed to every logger that takes tags; in metrics.json
     monitor: str = "val/acc"
-    ckpt_path: str | None = None  # a .ckpt to resume from (train) or to evaluate (train=false), or 'last'
+    # a .ckpt to resume from (train) or to evaluate (train=false); 'last': the run dir's
+    # checkpoints/last.ckpt (must exist); 'auto': last.ckpt when it exists, else start fresh,
+    # and a finished run (metrics.json) is reported, not retrained (docs/SWEEPS.md)
+    ckpt_path: str | None = None
     train: bool = True  # false: only evaluate ckpt_path on the test set (snn-eval)
     test: bool = True  # evaluate the best checkpoint on the test set after fitting
     print_config: bool = True  # print the composed config as a tree at start

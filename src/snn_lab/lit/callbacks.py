@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
+
+from .datamodule import steps_into_epoch
 
 
 class FiringRateLogger(pl.Callback):
@@ -77,18 +81,20 @@ class RankSeed(pl.Callback):
     """Per-rank global RNG streams under DDP.
 
     ``pl.seed_everything(seed)`` gives every rank the same global RNG, so dropout masks and
-    the ``shift`` augmentation would repeat across ranks (and a resumed run restores rank
-    0's saved torch RNG state on every rank). Under DDP, at the start of every training
-    epoch each rank reseeds torch/numpy/random with
+    the ``shift`` augmentation would repeat across ranks. Under DDP, at the start of every
+    training epoch each rank reseeds torch/numpy/random with
     ``seed + 7919 * global_rank + 104729 * epoch``: streams differ across ranks, and a run
-    resumed at an epoch boundary draws what the uninterrupted run drew. The weights were
+    resumed at an epoch boundary draws what the uninterrupted run drew. The first epoch
+    of a run resumed *mid-epoch* is not reseeded: each rank continues its own torch stream,
+    which the module saved per rank and restored at train start. The weights were
     initialised (identically) before fit, and DDP broadcasts rank 0's anyway.
-    ``PL_GLOBAL_SEED`` is left alone: the ``DistributedSampler`` of every rank must share
-    it to draw disjoint shards. Single-process runs are not touched."""
+    ``PL_GLOBAL_SEED`` is left alone. Single-process runs are not touched."""
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.world_size <= 1:
             return
+        if steps_into_epoch(trainer, math.inf):  # the trainer's num_training_batches
+            return  # resumed mid-epoch: the checkpoint's stream of this rank goes on
         import random
 
         import numpy as np

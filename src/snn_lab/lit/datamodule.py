@@ -8,10 +8,11 @@ model, per run on its device, never in the DataLoader.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
 
 from ..data.mnist import SOURCES, download_mnist, load_mnist_arrays
 from ..errors import DataError
@@ -99,8 +100,10 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         train_set = self._ready(self.train_set)
+        t = self.trainer
+        world, rank = (t.world_size, t.global_rank) if t is not None else (1, 0)
         sampler = ResumableShuffleSampler(
-            len(train_set), self.batch_size, seed=self.split_seed + 1, trainer=self.trainer
+            len(train_set), self.batch_size, seed=self.split_seed + 1, trainer=t, num_replicas=world, rank=rank
         )
         return self._loader(train_set, self.batch_size, sampler)
 
@@ -119,36 +122,63 @@ class MNISTDataModule(pl.LightningDataModule):
         return images, labels
 
 
-class ResumableShuffleSampler(Sampler[int]):
-    """Shuffles with a permutation that depends only on ``(seed, epoch)``, and on the
-    first pass after a mid-epoch resume skips the batches the checkpoint already
-    trained on, so a killed-and-resumed run sees exactly the data of an uninterrupted
-    one. (Lightning restores the loop counters but restarts a plain loader's epoch.)"""
+def steps_into_epoch(trainer, batches_per_epoch: float) -> int:
+    """How many optimizer steps of the current epoch a run resumed from a mid-epoch
+    checkpoint had already taken (``0`` at an epoch boundary, in a fresh run, and without
+    a trainer). Derived from the restored loop counters alone (``global_step``,
+    ``current_epoch``), so every rank of a DDP run computes the same value."""
+    if trainer is None or getattr(trainer, "global_step", 0) == 0:
+        return 0
+    batches = getattr(trainer, "num_training_batches", math.inf)
+    batches_per_epoch = min(batches_per_epoch, batches)  # limit_train_batches
+    if not 0 < batches_per_epoch < math.inf:
+        return 0
+    # Lightning steps on the last batch of an epoch even when it does not fill an accumulation
+    per_epoch = math.ceil(int(batches_per_epoch) / max(1, trainer.accumulate_grad_batches))
+    done = trainer.global_step - trainer.current_epoch * per_epoch
+    return done if 0 < done < per_epoch else 0
 
-    def __init__(self, n: int, batch_size: int, seed: int = 0, trainer=None):
-        self.n, self.batch_size, self.seed, self.trainer = n, batch_size, seed, trainer
-        self.epoch = 0
+
+class ResumableShuffleSampler(DistributedSampler):
+    """Shuffles with a permutation that depends only on ``(seed, epoch)``; under DDP each
+    rank takes its shard of it; on the first pass after a mid-epoch resume it skips the
+    batches the checkpoint already trained on. A killed-and-resumed run -- single-process
+    or DDP -- sees exactly the data of an uninterrupted one. (Lightning restores the loop
+    counters but restarts a plain loader's epoch.)
+
+    Sharding is :class:`~torch.utils.data.DistributedSampler`'s: the permutation is padded
+    by repeating its start to a multiple of ``num_replicas`` and rank ``r`` takes every
+    ``num_replicas``-th index from ``r``. It *is* a ``DistributedSampler``, so Lightning
+    neither wraps it (its ``DistributedSamplerWrapper`` would not forward ``set_epoch`` or
+    the resume position) nor replaces it, and calls its ``set_epoch`` each epoch. With
+    ``num_replicas=1`` the order is the plain permutation."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, trainer=None, num_replicas: int = 1, rank: int = 0):
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"ResumableShuffleSampler: rank {rank} of {num_replicas} replicas")
+        dataset = cast(Dataset, range(n))  # DistributedSampler uses only its len()
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.n, self.batch_size, self.trainer = n, batch_size, trainer
         self._first = True
 
-    def set_epoch(self, epoch: int) -> None:  # called by Lightning before each epoch
-        self.epoch = epoch
+    def shard(self, epoch: int, skip_batches: int = 0) -> list[int]:
+        """This rank's indices for ``epoch``, less its first ``skip_batches`` batches."""
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch)).tolist()
+        if self.num_replicas > 1:
+            pad = self.total_size - self.n
+            order += (order * math.ceil(pad / max(1, self.n)))[:pad]
+            order = order[self.rank : self.total_size : self.num_replicas]
+        return order[skip_batches * self.batch_size :]
 
-    def __len__(self) -> int:
-        return self.n
-
-    def _resume_offset(self) -> int:
+    def _resume_batches(self) -> int:
         t = self.trainer
-        if t is None or getattr(t, "global_step", 0) == 0:
-            return 0
-        per_epoch = math.ceil(self.n / self.batch_size) // max(1, t.accumulate_grad_batches)
-        done = t.global_step - t.current_epoch * per_epoch
-        return done * self.batch_size * t.accumulate_grad_batches if 0 < done < per_epoch else 0
+        steps = steps_into_epoch(t, math.ceil(self.num_samples / self.batch_size))
+        return steps * max(1, t.accumulate_grad_batches) if steps else 0
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
-        skip = self._resume_offset() if self._first else 0
+        skip = self._resume_batches() if self._first else 0
         self._first = False
-        return iter(order[skip:].tolist())
+        return iter(self.shard(self.epoch, skip))
 
 
 def _random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:

@@ -47,16 +47,29 @@ class SNNLitModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Both random streams, so a resumed run continues them exactly (dropout and
-        # other global-RNG users, and the encoder's spikes).
-        checkpoint["encoder_rng_state"] = self.generator.get_state()
-        checkpoint["torch_rng_state"] = torch.get_rng_state()
+        # other global-RNG users, and the encoder's spikes): this rank's at the top level
+        # (rank 0's is the one written), and under DDP every rank's in
+        # ``rank_rng_states[rank]``. Lightning calls this hook on every rank (it writes
+        # rank 0's dict only), so the states are gathered here.
+        own = {"encoder_rng_state": self.generator.get_state(), "torch_rng_state": torch.get_rng_state()}
+        checkpoint.update(own)
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            per_rank: list[dict | None] = [None] * world
+            torch.distributed.all_gather_object(per_rank, own)
+            checkpoint["rank_rng_states"] = per_rank
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("encoder_rng_state")
+        states = checkpoint
+        per_rank = checkpoint.get("rank_rng_states")
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if per_rank and len(per_rank) == world and self.global_rank < world:  # same world size: this rank's
+            states = per_rank[self.global_rank]
+        state = states.get("encoder_rng_state")
         if state is not None:
             self._gen, self._gen_state = None, state
         # restored at train start: Lightning seeds and builds loaders after loading
-        self._pending_torch_rng = checkpoint.get("torch_rng_state")
+        self._pending_torch_rng = states.get("torch_rng_state")
 
     def on_train_start(self) -> None:
         state = getattr(self, "_pending_torch_rng", None)

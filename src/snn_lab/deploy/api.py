@@ -79,6 +79,15 @@ def load_images(model: SNNModel, split: str = "test", root=None, num_samples=Non
     return x.reshape(x.shape[0], *shape).contiguous(), labels.numpy()
 
 
+def check_batch_fits(batch_size: int, samples: int, what: str) -> None:
+    """A batch larger than the data would time one partial batch and report it as full."""
+    if batch_size > samples >= 1:
+        raise DeployError(
+            f"batch_size={batch_size} is larger than the {samples} samples to deploy on ({what}); "
+            f"lower batch_size to at most {samples} or deploy on more samples"
+        )
+
+
 def build_step(model: SNNModel, lowering: str, encode: str, batch_size: int):
     check_encoder(model, encode)
     if lowering == "loadsave":
@@ -160,11 +169,18 @@ def run_deploy(
     T = int(opt["time_steps"] or model.time_steps)
     if T < 1:
         raise DeployError(f"time_steps={T} is invalid: must be >= 1")
+    if opt["num_samples"] is not None:  # known before compiling; the whole split is checked after loading
+        check_batch_fits(int(batch_size), int(opt["num_samples"]), "num_samples")
     art_dir = out_dir / backend
     _, compiled, compile_s = compile_step(
         model, backend, int(batch_size), art_dir, opt["encode"], opt["backend_options"]
     )
     images, labels = load_images(model, opt["split"], opt["data_root"], opt["num_samples"])
+    try:
+        check_batch_fits(int(batch_size), len(images), f"the {opt['split']} split")
+    except DeployError:
+        compiled.close()
+        raise
     source = InputSource(model, opt["seed"], T)
 
     load_start = loadavg()

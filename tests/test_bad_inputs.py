@@ -1,6 +1,7 @@
 """The bad-input table (docs/ERRORS.md): each case fails with a one-line cause, a
 non-zero exit, and leaves an existing run's results untouched."""
 
+import csv
 import gzip
 import hashlib
 import pickle
@@ -261,17 +262,13 @@ class NaNPixels(pl.LightningDataModule):
 '''
 
 
-@pytest.mark.xfail(
-    strict=False,  # drop this marker once the check lands
-    reason="needs a finite-input check in lit/module.py (not this file's owner): today a NaN pixel trains silently",
-)
 def test_nan_pixels_in_a_dataset_fail_in_one_line_naming_the_data(tmp_path):
     """Row 32: a data module (`data._target_`) whose images hold a NaN fails with one line
     naming the data, before any step trains on it (not a NaN loss deep in training)."""
     (tmp_path / "nan_data.py").write_text(NAN_DATA_MODULE)
     r = train([*TINY_RUN, "+data._target_=nan_data.NaNPixels", "hydra.run.dir=new"], tmp_path, timeout=240)
     _one_line_error(r, "non-finite pixel")
-    assert "nan_data.NaNPixels" in r.stderr.strip().splitlines()[-1] or "train" in r.stderr.strip().splitlines()[-1]
+    assert "data (nan_data.NaNPixels): train batch 0 holds a non-finite pixel" in r.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "new" / "metrics.json").exists()
 
 
@@ -295,6 +292,10 @@ def test_reused_sweep_dir_leaves_the_finished_jobs_byte_identical(finished_sweep
     assert "already holds a finished run" in r.stderr
     after = _digest(root / "sweep")
     assert {k: after.get(k) for k in before} == before
+    # the summary keeps the finished jobs' metrics; the refusal is in their error column
+    rows = list(csv.DictReader((root / "sweep" / "summary.csv").open()))
+    assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["best_val_acc"] for r in rows)
+    assert all("already holds a finished run" in r["error"] for r in rows)
 
 
 def test_reused_sweep_dir_fails_in_one_line_per_job(finished_sweep):

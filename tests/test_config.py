@@ -137,6 +137,7 @@ def test_validation_names_the_key(override, key, compose_cfg):
         ("+logger.mine.save_dir=x", "logger.mine="),
         ("+callbacks.extra.mine.every=1", "callbacks.extra.mine="),
         ("train=false", "ckpt_path=None is invalid: evaluation"),
+        ("model.hidden=[1000000000]", "model: the network has 795,000,000,010 parameters"),  # nothing allocated
     ],
 )
 def test_validation_of_pass_through_sections_names_the_key(override, message, compose_cfg):

@@ -5,6 +5,7 @@ keeps its traceback."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 from collections.abc import Callable, Iterator
 from typing import NoReturn
@@ -12,6 +13,7 @@ from typing import NoReturn
 from ..errors import SnnLabError
 
 EXIT_REJECTED = 2
+DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT}
 EXIT_JOBS_FAILED = 1  # a multirun ran, and some of its jobs failed (cli.sweep)
 
 
@@ -31,3 +33,10 @@ def user_errors(cleanup: Callable[[], None] | None = None) -> Iterator[None]:
         if cleanup is not None:
             cleanup()
         fail(str(e))
+    except OSError as e:  # the disk, not the code: full, read-only, no permission, over quota
+        if e.errno not in DISK_ERRNOS:
+            raise
+        fail(
+            f"{e.filename or 'an output file'} cannot be written ({e.strerror}); free space or choose a "
+            "writable hydra.run.dir / paths.log_dir"
+        )

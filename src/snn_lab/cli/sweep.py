@@ -32,25 +32,29 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job dir holding ``metrics.json`` (status ok) or ``failed.json`` (status
-    failed, with the job's one-line error), in job order. A job's ``failed.json`` is
-    removed when it starts again, so a file present is the latest attempt's."""
+    """One row per job dir holding ``metrics.json`` or ``failed.json``, in job order.
+
+    ``status`` is ``ok`` for a job whose run finished (its ``metrics.json``), ``failed``
+    otherwise; ``error`` is the latest attempt's one-line error (``failed.json``, removed
+    when the job starts again). A finished job whose rerun was refused (the same sweep
+    dir again, without ``ckpt_path=auto``) keeps its metrics and status ok, with the
+    refusal in ``error``: a rerun never loses a good row."""
     rows = []
     job_dirs = {p.parent for name in ("metrics.json", FAILED_FILE) for p in sweep_dir.glob(f"*/{name}")}
     for job_dir in sorted(job_dirs, key=lambda p: (len(p.name), p.name)):
         failed = _read_json(job_dir / FAILED_FILE) if (job_dir / FAILED_FILE).exists() else None
-        metrics = None if failed is not None else _read_json(job_dir / "metrics.json")
+        metrics = _read_json(job_dir / "metrics.json") if (job_dir / "metrics.json").exists() else None
         if failed is None and metrics is None:
             continue
         overrides_path = job_dir / ".hydra" / "overrides.yaml"
         overrides: Iterable[object]
-        if failed is not None:
+        if metrics is None and failed is not None:
             overrides = failed.get("overrides") or []
         else:
             overrides = OmegaConf.load(overrides_path) if overrides_path.exists() else []
         row: dict[str, Any] = {
             "job": job_dir.name,
-            "status": "failed" if failed is not None else "ok",
+            "status": "ok" if metrics is not None else "failed",
             "overrides": " ".join(str(o) for o in overrides),
         }
         row.update({k: (metrics or {}).get(k) for k in COLUMNS})
@@ -109,7 +113,7 @@ class SweepSummary(Callback):
         rows = write_summary(sweep_dir)
         summary = sweep_dir / "summary.md"
         print(f"snn_lab: {len(rows)} job(s) summarised in {summary}")
-        n_failed = sum(r["status"] == "failed" for r in rows)
+        n_failed = sum(r["error"] is not None for r in rows)  # this attempt failed (maybe a refused rerun)
         if n_failed:
             fail(
                 f"{n_failed} of {len(rows)} job(s) failed; see the status and error columns of {summary}",

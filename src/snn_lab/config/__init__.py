@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -110,9 +111,26 @@ def validate(cfg: DictConfig) -> None:
         )
         return  # the network comes from the checkpoint
     try:
-        build_network(net_config(cfg))
+        with torch.device("meta"):  # shapes and arguments only: a huge network allocates nothing
+            net = build_network(net_config(cfg))
     except ConfigError as e:
         raise ConfigError(f"network config: {e}") from None
+    _check_network_fits(sum(p.numel() for p in net.parameters()))
+
+
+def _check_network_fits(n_params: int) -> None:
+    """Weights, gradients and two optimizer moments must fit this machine's memory."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: let the allocator decide
+        return
+    need = 4 * 4 * n_params
+    if need > memory:
+        raise ConfigError(
+            f"model: the network has {n_params:,} parameters; training it needs about {need / 2**30:,.0f} GiB "
+            f"(float32 weights, gradients and optimizer state), more than this machine's {memory / 2**30:.0f} GiB; "
+            "make model.hidden (or model.channels, model.fc) smaller"
+        )
 
 
 def deploy_backend_name(cfg: DictConfig) -> str:

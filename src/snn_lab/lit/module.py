@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 import torchmetrics
 
-from ..errors import DivergedError
+from ..errors import DataError, DivergedError
 from ..models import SNNModel, build_network, upgrade_net_config
 from .optim import build_lr_scheduler, build_optimizer
 
@@ -81,8 +81,16 @@ class SNNLitModule(pl.LightningModule):
     def forward(self, images: torch.Tensor, return_record: bool = False):
         return self.net(images, generator=self.generator, return_record=return_record)
 
-    def _shared(self, batch, stage: str, record: bool = False):
+    def _shared(self, batch, stage: str, record: bool = False, batch_idx: int = 0):
         images, labels = batch
+        if torch.is_floating_point(images) and not bool(torch.isfinite(images).all()):
+            # a bad dataset fails here, naming it, not as a non-finite loss steps later
+            dm = getattr(self._trainer, "datamodule", None)  # set by fit/test, not declared on Trainer
+            where = f"{type(dm).__module__}.{type(dm).__qualname__}" if dm is not None else "the dataset"
+            raise DataError(
+                f"data ({where}): {stage} batch {batch_idx} holds a non-finite pixel (NaN/Inf); "
+                "fix the dataset or its transforms"
+            )
         out = self(images, return_record=record)
         scores, rec = out if record else (out, None)
         loss = F.cross_entropy(scores, labels)
@@ -106,16 +114,16 @@ class SNNLitModule(pl.LightningModule):
         return loss, rec
 
     def training_step(self, batch, batch_idx):
-        return self._shared(batch, "train")[0]
+        return self._shared(batch, "train", batch_idx=batch_idx)[0]
 
     def validation_step(self, batch, batch_idx):
-        _, rec = self._shared(batch, "val", record=True)
+        _, rec = self._shared(batch, "val", record=True, batch_idx=batch_idx)
         for i, rate in enumerate(rec.firing_rates()):
             self.log(f"rates/layer{i}", rate, on_step=False, on_epoch=True, batch_size=len(batch[1]), sync_dist=True)
         return rec
 
     def test_step(self, batch, batch_idx):
-        self._shared(batch, "test")
+        self._shared(batch, "test", batch_idx=batch_idx)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         for name, p in self.named_parameters():

@@ -160,7 +160,9 @@ class PLIF(LIF):
 
     def _init_decay(self, decay: float, learnable: bool) -> None:
         d = float(decay)
-        self.decay_logit = torch.nn.Parameter(torch.tensor(torch.logit(torch.tensor(d)).item()))
+        # the logit in float32 on the CPU (also when the net is built on the meta device)
+        logit = torch.logit(torch.tensor(d, device="cpu")).item()
+        self.decay_logit = torch.nn.Parameter(torch.tensor(logit))
 
     def leak(self) -> torch.Tensor:
         return torch.sigmoid(self.decay_logit)

@@ -106,3 +106,51 @@ def test_documented_command_composes_and_validates(doc, command, tmp_path, monke
             raise
         pytest.skip(f"needs what this machine lacks: {e}")
     assert sys.modules["snn_lab.config"]  # composed and validated
+
+
+#: appended to a documented training command to make it a tiny run (later overrides win)
+TINY_TAIL = [
+    "data.train_subset=200",
+    "data.eval_subset=100",
+    "data.val_split=100",
+    "trainer.max_epochs=1",
+    "callbacks.progress_bar=none",
+    "print_config=false",
+    "hydra.sweeper.n_trials=2",
+]
+#: what cannot run here: a cluster, a device, an SDK (composed and validated above instead)
+CANNOT_RUN = ("submitit_slurm", "slurm_ddp", "target=gpu", "target=apu", "<run dir>", "<that run dir>")
+
+
+def _runnable(command: str) -> bool:
+    return command.startswith(("python -m snn_lab.train", "snn-train"))
+
+
+RUN_CASES = [(d, c) for d, c in CASES if _runnable(c) and not any(x in c for x in CANNOT_RUN)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc,command", RUN_CASES, ids=[f"{d}: {c[:80]}" for d, c in RUN_CASES])
+def test_documented_training_command_runs_a_tiny_epoch(doc, command, tmp_path, monkeypatch):
+    """The same commands, run as a user would (a subprocess), shrunk to one tiny epoch
+    (a sweep to its first point)."""
+    from helpers import run_cli
+
+    _, overrides = overrides_of(command, tmp_path)
+    multirun = any(w in ("-m", "--multirun") for w in command.split()) or "hparams_search=" in command
+    where = ["hydra.sweep.dir=sweep"] if multirun else ["hydra.run.dir=run"]
+    tail = [t for t in TINY_TAIL if not t.startswith("hydra.sweeper") or "hparams_search=" in command]
+    if "experiment=bars" in command:  # the example's own data module has its own keys
+        tail = [t for t in tail if not t.startswith("data.")] + [
+            "data.n_train=200",
+            "data.n_val=100",
+            "data.n_test=100",
+        ]
+    args = ["-m"] * ("-m" in command.split()) + [*overrides, *tail, *where]
+    if "paths.root_dir=" in command:  # the command moves the outputs itself
+        args = [a for a in args if not a.startswith("paths.root_dir=")] + [f"paths.root_dir={tmp_path / 'root'}"]
+    env_path = str(ROOT / "examples" / "custom_components" / "src")
+    monkeypatch.setenv("PYTHONPATH", env_path)
+    r = run_cli("snn_lab.train", args, tmp_path, timeout=900)
+    assert r.returncode == 0, f"{command}\n{r.stderr[-3000:]}"
+    assert list(tmp_path.rglob("metrics.json")), "no run finished"

@@ -45,7 +45,7 @@ def test_every_group_has_options():
         assert options(g), g
     assert {"step", "cosine", "onecycle", "constant"} <= set(options("lr_schedule"))
     assert {"cpu", "gpu", "apu"} == set(options("target"))
-    assert {"if", "lif", "plif", "alif", "izhikevich"} == set(options("neuron"))
+    assert {"if", "lif", "plif", "alif", "izhikevich", "cuba"} == set(options("neuron"))
 
 
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])

@@ -75,6 +75,19 @@ class IzhikevichConf(NeuronConf):
     gain: float = 20.0
 
 
+@dataclass
+class CubaLIFConf(NeuronConf):
+    name: str = "cuba"
+    vth: float = 0.4
+    alpha: float = 0.5  # synaptic current decay
+    beta: float = 0.8  # membrane decay
+    reset: str = "hard"
+    detach_reset: bool = False
+    learn_vth: bool = False
+    learn_alpha: bool = False
+    learn_beta: bool = False
+
+
 # -- surrogate, encoder, readout --------------------------------------------------------
 @dataclass
 class SurrogateConf:
@@ -137,6 +150,13 @@ class ConvConf(ModelConf):
     fc: int = 256
     dropout: float = 0.2
     pool: str = "current"  # current: pool before the neuron (cheaper) | spikes: after it
+
+
+@dataclass
+class RSNNConf(ModelConf):
+    name: str = "rsnn"
+    hidden: list[int] = field(default_factory=lambda: [128])  # recurrent hidden layers
+    bias: bool = True
 
 
 # -- data -------------------------------------------------------------------------------
@@ -314,7 +334,14 @@ class TrainConf:
 
 
 _GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "neuron": {"lif": LIFConf, "if": IFConf, "plif": PLIFConf, "alif": ALIFConf, "izhikevich": IzhikevichConf},
+    "neuron": {
+        "lif": LIFConf,
+        "if": IFConf,
+        "plif": PLIFConf,
+        "alif": ALIFConf,
+        "izhikevich": IzhikevichConf,
+        "cuba": CubaLIFConf,
+    },
     "surrogate": {"surrogate": SurrogateConf},
     "encoder": {
         "encoder": EncoderConf,
@@ -323,7 +350,7 @@ _GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "population": PopulationEncoderConf,
     },
     "readout": {"readout": ReadoutConf},
-    "model": {"mlp": MLPConf, "conv": ConvConf},
+    "model": {"mlp": MLPConf, "conv": ConvConf, "rsnn": RSNNConf},
     "data": {"mnist": DataConf},
     "optimizer": {"sgd": SGDConf, "adam": AdamConf, "adamw": AdamWConf},
     "lr_schedule": {"step": StepLRConf, "cosine": CosineLRConf, "onecycle": OneCycleLRConf, "constant": ConstantLRConf},

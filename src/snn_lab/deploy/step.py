@@ -92,11 +92,23 @@ def check_encoder(model: SNNModel, encode: str) -> None:
         )
 
 
+def check_recurrence(model: SNNModel) -> None:
+    """Refuse recurrent layers: the step graphs carry no recurrent synapse (they would
+    silently drop ``W_rec s_{t-1}``)."""
+    for i, layer in enumerate(model.layers):
+        if getattr(layer, "recurrent", False):
+            raise UnsupportedError(
+                f"layer {i} ({type(layer).__name__}) is recurrent: the deploy step graphs have no "
+                "recurrent synapse yet; evaluate this network in PyTorch"
+            )
+
+
 class _StepCore(nn.Module):
     """The per-step math shared by both lowerings (the network itself is not copied)."""
 
     def __init__(self, model: SNNModel, encode: str = "host"):
         super().__init__()
+        check_recurrence(model)
         check_encoder(model, encode)
         self.model = model.eval()
         # the wrapper too: exporters restore the wrapper's mode recursively afterwards, and

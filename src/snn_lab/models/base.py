@@ -40,8 +40,16 @@ class SpikingLayer(nn.Module):
         self.synapse = synapse
         self.neuron = neuron
 
+    def init_state(self, shape, device=None, dtype=torch.float32) -> Any:
+        """The layer's state for a batch of outputs of ``shape`` (here: the neuron's)."""
+        return self.neuron.init_state(shape, device=device, dtype=dtype)
+
     def step(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         return self.neuron.step(self.synapse(x), state)
+
+    def membrane(self, state: Any) -> torch.Tensor:
+        """The membrane held in the layer's ``state`` (for traces)."""
+        return self.neuron.membrane(state)
 
     def multi_step(self, x_seq: torch.Tensor, state: Any, binary: bool | None = None) -> tuple[torch.Tensor, Any]:
         """The layer over a whole sequence ``[T, B, ...]``, with the engine's fast paths:
@@ -181,7 +189,7 @@ class SNNModel(nn.Module):
     # -- state and one step -------------------------------------------------------------
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> tuple:
         return tuple(
-            layer.neuron.init_state((batch_size, *shape), device=device, dtype=dtype)
+            layer.init_state((batch_size, *shape), device=device, dtype=dtype)
             for layer, shape in zip(self.spiking_layers, self.state_shapes)
         )
 

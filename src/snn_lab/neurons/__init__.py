@@ -7,13 +7,14 @@ from typing import Any
 from ..registry import Registry
 from .adaptive import ALIF, ALIFState
 from .base import Neuron
+from .cuba import CubaLIF, CubaLIFState
 from .izhikevich import Izhikevich, IzhikevichState
 from .lif import IF, LI, LIF, PLIF, LIFState, LIState
 from .surrogate import SURROGATES, Surrogate, get_surrogate, heaviside
 
 #: built-in neurons by config name; ``NEURONS.register("mine", MyNeuron)`` adds one
 NEURONS: Registry[type[Neuron]] = Registry(
-    "neuron", {"if": IF, "lif": LIF, "plif": PLIF, "alif": ALIF, "izhikevich": Izhikevich}
+    "neuron", {"if": IF, "lif": LIF, "plif": PLIF, "alif": ALIF, "izhikevich": Izhikevich, "cuba": CubaLIF}
 )
 
 
@@ -31,6 +32,8 @@ __all__ = [
     "PLIF",
     "SURROGATES",
     "ALIFState",
+    "CubaLIF",
+    "CubaLIFState",
     "Izhikevich",
     "IzhikevichState",
     "LIFState",

@@ -77,5 +77,10 @@ class Neuron(nn.Module):
         return self.step(x, state)
 
     def membrane(self, state: Any) -> torch.Tensor:
-        """The membrane potential held in ``state`` (for traces and readouts)."""
-        return state[0]
+        """The membrane potential held in ``state`` (for traces and readouts). A layer
+        state that holds the neuron's state first (the recurrent layer's ``(neuron
+        state, last spikes)``) gives that state's membrane."""
+        m = state[0]
+        while isinstance(m, tuple):
+            m = m[0]
+        return m

@@ -141,16 +141,18 @@ def test_gradients_flow_through_time_and_w_rec():
 @pytest.mark.parametrize("readout", ["rate", "membrane"])
 def test_rsnn_both_modes_give_the_same_outputs_and_gradients(readout, caplog):
     x = (torch.rand(5, 3, 1, 4, 4, generator=torch.Generator().manual_seed(3)) < 0.5).float()
-    with caplog.at_level(logging.INFO, logger="snn_lab.models"):
-        net = _rsnn(mode="layer", readout=readout)
-    lines = [r for r in caplog.records if "step loop" in r.getMessage()]
-    assert len(lines) == 1 and lines[0].name == "snn_lab.models"
+    net = _rsnn(mode="layer", readout=readout)
     results = []
-    for mode in ("step", "layer"):
-        net.zero_grad()
-        scores, rec = net.forward_spikes(x, return_record=True, mode=mode)
-        scores.sum().backward()
-        results.append((scores.detach(), rec, [p.grad.clone() for p in net.parameters() if p.grad is not None]))
+    with caplog.at_level(logging.INFO, logger="snn_lab.models"):
+        for mode in ("step", "layer", None):  # None: the model's own mode (layer)
+            net.zero_grad()
+            scores, rec = net.forward_spikes(x, return_record=True, mode=mode)
+            scores.sum().backward()
+            results.append((scores.detach(), rec, [p.grad.clone() for p in net.parameters() if p.grad is not None]))
+    lines = [r for r in caplog.records if "step loop" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].name == "snn_lab.models"  # once, at the first layer-mode run
+    assert torch.equal(results[1][0], results[2][0])
+    results = results[:2]
     (a, ra, ga), (b, rb, gb) = results
     # the readout layer is feed-forward: in layer mode its matmul runs over T*B rows (float tolerance)
     assert torch.allclose(a, b, atol=1e-5) and len(ra.spikes) == len(rb.spikes) == 3
@@ -166,7 +168,8 @@ def test_rsnn_both_modes_give_the_same_outputs_and_gradients(readout, caplog):
 
 def test_step_mode_logs_nothing(caplog):
     with caplog.at_level(logging.INFO, logger="snn_lab.models"):
-        _rsnn(mode="step")
+        _rsnn(mode="step").forward_spikes(torch.ones(2, 1, 1, 4, 4))
+        _rsnn(mode="layer")  # built (a trial build) but never run
     assert not [r for r in caplog.records if "step loop" in r.getMessage()]
 
 

@@ -107,5 +107,13 @@ class RecurrentSNN(SNNModel):
         out_neuron = LI(decay=out_decay) if readout == "membrane" else make_neuron()
         layers.append(SpikingLayer(nn.Sequential(nn.Linear(hidden[-1], int(num_classes), bias=bias)), out_neuron))
         super().__init__(layers, tuple(input_shape), time_steps, encoder, readout, mode)
-        if mode == "layer":
+        self._told_step_loop = False
+
+    def forward_spikes(self, spike_train: torch.Tensor, return_record: bool = False, mode: str | None = None):
+        """As :meth:`SNNModel.forward_spikes`; the first run in ``mode="layer"`` logs once
+        that the recurrent layers run in the step loop (not at construction: a training
+        run also builds a trial network to validate the config)."""
+        if (self.mode if mode is None else mode) == "layer" and not self._told_step_loop:
+            self._told_step_loop = True
             log.info("model rsnn: the recurrent layers run in the step loop (the fused engine covers no recurrence)")
+        return super().forward_spikes(spike_train, return_record, mode)

@@ -18,10 +18,14 @@ from snn_lab.config import schema as S
 from snn_lab.encoders import LatencyEncoder, PhaseEncoder, PopulationEncoder
 from snn_lab.lit.datamodule import MNISTDataModule
 from snn_lab.models import SNNModel, SpikingConvNet, SpikingMLP
+from snn_lab.models.recurrent import RecurrentSNN
 from snn_lab.neurons import ALIF, IF, LIF, PLIF, Izhikevich, Surrogate
+from snn_lab.neurons.cuba import CubaLIF
 
 #: schema -> the classes it configures (their constructor arguments of the same name)
 PAIRS = [
+    (S.CubaLIFConf, CubaLIF),
+    (S.RSNNConf, RecurrentSNN),
     (S.LIFConf, LIF),
     (S.IFConf, IF),
     (S.PLIFConf, PLIF),

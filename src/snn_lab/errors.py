@@ -18,6 +18,7 @@ __all__ = [
     "SnnLabError",
     "UnknownBackendError",
     "UnsupportedError",
+    "first_line",
 ]
 
 
@@ -59,3 +60,13 @@ class UnsupportedError(DeployError, ValueError):
 
 class DivergedError(SnnLabError, FloatingPointError):
     """Training produced a non-finite loss or gradient."""
+
+
+def first_line(e: BaseException, with_type: bool = False, limit: int = 300) -> str:
+    """The first line of an exception's message (its type when it has none), for the
+    one-line errors that wrap a failure of code snn_lab does not control."""
+    text = str(e).strip()
+    line = text.splitlines()[0][:limit] if text else ""
+    if not line:
+        return type(e).__name__
+    return f"{type(e).__name__}: {line}" if with_type else line

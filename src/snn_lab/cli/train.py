@@ -40,7 +40,7 @@ from ..errors import CheckpointError, RunError, SnnLabError
 from ..io import atomic_write_json, atomic_write_text
 from ..lit.callbacks import RunStats
 from ..lit.module import SNNLitModule
-from ..models import load_network, net_diff, read_checkpoint, upgrade_net_config
+from ..models import load_weights, net_diff, read_checkpoint, upgrade_net_config
 from . import CONFIG_DIR
 from .errors import fail, user_errors
 from .sweep import FAILED_FILE
@@ -226,11 +226,10 @@ def evaluate(cfg: DictConfig) -> float:
     net = upgrade_net_config(ckpt["hyper_parameters"]["net"])
     if _overridden("time_steps"):
         net["time_steps"] = int(cfg.time_steps)
-    weights = load_network(path)
     _set_up_process(cfg)
     dm = build_datamodule(cfg.data)
     model = SNNLitModule(net=net, seed=cfg.seed)
-    model.net.load_state_dict(weights.state_dict())
+    load_weights(model.net, ckpt, path)  # the file is read once
     trainer = build_trainer(cfg, str(run_dir), str(run_dir / "checkpoints"), cfg.monitor)
     if _rank_zero():
         _save_config(cfg, run_dir)

@@ -14,13 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import callbacks as cb
 from pytorch_lightning import loggers as pl_loggers
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..lit.callbacks import FiringRateLogger, RankSeed, SpikeDashboard
 from ..lit.checkpoint_io import AtomicCheckpointIO
 from ..lit.datamodule import DATAMODULES
 from ..lit.ddp import build_strategy
 from ..registry import split_spec
-from .instantiate import check_kwargs, first_line, instantiate
+from .instantiate import check_kwargs, instantiate
 
 NET_KEYS = ("model", "neuron", "surrogate", "encoder", "readout", "time_steps")
 
@@ -59,7 +59,7 @@ def build_datamodule(cfg: Mapping) -> pl.LightningDataModule:
         except ConfigError:
             raise
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"data ({label}): {first_line(e)}") from None
+            raise ConfigError(f"data ({label}): {first_line(e, with_type=True)}") from None
     if not isinstance(dm, pl.LightningDataModule):
         raise ConfigError(f"data ({spec.get('_target_')}) built a {type(dm).__name__}, not a LightningDataModule")
     return dm
@@ -166,4 +166,4 @@ def build_trainer(cfg: Mapping, run_dir: str, ckpt_dir: str, monitor: str) -> pl
             **trainer_cfg,
         )
     except (TypeError, ValueError, MisconfigurationException) as e:
-        raise ConfigError(f"trainer: {first_line(e)}") from None
+        raise ConfigError(f"trainer: {first_line(e, with_type=True)}") from None

@@ -8,7 +8,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ConfigError, SnnLabError
+from ..errors import ConfigError, SnnLabError, first_line
 from ..registry import locate
 
 
@@ -34,11 +34,6 @@ def check_kwargs(cls: Any, kwargs: Mapping[str, Any], key: str, label: str) -> N
         )
 
 
-def first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
-
-
 def instantiate(spec: Mapping[str, Any], key: str, **extra: Any) -> Any:
     """``spec["_target_"](**spec_without_underscored_keys, **extra)``; ``extra`` fills
     arguments the section leaves out or null (``save_dir``, ``params``...)."""
@@ -59,4 +54,4 @@ def instantiate(spec: Mapping[str, Any], key: str, **extra: Any) -> Any:
     except SnnLabError as e:
         raise ConfigError(f"{key} ({target}): {e}") from None
     except Exception as e:  # noqa: BLE001 - any failure of a user's constructor is reported the same way
-        raise ConfigError(f"{key} ({target}) failed: {first_line(e)}") from None
+        raise ConfigError(f"{key} ({target}) failed: {first_line(e, with_type=True)}") from None

@@ -3,7 +3,7 @@
 
 from .base import MODES, Record, SNNModel, SpikingLayer
 from .build import MODELS, build_network
-from .checkpoint import load_network, net_diff, read_checkpoint, upgrade_net_config
+from .checkpoint import load_network, load_weights, net_diff, read_checkpoint, upgrade_net_config
 from .conv import SpikingConvNet
 from .mlp import TUTORIAL_KEYS, SpikingMLP, load_tutorial_state_dict, tutorial_network
 from .recurrent import RecurrentSNN, RecurrentSpikingLayer, RecurrentState
@@ -23,6 +23,7 @@ __all__ = [
     "build_network",
     "load_network",
     "load_tutorial_state_dict",
+    "load_weights",
     "net_diff",
     "read_checkpoint",
     "tutorial_network",

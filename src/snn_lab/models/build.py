@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..encoders import ENCODERS, Encoder
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..neurons import NEURONS, Neuron, Surrogate
 from ..readouts import check_readout
 from ..registry import Registry, locate, split_spec
@@ -44,8 +44,7 @@ def _call(factory: Callable[..., Any], key: str, label: str, *args: Any, **kwarg
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure of a constructor is a config problem here
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{key} ({label}): {first}") from None
+        raise ConfigError(f"{key} ({label}): {first_line(e, limit=10_000)}") from None
 
 
 def build_network(net: Mapping[str, Any]) -> SNNModel:

@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, first_line
 from .base import SNNModel
 from .build import build_network
 
-__all__ = ["load_network", "net_diff", "read_checkpoint", "upgrade_net_config"]
+__all__ = ["load_network", "load_weights", "net_diff", "read_checkpoint", "upgrade_net_config"]
 
 
 #: values older checkpoints were trained with, for keys their net config does not store
@@ -45,9 +45,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch.load raises anything: truncated zip, foreign pickle, not a checkpoint
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"checkpoint {path} cannot be loaded safely ({first[:160]}); "
+            f"checkpoint {path} cannot be loaded safely ({first_line(e, limit=160)}); "
             "it is corrupt, truncated or not a snn_lab checkpoint"
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "net" not in ckpt.get("hyper_parameters", {}):
@@ -72,11 +71,16 @@ def load_network(path: str | os.PathLike, expect: dict | None = None) -> SNNMode
         net = build_network(net_cfg)
     except ConfigError as e:
         raise CheckpointError(f"checkpoint {path}: its network cannot be rebuilt ({e})") from None
+    load_weights(net, ckpt, path)
+    return net.eval()
+
+
+def load_weights(net: SNNModel, ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """Load a read checkpoint's network weights (its ``net.*`` entries) into ``net``."""
     state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(
-            f"checkpoint {path} does not fit its own network config: {str(e).splitlines()[0]}"
+            f"checkpoint {os.fspath(path)} does not fit its own network config: {first_line(e)}"
         ) from None
-    return net.eval()

@@ -136,6 +136,7 @@ def _ckpt_step(path):
         return None
 
 
+@pytest.mark.slow  # two 2-process trainings and a kill (about a minute): run with -m slow
 def test_ddp_kill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     ref = train([*ARGS, "hydra.run.dir=ref"], tmp_path, timeout=400)
     assert ref.returncode == 0, (ref.stdout + ref.stderr)[-3000:]

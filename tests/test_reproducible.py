@@ -26,6 +26,7 @@ def _comparable(m: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.slow  # two 2-epoch trainings (about a minute): run with -m slow
 @pytest.mark.skipif(not native.available(), reason="the native kernels cannot be built here")
 def test_same_command_twice_gives_the_same_metrics_and_weights(tmp_path):
     args = [

@@ -150,6 +150,7 @@ class ConvConf(ModelConf):
     fc: int = 256
     dropout: float = 0.2
     pool: str = "current"  # current: pool before the neuron (cheaper) | spikes: after it
+    pool_kind: str = "max"  # max | avg (NIR has no max-pool node: only avg exports to NIR)
 
 
 @dataclass
@@ -157,6 +158,17 @@ class RSNNConf(ModelConf):
     name: str = "rsnn"
     hidden: list[int] = field(default_factory=lambda: [128])  # recurrent hidden layers
     bias: bool = True
+
+
+@dataclass
+class NIRModelConf(ModelConf):
+    """A network read from a NIR graph file (docs/INTEROP.md): its layers and neurons are
+    the graph's; the neuron group gives only the surrogate for training."""
+
+    name: str = "nir"
+    path: str = MISSING  # the .nir file (snn_lab's, snnTorch's, Norse's ...)
+    dt: float | None = None  # Euler step the graph was made for; None: its metadata's, else 1e-4
+    # input_shape: as many values as the graph's input (its shape is used); num_classes: its output size
 
 
 # -- data -------------------------------------------------------------------------------
@@ -350,7 +362,7 @@ _GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "population": PopulationEncoderConf,
     },
     "readout": {"readout": ReadoutConf},
-    "model": {"mlp": MLPConf, "conv": ConvConf, "rsnn": RSNNConf},
+    "model": {"mlp": MLPConf, "conv": ConvConf, "rsnn": RSNNConf, "nir": NIRModelConf},
     "data": {"mnist": DataConf},
     "optimizer": {"sgd": SGDConf, "adam": AdamConf, "adamw": AdamWConf},
     "lr_schedule": {"step": StepLRConf, "cosine": CosineLRConf, "onecycle": OneCycleLRConf, "constant": ConstantLRConf},

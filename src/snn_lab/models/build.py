@@ -26,13 +26,14 @@ from ..registry import Registry, locate, split_spec
 from .base import SNNModel
 from .conv import SpikingConvNet
 from .mlp import SpikingMLP
+from .nir_import import nir_network
 from .recurrent import RecurrentSNN
 
 __all__ = ["MODELS", "build_network"]
 
 #: built-in networks by config name; ``MODELS.register("mine", MyNet)`` adds one
 MODELS: Registry[Callable[..., SNNModel]] = Registry(
-    "model", {"mlp": SpikingMLP, "conv": SpikingConvNet, "rsnn": RecurrentSNN}
+    "model", {"mlp": SpikingMLP, "conv": SpikingConvNet, "rsnn": RecurrentSNN, "nir": nir_network}
 )
 
 

@@ -1,310 +1,220 @@
-"""``nir``: export to the Neuromorphic Intermediate Representation, read it back, run it.
+"""``nir``: the network written as a NIR graph (``step.nir``), read back, run from the file.
 
-Export (``step.nir``, HDF5): ``Input -> Flatten -> (Affine -> LIF)* -> Output`` with the
-mapping of the tutorial's *discrete* LIF (``V = V (1 - o) decay + W s``, ``o = V > vth``,
-reset one step late) onto NIR's continuous one
-(``tau dv/dt = (v_leak - v) + r I``, spike when ``v > v_threshold``, then ``v = v_reset``)
-that reproduces the tutorial's spikes in NIR clients that use this discretisation::
+Export and import are :func:`snn_lab.models.to_nir` / :func:`snn_lab.models.from_nir`
+(the parameter mapping: :mod:`snn_lab.models.nir_params`, docs/INTEROP.md). ``compile``
 
-    Affine(W, b)                      float32, unscaled
-    LIF(tau = dt / (1 - decay), r = 1, v_leak = 0,
-        v_threshold = vth * (1 - decay), v_reset = 0)
-    dt = 1e-4 in the graph metadata   (Norse users: from_nir(graph, dt=1e-4))
+1. writes ``step.nir`` (HDF5) for the network (BatchNorm folded, average pools as sum
+   pools; max-pools, subtract reset, ALIF, Izhikevich and recurrent layers are refused
+   with the reason);
+2. reads the file and imports it, and fails unless the import written again is the
+   very same graph (every array bit for bit) and every neuron parameter read back is
+   the trained float32 value exactly;
+3. runs the file's network: with ``client=snn_lab`` (default) the imported network's
+   step module; with ``client=snntorch`` / ``client=norse`` the graph loaded by that
+   library as its users load it (``snntorch.import_nir.import_from_nir(graph)``,
+   ``norse.torch.from_nir(graph, dt=...)``), state kept inside the client.
 
-Parameters are float64 arrays of shape ``(n,)`` computed from the float32 ``decay``/``vth``.
-Euler at ``dt`` gives ``v' = decay v + (1 - decay) I``: NIR's membrane is the tutorial's
-scaled by ``(1 - decay)``, and its threshold is scaled the same way, so spikes agree. The
-the tutorial's delayed hard reset needs no extra node: NIR's immediate reset to 0 followed by
-the leak is the same thing (only the stored membrane differs: post- vs pre-reset).
-The non-spiking ``LI`` output layer of the membrane readout maps to
-``LI(tau = dt / (1 - decay), r = 1 / (1 - decay), v_leak = 0)`` (membrane unscaled).
-
-Read-back (checked): the file is read with ``nir.read`` and turned into a
-``torch.fx.GraphModule`` by ``nirtorch.nir_to_torch`` with the node map below. Each LIF
-recovers the discrete ``decay = 1 - dt / tau`` and ``vth = v_threshold / (r dt / tau)``
-(the discretisation snnTorch's ``import_from_nir`` uses) and must give back the exact
-float32 values of the trained network, or the compile fails. Not representable in this
-mapping (compile fails with a clear error): subtract reset, IF (``decay = 1``), ALIF,
-Izhikevich, BatchNorm/conv layers, ``encode=graph`` (NIR has no random op).
+The runtime then compares the outputs with eager PyTorch on the same input spikes like
+for every backend, so ``agreement`` measures the whole path, the BatchNorm fold and the
+client's arithmetic included. The membrane readout's ``LI`` node is read by neither
+snnTorch 1.0 nor Norse 1.1; those clients get the graph that ends at the readout layer's
+current and the runtime applies the LI (``v = decay v + I``) to their outputs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from ...errors import DeployError, UnsupportedError
-from ...neurons import LI, LIF
+from ...models import from_nir, to_nir
+from ...models.nir_params import DT, f64
+from ...neurons import LI, LIF, CubaLIF
 from ..registry import register_backend
+from ..step import StepModule
 from .base import Backend, CompiledStep
 
-DT = 1e-4
+CLIENTS = ("snn_lab", "snntorch", "norse")
 
 
-def _f64(x) -> float:
-    x = x.detach() if isinstance(x, torch.Tensor) else x
-    return float(np.float64(np.float32(float(x))))
+def _arrays(node: Any) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in vars(node).items() if isinstance(v, np.ndarray)}
 
 
-def _lowerable(model):
-    """Yield ``(kind, module_or_neuron)`` for the layers of ``model`` or raise UnsupportedError."""
-    for i, layer in enumerate(model.layers):
-        mods = list(layer.synapse) if isinstance(layer.synapse, nn.Sequential) else [layer.synapse]
-        for m in mods:
-            if isinstance(m, nn.Flatten):
-                yield "flatten", m
-            elif isinstance(m, nn.Linear):
-                yield "linear", m
-            elif isinstance(m, nn.Dropout):
-                continue  # identity in eval mode
-            else:
-                raise UnsupportedError(
-                    f"nir backend: layer {i} has {type(m).__name__}, which this exporter "
-                    "does not map (Linear/Flatten/Dropout only); use onnxruntime or torchscript"
-                )
-        n = layer.neuron
-        if isinstance(n, LIF):
-            if n.reset != "hard":
-                raise UnsupportedError(
-                    f"nir backend: layer {i} uses reset={n.reset!r}; NIR's LIF resets to "
-                    "v_reset (hard) only; use onnxruntime or torchscript"
-                )
-            if not float(n.leak().detach()) < 1.0:
-                raise UnsupportedError(
-                    f"nir backend: layer {i} has decay=1 (IF), which has no finite NIR "
-                    "tau; use onnxruntime or torchscript"
-                )
-            yield "lif", n
-        elif isinstance(n, LI):
-            yield "li", n
-        else:
-            raise UnsupportedError(
-                f"nir backend: layer {i} has neuron {type(n).__name__}; only LIF/PLIF "
-                "(hard reset) and the LI readout map to NIR; use onnxruntime or torchscript"
-            )
+def graph_diff(a: Any, b: Any) -> list[str]:
+    """Where two NIR graphs differ (node names, types, edges, any array bit): empty when equal."""
+    out = []
+    if sorted(a.nodes) != sorted(b.nodes):  # nir.read orders nodes by name
+        return [f"nodes {sorted(a.nodes)} != {sorted(b.nodes)}"]
+    if sorted(map(tuple, a.edges)) != sorted(map(tuple, b.edges)):
+        out.append("edges")
+    for name in a.nodes:
+        na, nb = a.nodes[name], b.nodes[name]
+        if type(na) is not type(nb):
+            out.append(f"{name}: {type(na).__name__} != {type(nb).__name__}")
+            continue
+        xa, xb = _arrays(na), _arrays(nb)
+        for k in sorted(set(xa) | set(xb)):
+            va, vb = xa.get(k), xb.get(k)
+            if va is None or vb is None or va.shape != vb.shape or not np.array_equal(va, vb):
+                out.append(f"{name}.{k}")
+    return out
 
 
-def to_nir(model, dt: float = DT):
-    """Build the ``nir.NIRGraph`` of a (Linear + LIF) network."""
-    import nir
-
-    shape = np.array(model.input_shape, dtype=np.int64)
-    nodes = {"input": nir.Input(input_type={"input": shape})}
-    edges, prev = [], "input"
-    cur_shape = shape
-    counts = {"flatten": 0, "linear": 0, "lif": 0, "li": 0}
-    for kind, m in _lowerable(model):
-        idx = counts[kind]
-        counts[kind] += 1
-        name = f"{kind}{idx}"
-        if kind == "flatten":
-            node = nir.Flatten(input_type={"input": cur_shape}, start_dim=0, end_dim=-1)
-            cur_shape = np.array([int(np.prod(cur_shape))], dtype=np.int64)
-        elif kind == "linear":
-            w = m.weight.detach().to(torch.float32).numpy().copy()
-            if m.bias is not None:
-                node = nir.Affine(weight=w, bias=m.bias.detach().to(torch.float32).numpy().copy())
-            else:
-                node = nir.Linear(weight=w)
-            cur_shape = np.array([w.shape[0]], dtype=np.int64)
-        elif kind == "lif":
-            n = int(cur_shape[0])
-            decay, vth = _f64(m.leak()), _f64(m.vth)
-            node = nir.LIF(
-                tau=np.full(n, dt / (1.0 - decay)),
-                r=np.ones(n),
-                v_leak=np.zeros(n),
-                v_threshold=np.full(n, vth * (1.0 - decay)),
-                v_reset=np.zeros(n),
-            )
-        else:  # li
-            n = int(cur_shape[0])
-            decay = _f64(m.decay)
-            node = nir.LI(tau=np.full(n, dt / (1.0 - decay)), r=np.full(n, 1.0 / (1.0 - decay)), v_leak=np.zeros(n))
-        nodes[name] = node
-        edges.append((prev, name))
-        prev = name
-    nodes["output"] = nir.Output(output_type={"output": cur_shape})
-    edges.append((prev, "output"))
-    meta = {
-        "dt": dt,
-        "producer": "snn_lab",
-        "time_steps": int(model.time_steps),
-        "readout": model.readout,
-        "lif_mapping": "tau=dt/(1-decay), r=1, v_leak=0, v_threshold=vth*(1-decay), v_reset=0",
-    }
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
-
-
-# -- read-back ------------------------------------------------------------------------------
-
-
-class NirLIF(nn.Module):
-    """A NIR LIF node discretised at ``dt`` (snnTorch's reading), run as the tutorial's recurrence.
-
-    State is the pre-reset membrane in discrete units (NIR's ``v / (r dt / tau)``)."""
-
-    decay: torch.Tensor  # buffers
-    vth: torch.Tensor
-    gain: torch.Tensor
-
-    def __init__(self, node, dt: float):
-        super().__init__()
-        tau, r = np.asarray(node.tau, np.float64), np.asarray(node.r, np.float64)
-        if np.any(np.asarray(node.v_leak) != 0) or (node.v_reset is not None and np.any(np.asarray(node.v_reset) != 0)):
-            raise UnsupportedError("nir backend: LIF with v_leak != 0 or v_reset != 0 has no tutorial-LIF reading")
-        gain = r * dt / tau
-        self.register_buffer("decay", torch.from_numpy((1.0 - dt / tau).astype(np.float32)))
-        self.register_buffer(
-            "vth", torch.from_numpy((np.asarray(node.v_threshold, np.float64) / gain).astype(np.float32))
-        )
-        self.register_buffer("gain", torch.from_numpy(gain.astype(np.float32)))
-
-    def forward(self, x, state=None):
-        # NIR's membrane u = gain * V with V' = decay V + I: run V, compare to v_threshold / gain.
-        v = torch.zeros_like(x) if state is None else state
-        v = torch.where(v > self.vth, x, v * self.decay + x)
-        return (v > self.vth).to(x.dtype), v
-
-
-class NirLI(nn.Module):
-    decay: torch.Tensor  # buffers
-    gain: torch.Tensor
-
-    def __init__(self, node, dt: float):
-        super().__init__()
-        tau, r = np.asarray(node.tau, np.float64), np.asarray(node.r, np.float64)
-        self.register_buffer("decay", torch.from_numpy((1.0 - dt / tau).astype(np.float32)))
-        self.register_buffer("gain", torch.from_numpy((r * dt / tau).astype(np.float32)))
-
-    def forward(self, x, state=None):
-        v = torch.zeros_like(x) if state is None else state
-        if not torch.all(self.gain == 1.0):
-            x = x * self.gain
-        v = v * self.decay + x
-        return v, v
-
-
-def _affine(node) -> nn.Module:
-    w = np.asarray(node.weight, dtype=np.float32)
-    lin = nn.Linear(w.shape[1], w.shape[0], bias=hasattr(node, "bias"))
-    lin.weight.data = torch.from_numpy(w.copy())
-    if hasattr(node, "bias"):
-        lin.bias.data = torch.from_numpy(np.asarray(node.bias, dtype=np.float32).copy())
-    return lin
-
-
-def node_map(dt: float) -> dict:
-    import nir
-
-    return {
-        nir.Affine: _affine,
-        nir.Linear: _affine,
-        # NIR shapes exclude the batch dimension; torch's include it.
-        nir.Flatten: lambda n: nn.Flatten(
-            start_dim=int(n.start_dim) + 1, end_dim=int(n.end_dim) + 1 if int(n.end_dim) >= 0 else int(n.end_dim)
-        ),
-        nir.LIF: lambda n: NirLIF(n, dt),
-        nir.LI: lambda n: NirLI(n, dt),
-    }
-
-
-def read_nir(path: str):
-    """Read a NIR file and return ``(graph_module, graph)`` via nirtorch."""
-    import nir
-    import nirtorch
-
-    graph = nir.read(path)
-    dt = float(graph.metadata.get("dt", DT)) if getattr(graph, "metadata", None) else DT
-    module = nirtorch.nir_to_torch(graph, node_map(dt))
-    return module.eval(), graph
-
-
-def check_readback(model, module) -> dict:
-    """Compare the read-back parameters with the trained network's, exactly."""
-    ours = [m for kind, m in _lowerable(model) if kind in ("linear", "lif", "li")]
-    theirs = [m for m in module.modules() if isinstance(m, (nn.Linear, NirLIF, NirLI))]
-    if len(ours) != len(theirs):
-        raise DeployError(f"nir read-back has {len(theirs)} layers, the network {len(ours)}; the export is broken")
+def check_neurons(model, imported) -> int:
+    """Every neuron parameter of ``imported`` equals ``model``'s float32 value exactly."""
     checked = 0
-    for a, b in zip(ours, theirs):
-        if isinstance(a, nn.Linear):
-            same = (
-                isinstance(b, nn.Linear)
-                and torch.equal(a.weight.detach(), b.weight)
-                and (a.bias is None or torch.equal(a.bias.detach(), b.bias))
-            )
-        elif isinstance(a, LI):
-            same = (
-                isinstance(b, NirLI) and bool(torch.all(b.decay == a.decay.detach())) and bool(torch.all(b.gain == 1.0))
-            )
+    for i, (a, b) in enumerate(zip(model.spiking_layers, imported.spiking_layers)):
+        na, nb = a.neuron, b.neuron
+        if isinstance(na, LI):
+            pairs = [("decay", na.decay, getattr(nb, "decay", None))]
+        elif isinstance(na, CubaLIF):
+            pairs = [(k, getattr(na, k), getattr(nb, k, None)) for k in ("alpha", "beta", "vth")]
+        elif isinstance(na, LIF):
+            leak = nb.leak() if isinstance(nb, LIF) else None
+            pairs = [("decay", na.leak(), leak), ("vth", na.vth, getattr(nb, "vth", None))]
         else:
-            same = (
-                isinstance(b, NirLIF)
-                and bool(torch.all(b.decay == a.leak().detach()))
-                and bool(torch.all(b.vth == a.vth.detach()))
-            )
-        if not same:
-            raise DeployError(
-                f"nir read-back of {type(a).__name__} does not reproduce the trained parameters "
-                "exactly; the dt/tau mapping lost precision"
-            )
-        checked += 1
-    return {"layers_checked": checked}
+            raise UnsupportedError(f"nir backend: layer {i} has neuron {type(na).__name__}")
+        for key, x, y in pairs:
+            if y is None or not np.array_equal(np.broadcast_to(f64(x), np.shape(f64(y))), f64(y)):
+                raise DeployError(
+                    f"nir backend: layer {i} {key} read back from the file is not the trained float32 value "
+                    "exactly; the dt/tau mapping lost precision (try another backend.options.dt)"
+                )
+            checked += 1
+    return checked
 
 
 class NirStep(CompiledStep):
+    """The imported network's step module (client ``snn_lab``): state explicit."""
+
     backend = "nir"
-    readback: dict[str, Any]  # check_readback's summary, set by NirBackend.compile
+    readback: dict[str, Any]  # what compile checked, for the report
 
-    def __init__(self, module, step, batch_size, artifacts, state_keys):
+    def __init__(self, step, batch_size, artifacts, imported_step: StepModule):
         super().__init__(step, batch_size, artifacts, torch.float32)
-        self.module = module
-        self.state_keys = state_keys  # nirtorch state dict keys of the stateful nodes, in layer order
+        self.imported_step = imported_step
 
-    def __call__(self, x, *flat):
-        state = None
-        if flat and flat[0] is not None:
-            state = self._fresh_state()
-            for k, v in zip(self.state_keys, flat):
-                state[k] = v
+    def __call__(self, *args):
         with torch.no_grad():
-            out, state = self.module(x.to(torch.float32), state)
-        return (out, *[state[k] for k in self.state_keys])
+            return self.imported_step(*(a.to(torch.float32) if i == 0 else a for i, a in enumerate(args)))
 
-    def _fresh_state(self) -> dict:
-        _, st = self.module(torch.zeros(self.batch_size, *self.step_module.input_shape))
-        return st
+    def init_state(self):
+        return self.imported_step.init_state(self.batch_size)
+
+    def rebatch(self, batch_size: int) -> NirStep:
+        other = NirStep(self.step_module, batch_size, self.artifacts, self.imported_step)
+        other.readback = self.readback
+        return other
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "client": "snn_lab", **self.readback}
+
+
+class ClientStep(CompiledStep):
+    """The graph run by snnTorch or Norse; the client keeps the state (session API only).
+
+    ``li_decay``: the readout layer's leak when the client got the graph without its
+    ``LI`` node (its output is then that layer's current)."""
+
+    backend = "nir"
+    readback: dict[str, Any]
+
+    def __init__(self, step, batch_size, artifacts, client: str, module, li_decay: torch.Tensor | None):
+        super().__init__(step, batch_size, artifacts, torch.float32)
+        self.client, self.module, self.li_decay = client, module, li_decay
+        self._cstate: Any = None
+        self._v: torch.Tensor | None = None
+        self._started = False
+
+    def __call__(self, *args):
+        raise DeployError(f"nir backend: client={self.client} keeps its state inside; drive it with reset()/step()")
 
     def reset(self, images=None, keys=None) -> None:
-        self._nstate = None
+        self._cstate, self._v, self._started = None, None, True
+        for m in self.module.modules():  # snnTorch neurons hold their membranes (init_hidden=True)
+            if m is not self.module and hasattr(m, "reset_mem"):
+                m.reset_mem()
 
-    def step(self, t, x=None):
+    def step(self, t, x=None) -> np.ndarray:
+        if not self._started:
+            raise DeployError("step() before reset(): reset() starts each sample batch")
         x = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
         with torch.no_grad():
-            out, self._nstate = self.module(x.to(torch.float32), self._nstate)
-        return out.numpy()
+            x = x.to(torch.float32)
+            if self.client == "norse":
+                out, self._cstate = self.module(x, self._cstate)
+            else:
+                out, _ = self.module(x)
+            if self.li_decay is not None:
+                self._v = out if self._v is None else self._v * self.li_decay + out
+                out = self._v
+        return out.detach().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "client": self.client, **self.readback}
+
+
+def client_limits(client: str, graph: Any) -> None:
+    """Refuse nodes the client would crash on or silently misread (docs/INTEROP.md)."""
+    import nir
+
+    known = {
+        "snntorch": {
+            nir.IF: "imports IF as a leaky neuron (beta 0.9) that returns (spikes, membrane), which the next "
+            "node cannot take",
+            nir.Scale: "has no Scale node",
+        },
+        "norse": {
+            nir.AvgPool2d: "has no AvgPool2d node (its graph executor drops it silently)",
+            nir.Scale: "has no Scale node (its graph executor drops it silently)",
+        },
+    }[client]
+    for name, node in graph.nodes.items():
+        why = known.get(type(node))
+        if why:
+            raise UnsupportedError(
+                f"nir backend: client={client}: the graph has {type(node).__name__} node {name!r} and "
+                f"{client} {why}; run it with client=snn_lab"
+                + (" or client=norse" if client == "snntorch" and isinstance(node, nir.IF) else "")
+            )
+
+
+def load_client(client: str, graph: Any, dt: float):
+    """The graph as ``client`` loads it (its print-outs swallowed)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        if client == "snntorch":
+            from snntorch.import_nir import import_from_nir
+
+            return import_from_nir(graph)
+        import norse.torch
+
+        return norse.torch.from_nir(graph, dt=dt)
 
 
 @register_backend("nir")
 class NirBackend(Backend):
-    description = "NIR export (Affine + LIF, exact tutorial-LIF mapping), read back with nirtorch"
-    requires = ("nir", "nirtorch", "h5py")
-    install_hint = "pip install nir nirtorch h5py (or: pip install -e '.[deploy]')"
+    description = "NIR graph (step.nir) read back and run by snn_lab, snnTorch or Norse"
+    requires = ("nir", "h5py")
+    install_hint = "pip install nir h5py (or: pip install -e '.[interop]')"
     encodings = ("host",)
-    default_options: ClassVar[dict[str, Any]] = {"dt": DT}
+    default_options: ClassVar[dict[str, Any]] = {"dt": DT, "client": "snn_lab"}
 
     def check_model(self, model) -> None:
-        list(_lowerable(model))
+        to_nir(model)
 
     def compile(self, step, example_inputs, out_dir, **options):
         import nir
 
         opts = self.options(options)
+        client, dt = str(opts["client"]), float(opts["dt"])
+        if client not in CLIENTS:
+            raise UnsupportedError(f"nir backend: client={client!r} is unknown; accepted: {', '.join(CLIENTS)}")
         if step.encode != "host":
             raise UnsupportedError(
                 "nir backend: NIR has no random op, so encoding cannot be in the graph; use encode=host"
@@ -312,11 +222,39 @@ class NirBackend(Backend):
         model = step.model
         os.makedirs(out_dir, exist_ok=True)
         path = os.path.join(out_dir, "step.nir")
-        nir.write(path, to_nir(model, float(opts["dt"])))
-        module, graph = read_nir(path)
-        info = check_readback(model, module)
-        # Stateful nodes, in graph (= layer) order: their names are the nirtorch state keys.
-        keys = [name.replace(".", "_") for name, node in graph.nodes.items() if isinstance(node, (nir.LIF, nir.LI))]
-        compiled = NirStep(module, step, example_inputs[0].shape[0], {"nir": path}, keys)
-        compiled.readback = info
+        written = to_nir(model, dt)
+        nir.write(path, written)
+        graph = nir.read(path)
+        imported = from_nir(graph, time_steps=model.time_steps, encoder=model.encoder, mode="step")
+        diff = graph_diff(graph, to_nir(imported, dt))
+        if diff:
+            raise DeployError(
+                f"nir backend: the graph read back from {path} does not write back identically ({', '.join(diff[:4])})"
+            )
+        readback = {"nir_nodes": len(graph.nodes), "neuron_parameters_checked": check_neurons(model, imported)}
+        batch = example_inputs[0].shape[0]
+        compiled: NirStep | ClientStep
+        if client == "snn_lab":
+            compiled = NirStep(step, batch, {"nir": path}, StepModule(imported, "host"))
+        else:
+            self._need(client)
+            li = imported.layers[-1].neuron if isinstance(imported.layers[-1].neuron, LI) else None
+            artifacts = {"nir": path}
+            if li is not None:  # neither client reads LI: give it the graph up to the readout's current
+                path_c = os.path.join(out_dir, "step_current.nir")
+                nir.write(path_c, to_nir(model, dt, readout_node="current"))
+                graph, artifacts = nir.read(path_c), {**artifacts, "nir_client": path_c}
+            client_limits(client, graph)
+            module = load_client(client, graph, dt)
+            compiled = ClientStep(step, batch, artifacts, client, module, None if li is None else li.decay.clone())
+        compiled.readback = readback
         return compiled
+
+    @staticmethod
+    def _need(client: str) -> None:
+        try:
+            __import__("snntorch" if client == "snntorch" else "norse")
+        except ImportError as e:
+            raise UnsupportedError(
+                f"nir backend: client={client} needs the package {client!r} ({e}); pip install -e '.[interop]'"
+            ) from None

@@ -296,6 +296,17 @@ class CallbacksConf:
 
 
 @dataclass
+class EfficiencyConf:
+    """NeuroBench's efficiency metrics per validation epoch and in metrics.json
+    (docs/EFFICIENCY.md), and the energy per synaptic operation of the arithmetic-energy
+    estimate (Horowitz, ISSCC 2014, 45 nm, 32-bit float: add 0.9 pJ, multiply 3.7 pJ)."""
+
+    enabled: bool = True
+    ac_pj: float = 0.9  # one accumulate (spike input): a float add
+    mac_pj: float = 4.6  # one multiply-accumulate (analog input): a float multiply + add
+
+
+@dataclass
 class PathsConf:
     """Where data and outputs go; moving ``root_dir`` moves both."""
 
@@ -335,6 +346,10 @@ class TrainConf:
     task_name: str = "train"
     tags: list[str] = field(default_factory=list)  # passed to every logger that takes tags; in metrics.json
     monitor: str = "val/acc"
+    efficiency: EfficiencyConf = field(default_factory=EfficiencyConf)
+    # what main() returns to a sweeper: [] the best monitored value; else these metrics.json
+    # values, in order (a multi-objective search, e.g. [best_val_acc, efficiency.synops])
+    objectives: list[str] = field(default_factory=list)
     # a .ckpt to resume from (train) or to evaluate (train=false); 'last': the run dir's
     # checkpoints/last.ckpt (must exist); 'auto': last.ckpt when it exists, else start fresh,
     # and a finished run (metrics.json) is reported, not retrained (docs/SWEEPS.md)

@@ -1,0 +1,407 @@
+"""Efficiency metrics (snn_lab.models.efficiency) against hand-computed counts on tiny
+networks and against a brute-force NeuroBench-style count (hooks on every connection,
+binarised layer on binarised input) for random sparse inputs and weights."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from snn_lab.encoders import build_encoder
+from snn_lab.models import RecurrentSNN, SNNModel, SpikingConvNet, SpikingLayer, SpikingMLP
+from snn_lab.models.efficiency import (
+    CONNECTIONS,
+    EfficiencyMeter,
+    EnergyModel,
+    connection_sparsity,
+    footprint,
+    state_bytes,
+)
+from snn_lab.neurons import LI, LIF
+
+
+def _measure(net: SNNModel, train: torch.Tensor, **kw) -> dict:
+    meter = EfficiencyMeter(net, **kw)
+    with torch.no_grad():
+        _, rec = net.forward_spikes(train, return_record=True)
+    meter.update(train, rec)
+    return meter.summary()
+
+
+def _one_layer(synapse: nn.Module, input_shape, time_steps: int = 2, vth: float = 0.5) -> SNNModel:
+    return SNNModel([SpikingLayer(synapse, LIF(vth=vth))], tuple(input_shape), time_steps).eval()
+
+
+# -- hand-computed counts ------------------------------------------------------------------
+def test_linear_counts_nonzero_inputs_times_nonzero_fanout():
+    lin = nn.Linear(4, 3)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0, 2, 0], [0, 3, 0, 0], [1, 1, 1, 1]]))
+        lin.bias.zero_()
+    net = _one_layer(lin, (4,))
+    # nonzero weights per input column: 2, 2, 2, 1
+    train = torch.tensor([[[1.0, 0, 1, 0]], [[0, 1, 1, 1]]])  # T=2, B=1
+    s = _measure(net, train)
+    assert s["effective_acs"] == 4 + 5  # t0: inputs 0, 2 -> 2 + 2; t1: inputs 1, 2, 3 -> 2 + 2 + 1
+    assert s["effective_macs"] == 0 and s["synops"] == 9
+    assert s["dense_synops"] == 2 * 4 * 3  # every pair at every step
+    assert s["samples"] == 1 and s["time_steps"] == 2
+    assert s["connection_sparsity"] == pytest.approx(5 / 12)
+
+
+def test_counts_are_per_sample_over_the_batch():
+    lin = nn.Linear(3, 2, bias=False)
+    nn.init.constant_(lin.weight, 1.0)
+    net = _one_layer(lin, (3,), time_steps=1)
+    train = torch.tensor([[[1.0, 1, 1], [0, 0, 1]]])  # T=1, B=2: 3 and 1 nonzero inputs
+    s = _measure(net, train)
+    assert s["synops"] == (3 * 2 + 1 * 2) / 2 and s["samples"] == 2
+
+
+def test_conv2d_with_padding_counts_the_output_positions_each_pixel_reaches():
+    conv = nn.Conv2d(1, 2, 3, padding=1, bias=False)
+    nn.init.constant_(conv.weight, 0.5)
+    net = _one_layer(conv, (1, 3, 3), time_steps=1)
+    train = torch.zeros(1, 1, 1, 3, 3)
+    train[0, 0, 0, 0, 0] = 1  # corner: reaches 2x2 output positions x 2 channels
+    train[0, 0, 0, 1, 1] = 1  # centre: 3x3 positions x 2 channels
+    train[0, 0, 0, 0, 1] = 1  # edge: 2x3 positions x 2 channels
+    s = _measure(net, train)
+    assert s["effective_acs"] == 4 * 2 + 9 * 2 + 6 * 2
+    # dense: every output position's in-image taps: 4 corners x 4 + 4 edges x 6 + 9, x 2 channels
+    assert s["dense_synops"] == (4 * 4 + 4 * 6 + 9) * 2
+
+
+def test_conv2d_with_stride_and_zero_weights():
+    conv = nn.Conv2d(1, 1, 3, stride=2, padding=1, bias=False)  # 4x4 -> 2x2 outputs
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[[1.0, 0, 1], [0, 1, 0], [1, 0, 1]]]]))
+    net = _one_layer(conv, (1, 4, 4), time_steps=1)
+    train = torch.zeros(1, 1, 1, 4, 4)
+    train[0, 0, 0, 1, 1] = 1  # under the kernel centre of output (0,0) and the (0,0)... taps of the others
+    train[0, 0, 0, 0, 1] = 1
+    # output (r, c) reads input (2r-1+i, 2c-1+j) with weight w[i, j]:
+    # pixel (1,1): out(0,0) tap (2,2)=1, out(0,1) tap (2,0)=1, out(1,0) tap (0,2)=1, out(1,1) tap (0,0)=1 -> 4
+    # pixel (0,1): out(0,0) tap (1,2)=0, out(0,1) tap (1,0)=0 -> 0 (rows of outputs 1,x start at input row 1)
+    s = _measure(net, train)
+    assert s["effective_acs"] == 4
+    # dense: taps inside the image: out(0,0) 2x2, out(0,1) 2x3, out(1,0) 3x2, out(1,1) 3x3
+    assert s["dense_synops"] == 4 + 6 + 6 + 9
+
+
+def test_analog_first_layer_counts_macs_at_every_step():
+    lin = nn.Linear(4, 3, bias=False)
+    nn.init.constant_(lin.weight, 1.0)
+    net = _one_layer(lin, (4,), time_steps=3)
+    img = torch.tensor([[0.5, 0.0, 0.25, 1.0]])
+    train = img.unsqueeze(0).expand(3, *img.shape)  # the direct encoder: the same input each step
+    assert train.stride(0) == 0
+    s = _measure(net, train)
+    assert s["effective_macs"] == 3 * 3 * 3 and s["effective_acs"] == 0  # 3 nonzero inputs x 3 outputs x T
+    e = EnergyModel()
+    assert s["energy"]["pj_per_sample"] == pytest.approx(27 * e.mac_pj)
+    # the same values materialised (stride 1): the same count
+    assert _measure(net, train.contiguous())["effective_macs"] == 27
+
+
+def test_direct_encoder_net_counts_macs_in_the_first_layer_acs_after():
+    net = SpikingMLP(LIF, input_shape=(1, 4, 4), hidden=[8], encoder=build_encoder("direct"), time_steps=4).eval()
+    for layer in net.layers:
+        layer.synapse[-1].weight.data.mul_(4)
+    img = torch.rand(5, 1, 4, 4)
+    img[img < 0.3] = 0
+    s = _measure(net, net.encode(img))
+    first, second = s["layers"]
+    nonzero = int((img != 0).sum())
+    assert first["effective_macs"] * 5 == 4 * nonzero * 8 and first["effective_acs"] == 0
+    assert second["effective_macs"] == 0 and second["effective_acs"] > 0
+
+
+def test_signed_spikes_are_accumulates():
+    lin = nn.Linear(3, 2, bias=False)
+    nn.init.constant_(lin.weight, 1.0)
+    net = _one_layer(lin, (3,), time_steps=1)
+    s = _measure(net, torch.tensor([[[1.0, -1.0, 0.0]]]))
+    assert s["effective_acs"] == 4 and s["effective_macs"] == 0
+
+
+def test_a_train_wrongly_declared_binary_is_counted_from_its_data():
+    lin = nn.Linear(2, 2, bias=False)
+    nn.init.constant_(lin.weight, 1.0)
+    net = _one_layer(lin, (2,), time_steps=1)
+    train = torch.tensor([[[0.3, 0.0]]])
+    meter = EfficiencyMeter(net)
+    with torch.no_grad():
+        _, rec = net.forward_spikes(train, return_record=True)
+    meter.update(train, rec, input_binary=True)
+    s = meter.summary()
+    assert s["effective_macs"] == 2 and s["effective_acs"] == 0
+
+
+def test_activation_sparsity_per_layer_and_weighted_overall():
+    net = SpikingMLP(LIF, input_shape=(6,), hidden=[5, 3], num_classes=2, time_steps=3).eval()
+    for layer in net.layers:
+        layer.synapse[-1].weight.data.mul_(3)
+    train = (torch.rand(3, 7, 6, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    s = _measure(net, train)
+    with torch.no_grad():
+        _, rec = net.forward_spikes(train, return_record=True)
+    zeros = [int((r == 0).sum()) for r in rec.spikes]
+    sizes = [r.numel() for r in rec.spikes]
+    assert [x["activation_sparsity"] for x in s["layers"]] == pytest.approx([z / n for z, n in zip(zeros, sizes)])
+    assert s["activation_sparsity"] == pytest.approx(sum(zeros) / sum(sizes))
+    assert 0 < s["activation_sparsity"] < 1  # both spikes and silence: the check is not vacuous
+    assert [x["neurons"] for x in s["layers"]] == [5, 3, 2]
+
+
+def test_a_non_spiking_readout_is_not_an_activation():
+    net = SpikingMLP(LIF, input_shape=(4,), hidden=[3], num_classes=2, time_steps=2, readout="membrane").eval()
+    assert isinstance(net.layers[-1].neuron, LI)
+    s = _measure(net, torch.ones(2, 1, 4))
+    assert s["layers"][-1]["spiking"] is False and s["layers"][-1]["activation_sparsity"] is None
+    assert s["activation_sparsity"] == s["layers"][0]["activation_sparsity"]
+
+
+def test_recurrent_connection_reads_the_previous_steps_spikes():
+    net = RecurrentSNN(LIF, input_shape=(3,), hidden=[4], num_classes=2, time_steps=3).eval()
+    rec_w = net.layers[0].recurrent_synapse.weight
+    with torch.no_grad():
+        rec_w.fill_(0.1)
+        rec_w[0, 1] = 0.0  # input neuron 1 meets 3 nonzero weights, the others 4
+        net.layers[0].synapse[-1].weight.mul_(5)
+    train = (torch.rand(3, 2, 3, generator=torch.Generator().manual_seed(0)) < 0.7).float()
+    s = _measure(net, train)
+    with torch.no_grad():
+        _, rec = net.forward_spikes(train, return_record=True)
+    prev = rec.spikes[0][:-1]  # s_0 .. s_{T-2} feed steps 1 .. T-1
+    assert prev.sum() > 0
+    expected = float((prev.sum(dim=(0, 1)) * torch.tensor([4.0, 3, 4, 4])).sum()) / 2
+    layer0 = s["layers"][0]
+    kinds = [c["kind"] for c in layer0["connections"]]
+    assert kinds == ["feedforward", "recurrent"]
+    ff = float((train != 0).sum()) * 4 / 2  # dense input weights: every input meets 4 outputs
+    assert layer0["effective_acs"] == pytest.approx(ff + expected)
+    assert layer0["dense_synops"] == 3 * (3 * 4 + 4 * 4)
+
+
+# -- static metrics ---------------------------------------------------------------------------
+def test_footprint_parameters_buffers_and_state():
+    net = _one_layer(nn.Linear(4, 3), (4,))
+    f = footprint(net)
+    assert f["parameter_bytes"] == (12 + 3) * 4  # float32 weight + bias
+    assert f["buffer_bytes"] == 2 * 4  # the LIF's vth and decay
+    assert f["total_bytes"] == f["parameter_bytes"] + f["buffer_bytes"]
+    assert f["state_bytes_per_sample"] == state_bytes(net) == 3 * 4  # one membrane per neuron
+    rnn = RecurrentSNN(LIF, input_shape=(3,), hidden=[4], num_classes=2)
+    assert state_bytes(rnn) == (4 + 4 + 2) * 4  # membrane + last spikes of the recurrent layer, output membrane
+
+
+def test_connection_sparsity_counts_weights_not_biases():
+    lin = nn.Linear(5, 2)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+        lin.weight[0, :3] = 0
+        lin.bias.zero_()
+    assert connection_sparsity(_one_layer(lin, (5,))) == pytest.approx(3 / 10)
+    assert connection_sparsity(nn.Sequential(nn.ReLU())) == 0.0
+
+
+def test_energy_model_rejects_bad_values_and_defaults_match_the_config_schema():
+    from omegaconf import OmegaConf
+
+    from snn_lab.config.schema import EfficiencyConf
+
+    with pytest.raises(ValueError, match="ac_pj=-1"):
+        EnergyModel(ac_pj=-1)
+    with pytest.raises(ValueError, match="mac_pj=nan"):
+        EnergyModel(mac_pj=math.nan)
+    schema = OmegaConf.to_container(OmegaConf.structured(EfficiencyConf))
+    assert (schema["ac_pj"], schema["mac_pj"]) == (EnergyModel().ac_pj, EnergyModel().mac_pj) == (0.9, 4.6)
+
+
+def test_summary_before_any_batch_is_refused_and_a_wrong_record_is_named():
+    net = _one_layer(nn.Linear(2, 2), (2,))
+    meter = EfficiencyMeter(net)
+    with pytest.raises(ValueError, match="no batch was counted"):
+        meter.summary()
+    with pytest.raises(ValueError, match="record holds 0 layer outputs"):
+        from snn_lab.models import Record
+
+        meter.update(torch.zeros(2, 1, 2), Record())
+
+
+# -- brute force --------------------------------------------------------------------------------
+def _brute_force(net: SNNModel, train: torch.Tensor) -> tuple[float, float, float]:
+    """(ACs, MACs, dense) per sample, NeuroBench's way: pre-hooks on every connection
+    module of a step-mode run save each call's input; each input and weight is binarised
+    (zero / nonzero), and the pairs are counted output by output with explicit loops
+    (Linear) or the binarised module (Conv; its taps are looped in
+    :func:`_conv_pairs_loop` for the small cases of the hypothesis test)."""
+    calls: list[tuple[nn.Module, torch.Tensor]] = []
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args: calls.append((mod, args[0].detach().clone())))
+        for m in net.modules()
+        if isinstance(m, CONNECTIONS)
+    ]
+    try:
+        with torch.no_grad():
+            net.forward_spikes(train, mode="step")
+    finally:
+        for h in hooks:
+            h.remove()
+    acs = macs = dense = 0.0
+    for mod, x in calls:
+        spikes = bool(((x == 0) | (x.abs() == 1)).all())
+        xb, wb = (x != 0).float(), (mod.weight != 0).float()
+        if isinstance(mod, nn.Linear):
+            eff = float((xb.unsqueeze(1) * wb.unsqueeze(0)).sum())  # [B, out, in] pairs
+            dense += x.shape[0] * wb.numel()
+        else:
+            eff = float(_binary_conv(mod, xb, wb).sum())
+            dense += float(_binary_conv(mod, torch.ones_like(xb), torch.ones_like(wb)).sum())
+        if spikes:
+            acs += eff
+        else:
+            macs += eff
+    B = train.shape[1]
+    return acs / B, macs / B, dense / B
+
+
+def _binary_conv(mod: nn.Conv2d, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, w, None, mod.stride, mod.padding, mod.dilation, mod.groups)
+
+
+def _conv_pairs_loop(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> int:
+    """Nonzero (input, weight) pairs of a conv, by looping over every output position and tap."""
+    B, C, H, W = x.shape
+    n_out, _, K, _ = w.shape
+    Ho, Wo = (H + 2 * padding - K) // stride + 1, (W + 2 * padding - K) // stride + 1
+    n = 0
+    for b in range(B):
+        for o in range(n_out):
+            for r in range(Ho):
+                for c in range(Wo):
+                    for ci in range(C):
+                        for i in range(K):
+                            for j in range(K):
+                                y, z = r * stride - padding + i, c * stride - padding + j
+                                if 0 <= y < H and 0 <= z < W and x[b, ci, y, z] != 0 and w[o, ci, i, j] != 0:
+                                    n += 1
+    return n
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    data=st.data(),
+    k=st.sampled_from([1, 2, 3]),
+    stride=st.sampled_from([1, 2]),
+    padding=st.sampled_from([0, 1, 2]),
+    density=st.floats(0.0, 1.0),
+    w_density=st.floats(0.0, 1.0),
+)
+def test_conv_counts_equal_a_loop_over_every_output_and_tap(data, k, stride, padding, density, w_density):
+    c_in, c_out = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3))
+    h, w = data.draw(st.integers(k, 5)), data.draw(st.integers(k, 5))
+    seed = data.draw(st.integers(0, 2**16))
+    g = torch.Generator().manual_seed(seed)
+    conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(
+            torch.randn(conv.weight.shape, generator=g) * (torch.rand(conv.weight.shape, generator=g) < w_density)
+        )
+    T, B = 2, 2
+    train = (torch.rand(T, B, c_in, h, w, generator=g) < density).float()
+    net = _one_layer(conv, (c_in, h, w), time_steps=T)
+    s = _measure(net, train)
+    expected = _conv_pairs_loop(train.reshape(T * B, c_in, h, w), conv.weight, stride, padding)
+    assert s["effective_acs"] * B == expected and s["effective_macs"] == 0
+    dense = _conv_pairs_loop(torch.ones(T * B, c_in, h, w), torch.ones_like(conv.weight), stride, padding)
+    assert s["dense_synops"] * B == dense
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_in=st.integers(1, 12),
+    n_out=st.integers(1, 6),
+    T=st.integers(1, 4),
+    B=st.integers(1, 4),
+    density=st.floats(0.0, 1.0),
+    w_density=st.floats(0.0, 1.0),
+    analog=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_linear_counts_equal_brute_force(n_in, n_out, T, B, density, w_density, analog, seed):
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(n_in, n_out)
+    with torch.no_grad():
+        lin.weight.mul_(torch.rand(lin.weight.shape, generator=g) < w_density)
+    values = torch.rand(T, B, n_in, generator=g) if analog else torch.ones(T, B, n_in)
+    train = values * (torch.rand(T, B, n_in, generator=g) < density)
+    net = _one_layer(lin, (n_in,), time_steps=T)
+    s = _measure(net, train)
+    acs, macs, dense = _brute_force(net, train)
+    assert (s["effective_acs"], s["effective_macs"]) == (pytest.approx(acs), pytest.approx(macs))
+    assert s["dense_synops"] == pytest.approx(dense)
+
+
+NETS = {
+    "mlp": lambda: SpikingMLP(LIF, input_shape=(1, 6, 6), hidden=[12, 8], time_steps=4, dropout=0.2),
+    "mlp_direct": lambda: SpikingMLP(
+        LIF, input_shape=(1, 6, 6), hidden=[12], time_steps=4, encoder=build_encoder("direct")
+    ),
+    "conv_current": lambda: SpikingConvNet(LIF, input_shape=(1, 8, 8), channels=[3, 4], fc=10, time_steps=3),
+    "conv_spikes": lambda: SpikingConvNet(
+        LIF, input_shape=(1, 8, 8), channels=[3, 4], fc=10, time_steps=3, pool="spikes"
+    ),
+    "rsnn": lambda: RecurrentSNN(LIF, input_shape=(1, 6, 6), hidden=[10], time_steps=4),
+}
+
+
+@pytest.mark.parametrize("mode", ["layer", "step"])
+@pytest.mark.parametrize("arch", sorted(NETS))
+def test_networks_count_what_hooks_on_every_connection_count(arch, mode):
+    """The meter reads only the record (and runs pre-connection ops such as max-pool);
+    the reference re-runs the network step by step with a hook on every connection."""
+    torch.manual_seed(0)
+    net = NETS[arch]().eval()
+    net.mode = mode
+    for m in net.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            m.weight.data.mul_(3)  # untrained: stronger weights so every layer spikes
+    if net.encoder is None:
+        from snn_lab.encoders import BernoulliEncoder
+
+        net.encoder = BernoulliEncoder()
+    img = torch.rand(3, *[int(d) for d in net.input_shape], generator=torch.Generator().manual_seed(2))
+    train = net.encode(img, generator=torch.Generator().manual_seed(3))
+    s = _measure(net, train)
+    acs, macs, dense = _brute_force(net, train)
+    assert s["effective_acs"] == pytest.approx(acs) and s["effective_macs"] == pytest.approx(macs)
+    assert s["dense_synops"] == pytest.approx(dense)
+    assert s["effective_acs"] > 0
+    assert (s["effective_macs"] > 0) == (arch == "mlp_direct")
+
+
+def test_a_custom_synapse_container_is_counted_through_hooks():
+    class Twice(nn.Module):  # not a Sequential: the meter cannot know the order of its parts
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 5)
+            self.b = nn.Linear(5, 3)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    torch.manual_seed(0)
+    net = _one_layer(Twice(), (4,), time_steps=2)
+    train = (torch.rand(2, 3, 4, generator=torch.Generator().manual_seed(0)) < 0.6).float()
+    s = _measure(net, train)
+    acs, macs, dense = _brute_force(net, train)
+    assert (s["effective_acs"], s["effective_macs"], s["dense_synops"]) == pytest.approx((acs, macs, dense))
+    assert macs > 0  # the second Linear reads the first one's analog output

@@ -347,7 +347,6 @@ def test_run_deploy_writes_a_complete_report(tmp_path, tiny_net):
         "report_path",
         "artifacts",
         "latency_ms",
-        "target",
         "time_steps",
         "encode",
     ):
@@ -356,6 +355,7 @@ def test_run_deploy_writes_a_complete_report(tmp_path, tiny_net):
     assert data["latency_ms"]["batch1"]["p50"] > 0 and data["latency_ms"]["batch"]["n"] == 5
     assert data["device_encoding"] and data["encode"] == "graph"
     assert not list((tmp_path / "d").glob(".tmp-*"))  # atomic write left no temp file
+    assert "target" not in data  # no built-in throughput goal in a user's report
 
 
 def test_wrong_checkpoint_fails_clearly(tmp_path, tiny_net):

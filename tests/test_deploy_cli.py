@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import deploy
+from snn_lab.config import schema as S
 
 FAST = ["num_samples=70", "latency_samples=5", "warmup=1", "eager_batch_size=70", "threads=1"]
 
@@ -42,6 +43,7 @@ def test_deploy_cli_writes_a_verified_report(ckpt, tmp_path):
     assert rep["latency_ms"]["batch1"]["p50"] > 0
     assert Path(rep["artifacts"]["onnx"]).is_file()
     assert "samples/s" in r.stdout and "agreement 100.000%" in r.stdout and "report:" in r.stdout
+    assert "target" not in r.stdout and "target" not in rep  # no built-in project goal in user output
 
 
 def test_deploy_cli_sparse_backend_options_from_the_command_line(ckpt, tmp_path):
@@ -110,4 +112,30 @@ def test_target_apu_selects_lynxi_and_backend_group_wins(compose_cfg):
     assert backend()[0] == "onnxruntime"
     name, opts = backend("target=apu", "backend=sparse")
     assert name == "sparse" and opts["threads"] == 2
-    assert backend("target=cpu")[1]["input_dtype"] == "auto"
+    # the target's backend without the group: the backend's own defaults (= its schema's)
+    assert backend("target=cpu") == ("onnxruntime", {})
+    name, opts = backend("backend=onnxruntime", "backend.options.providers=[CPUExecutionProvider]")
+    assert opts["providers"] == ["CPUExecutionProvider"] and opts["opset"] == 18
+
+
+BACKEND_SCHEMAS = [(n, c) for n, c in S._GROUP_SCHEMAS["backend"].items() if n != "backend"]
+
+
+@pytest.mark.parametrize("name,conf", BACKEND_SCHEMAS, ids=[n for n, _ in BACKEND_SCHEMAS])
+def test_backend_defaults_equal_their_schema(name, conf):
+    """conf/backend/<name>.yaml is typed by its schema; what the Python API uses when an
+    option is not given (the backend's default_options) is the same."""
+    from omegaconf import OmegaConf
+
+    from snn_lab.deploy import get_backend
+
+    schema = OmegaConf.to_container(OmegaConf.structured(conf))
+    assert schema["name"] == name
+    assert get_backend(name).default_options == schema["options"]
+
+
+def test_backend_options_are_typed_at_compose(compose_cfg):
+    with pytest.raises(Exception, match=r"backend\.options\.opset|opset"):
+        compose_cfg(["ckpt_path=x", "backend=onnxruntime", "backend.options.opset=abc"], "deploy")
+    with pytest.raises(Exception, match="bogus"):
+        compose_cfg(["ckpt_path=x", "backend=aoti", "backend.options.bogus=1"], "deploy")

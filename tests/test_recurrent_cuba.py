@@ -222,17 +222,21 @@ def test_wrong_type_fails_at_compose(compose_cfg):
 # -- deploy -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "torchscript", "nir", "sparse", "eager"])
+@pytest.mark.parametrize("backend", ["nir", "sparse", "lynxi"])
 @pytest.mark.parametrize("neuron", ["cuba", "lif"])
 def test_backends_refuse_recurrent_networks_with_the_reason(backend, neuron, tmp_path):
+    """Backends that cannot lower W_rec s_(t-1) refuse, naming those that can (the
+    exported ones deploy it: tests/test_deploy_export.py)."""
     net = _rsnn(NEURONS.get(neuron), hidden=(8,)).eval()
-    with pytest.raises(UnsupportedError, match=r"recurrent|CubaLIF"):
+    with pytest.raises(UnsupportedError, match=r"recurrent layers \(layer 0.*use .*onnxruntime"):
         compile_step(net, backend, 2, tmp_path)
 
 
-def test_run_deploy_refuses_an_rsnn(tmp_path):
-    with pytest.raises(UnsupportedError, match=r"layer 0 .*recurrent"):
-        run_deploy(_rsnn(hidden=(8,)).eval(), backend="onnxruntime", batch_size=2, out_dir=tmp_path, num_samples=4)
+def test_run_deploy_refuses_an_rsnn_where_the_backend_cannot_lower_it(tmp_path):
+    net = _rsnn(hidden=(8,)).eval()
+    net.encoder = build_encoder("bernoulli")
+    with pytest.raises(UnsupportedError, match=r"backend 'sparse' cannot lower recurrent layers \(layer 0"):
+        run_deploy(net, backend="sparse", batch_size=2, out_dir=tmp_path, num_samples=4)
 
 
 def test_feedforward_cuba_deploys_where_lowered_generically_and_is_refused_elsewhere(tmp_path):

@@ -85,12 +85,6 @@ def summary(r: dict) -> str:
         )
     else:
         parts.append(f"  accuracy deployed {100 * r['deployed_accuracy']:.2f}% (eager check skipped)")
-    t = r["target"]
-    if t["applies"]:
-        parts.append(
-            f"  target >= {t['samples_per_second']:.0f} samples/s with >= {100 * t['agreement']:.1f}% "
-            f"agreement: {'met' if t['met'] else 'NOT met'}"
-        )
     others = r["host"].get("cpu_share_used_by_other_processes")
     if others is not None and others > 0.1:
         parts.append(

@@ -271,6 +271,97 @@ class TargetConf:
     threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
 
 
+# -- deploy backends (conf/backend/*.yaml): the backend's registry name and its compile
+# options; each backend's default_options equal these (tests/test_deploy_cli.py)
+@dataclass
+class BackendConf:
+    """Any registered backend (a plug-in's: ``backend=custom backend.name=<name>``); its
+    ``options`` are checked by the backend itself."""
+
+    name: str = MISSING
+    options: Any = field(default_factory=dict)
+
+
+@dataclass
+class EagerOptions:
+    threads: int | None = None  # torch intra-op threads (None: leave)
+
+
+@dataclass
+class EagerBackendConf(BackendConf):
+    name: str = "eager"
+    options: EagerOptions = field(default_factory=EagerOptions)
+
+
+@dataclass
+class TorchScriptOptions:
+    freeze: bool = True
+    threads: int | None = None
+
+
+@dataclass
+class TorchScriptBackendConf(BackendConf):
+    name: str = "torchscript"
+    options: TorchScriptOptions = field(default_factory=TorchScriptOptions)
+
+
+@dataclass
+class OnnxRuntimeOptions:
+    threads: int | None = 2  # intra-op threads (None: ORT's default)
+    opset: int = 18
+    optimization: str = "all"  # disable | basic | extended | all
+    io_binding: bool = True
+    spinning: bool = True  # ORT worker threads spin between steps (lower latency)
+    input_dtype: str = "auto"  # encode=host: auto = uint8 for spikes (exact 0/1), float32 for analog inputs
+    save_optimized: bool = False  # also write the ORT-optimised graph (step.ort.onnx)
+    providers: list[str] | None = None  # ORT execution providers in order; None: CUDA/TensorRT if offered, then CPU
+
+
+@dataclass
+class OnnxRuntimeBackendConf(BackendConf):
+    name: str = "onnxruntime"
+    options: OnnxRuntimeOptions = field(default_factory=OnnxRuntimeOptions)
+
+
+@dataclass
+class AotiOptions:
+    threads: int | None = None  # torch intra-op threads (None: leave)
+    input_dtype: str = "auto"  # as onnxruntime's
+    cxx: str | None = None  # C++ compiler; None: Inductor's (g++)
+
+
+@dataclass
+class AotiBackendConf(BackendConf):
+    name: str = "aoti"
+    options: AotiOptions = field(default_factory=AotiOptions)
+
+
+@dataclass
+class SparseOptions:
+    threads: int = 2  # threads splitting the batch (the caller is one of them)
+    cc: str | None = None  # C compiler; None: $CC, cc, gcc or clang
+    march_native: bool = True  # -march=native (falls back to generic flags if it fails)
+
+
+@dataclass
+class SparseBackendConf(BackendConf):
+    name: str = "sparse"
+    options: SparseOptions = field(default_factory=SparseOptions)
+
+
+@dataclass
+class LynxiOptions:
+    device_id: int = 0
+    version: int = 0  # lyngor compile version flag (the tutorial's --v)
+    op_plugin: str | None = None  # module registering lyngor converters for snn_lab::state_load/save/sink
+
+
+@dataclass
+class LynxiBackendConf(BackendConf):
+    name: str = "lynxi"
+    options: LynxiOptions = field(default_factory=LynxiOptions)
+
+
 @dataclass
 class SpikeDashboardConf:
     """TensorBoard spike raster + membrane traces of one fixed validation sample."""
@@ -384,6 +475,15 @@ _GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "target": {"target": TargetConf},
     "callbacks": {"callbacks": CallbacksConf},
     "paths": {"paths": PathsConf},
+    "backend": {
+        "backend": BackendConf,
+        "eager": EagerBackendConf,
+        "torchscript": TorchScriptBackendConf,
+        "onnxruntime": OnnxRuntimeBackendConf,
+        "aoti": AotiBackendConf,
+        "sparse": SparseBackendConf,
+        "lynxi": LynxiBackendConf,
+    },
 }
 
 

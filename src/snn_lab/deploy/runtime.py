@@ -31,11 +31,24 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..encoders import BernoulliEncoder
+from ..encoders import ENCODERS, BernoulliEncoder
 from ..errors import DeployError, UnsupportedError
 from .encoding import CounterDraws, batch_seed, sample_keys
 
 _STOP = object()
+
+
+def takes_frames(encoder) -> bool:
+    """``encoder=passthrough``: the network reads frames the data already made (event
+    data, ``[B, T, ...]``), not images it encodes."""
+    return "passthrough" in ENCODERS and isinstance(encoder, ENCODERS.get("passthrough"))
+
+
+def check_input_encoder(model) -> None:
+    """The runtime feeds samples through the network's encoder: refuse a network without
+    one before anything is compiled."""
+    if model.encoder is None:
+        raise UnsupportedError("the network has no encoder; deploy needs one to turn images into inputs")
 
 
 class InputSource:
@@ -43,7 +56,8 @@ class InputSource:
 
     Bernoulli encoding uses the counter-based draws of :mod:`.encoding` (independent of
     the batch partition). Other encoders run on the host: deterministic ones (latency,
-    phase, direct) as is, random ones with a generator seeded per batch.
+    phase, direct, passthrough: the given frames ``[B, T, ...]`` become ``[T, B, ...]``)
+    as is, random ones with a generator seeded per batch.
     """
 
     def __init__(self, model, seed: int, time_steps: int):
@@ -52,8 +66,7 @@ class InputSource:
         self.time_steps = int(time_steps)
         self.bernoulli = isinstance(model.encoder, BernoulliEncoder)
         self.draws = CounterDraws(seed, time_steps) if self.bernoulli else None
-        if model.encoder is None:
-            raise UnsupportedError("the network has no encoder; deploy needs one to turn images into inputs")
+        check_input_encoder(model)
 
     def keys(self, ids: np.ndarray) -> np.ndarray:
         return sample_keys(self.seed, ids)

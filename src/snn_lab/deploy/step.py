@@ -6,7 +6,8 @@ state (the membranes carried from step to step):
 
 (a) explicit  -- :class:`StepModule`: ``(inputs..., *state) -> (out_t, *new_state)``.
     State is ordinary graph inputs/outputs; the runtime owns the buffers. This is what
-    ONNX, TorchScript and ``torch.export`` consume.
+    ``torch.export`` (ONNX, AOTInductor) and TorchScript consume. Every input and state
+    tensor has the batch as dimension 0, so the exported graphs take any batch size.
 (b) load/save -- :class:`LoadSaveStep`: ``(inputs...) -> out_t``. Each state is read
     with ``snn_lab::state_load`` and written with ``snn_lab::state_save`` keyed by a
     stable id (``"layers.0.v"``), the way the chip reads and writes membranes in DDR.
@@ -22,6 +23,11 @@ Inputs depend on where encoding happens (``encode``):
            tutorial's on-chip random op feeds and the one :class:`BernoulliEncoder` makes,
            so equal draws give equal spikes.
 
+State is any neuron's NamedTuple, nested for recurrent layers (``(neuron state, last
+spikes)``: the previous step's spikes are state like the membranes), flattened into one
+tensor per leaf with a stable key (``layers.0.v``; ``layers.0.neuron.v``,
+``layers.0.spikes`` for a recurrent layer).
+
 The LIF hard reset is emitted fused as ``where(v > vth, I, v * decay + I)``. For finite
 membranes this equals the neuron's ``v * (1 - H(v - vth)) * decay + I`` bit for bit
 (``v * 1`` is exact; a firing neuron restarts from ``0 + I = I``), but costs three
@@ -31,10 +37,9 @@ elementwise ops instead of seven.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import torch
 from torch import Tensor, nn
@@ -62,19 +67,35 @@ class StateSlot:
         return "state." + self.key.replace(".", "_")
 
 
+def _leaves(state: Any, prefix: str) -> Iterator[tuple[str, Tensor]]:
+    """``(dotted path, tensor)`` for every tensor of a (nested) state NamedTuple/tuple."""
+    if isinstance(state, Tensor):
+        yield prefix, state
+        return
+    fields = getattr(state, "_fields", None) or tuple(str(j) for j in range(len(state)))
+    for name, sub in zip(fields, state):
+        yield from _leaves(sub, f"{prefix}.{name}")
+
+
+def _rebuild(template: Any, leaves: Iterator[Tensor]) -> Any:
+    """The structure of ``template`` (a layer's state) with its tensors taken from ``leaves``."""
+    if isinstance(template, Tensor):
+        return next(leaves)
+    children = [_rebuild(sub, leaves) for sub in template]
+    return type(template)(*children) if hasattr(template, "_fields") else tuple(children)
+
+
 def state_slots(model: SNNModel) -> list[StateSlot]:
     """The flat list of state tensors, in the order the step graphs take them."""
-    init = model.init_state(1)
     slots = []
-    for i, layer_state in enumerate(init):
-        fields = getattr(layer_state, "_fields", None) or tuple(str(j) for j in range(len(layer_state)))
-        for name, t in zip(fields, layer_state):
-            slots.append(StateSlot(f"layers.{i}.{name}", i, name, tuple(t.shape[1:])))
+    for i, layer_state in enumerate(model.init_state(1)):
+        for path, t in _leaves(layer_state, f"layers.{i}"):
+            slots.append(StateSlot(path, i, path.split(".", 2)[2], tuple(t.shape[1:])))
     return slots
 
 
 def flatten_state(state: Sequence) -> list[Tensor]:
-    return [t for layer_state in state for t in layer_state]
+    return [t for i, layer_state in enumerate(state) for _, t in _leaves(layer_state, str(i))]
 
 
 def fusable_lif(neuron: nn.Module) -> TypeGuard[LIF]:
@@ -92,15 +113,20 @@ def check_encoder(model: SNNModel, encode: str) -> None:
         )
 
 
-def check_recurrence(model: SNNModel) -> None:
-    """Refuse recurrent layers: the step graphs carry no recurrent synapse (they would
-    silently drop ``W_rec s_{t-1}``)."""
-    for i, layer in enumerate(model.layers):
-        if getattr(layer, "recurrent", False):
-            raise UnsupportedError(
-                f"layer {i} ({type(layer).__name__}) is recurrent: the deploy step graphs have no "
-                "recurrent synapse yet; evaluate this network in PyTorch"
-            )
+def recurrent_layers(model: SNNModel) -> list[int]:
+    """Indices of the layers that feed their own last spikes back (``model=rsnn``)."""
+    return [i for i, layer in enumerate(model.layers) if getattr(layer, "recurrent", False)]
+
+
+def check_recurrence(model: SNNModel, backend: str, supported: Sequence[str]) -> None:
+    """Refuse recurrent layers for a backend that cannot lower ``W_rec s_{t-1}`` (it would
+    silently drop the recurrent synapse)."""
+    rec = recurrent_layers(model)
+    if rec:
+        raise UnsupportedError(
+            f"backend {backend!r} cannot lower recurrent layers (layer {rec[0]}: "
+            f"{type(model.layers[rec[0]]).__name__}, W_in x_t + W_rec s_(t-1)); use {' or '.join(supported)}"
+        )
 
 
 class _StepCore(nn.Module):
@@ -108,7 +134,6 @@ class _StepCore(nn.Module):
 
     def __init__(self, model: SNNModel, encode: str = "host"):
         super().__init__()
-        check_recurrence(model)
         check_encoder(model, encode)
         self.model = model.eval()
         # the wrapper too: exporters restore the wrapper's mode recursively afterwards, and
@@ -117,6 +142,8 @@ class _StepCore(nn.Module):
         self.encode = encode
         self.slots = state_slots(model)
         self.input_shape = tuple(model.input_shape)
+        self._templates = model.init_state(1)  # each layer's state structure
+        self._recurrent = set(recurrent_layers(model))
         self._per_layer = []
         k = 0
         for i in range(len(model.layers)):
@@ -137,22 +164,24 @@ class _StepCore(nn.Module):
 
     def core(self, x: Tensor, flat: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
         new_flat: list[Tensor] = []
-        for layer, (k, n) in zip(self.model.spiking_layers, self._per_layer):
-            cur = layer.synapse(x)
+        for i, (layer, (k, n)) in enumerate(zip(self.model.spiking_layers, self._per_layer)):
             neuron = layer.neuron
+            if i in self._recurrent or not (fusable_lif(neuron) or isinstance(neuron, LI)):
+                # the layer's own step: any neuron (CubaLIF, ALIF, ...), recurrent layers
+                # (their state holds the last spikes, the input of W_rec)
+                x, st = layer.step(x, _rebuild(self._templates[i], iter(flat[k : k + n])))
+                new_flat.extend(t for _, t in _leaves(st, ""))
+                continue
+            cur = layer.synapse(x)
             if fusable_lif(neuron):
                 v = flat[k]
                 vth = neuron.vth
                 v = torch.where(v > vth, cur, v * neuron.leak() + cur)
                 x = (v > vth).to(cur.dtype)
-                new_flat.append(v)
-            elif isinstance(neuron, LI):
+            else:  # the LI readout
                 v = flat[k] * neuron.decay + cur
                 x = v
-                new_flat.append(v)
-            else:
-                x, st = neuron.step(cur, neuron.State(*flat[k : k + n]))
-                new_flat.extend(st)
+            new_flat.append(v)
         return x, new_flat
 
     def example_inputs(self, batch_size: int, input_dtype: torch.dtype = torch.float32) -> tuple[Tensor, ...]:
@@ -236,22 +265,43 @@ class LoadSaveStep(_StepCore):
 # -- tracing ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
 def trace_torchscript(module: nn.Module, example_inputs: tuple[Tensor, ...]) -> torch.jit.ScriptModule:
-    """``torch.jit.trace`` without autograd (surrogates trace to plain ``u > 0``)."""
+    """``torch.jit.trace`` without autograd (surrogates trace to plain ``u > 0``).
+
+    TorchScript is deprecated in PyTorch 2.x (``torch.jit.trace`` warns so) and is kept
+    for what needs it: the Lynxi SDK's compiler loads a TorchScript file
+    (``model_type="Pytorch"``), and the ``torchscript`` backend is that format itself.
+    ONNX and ``.pt2`` go through :func:`export_program` instead."""
     ctx = module.tracing() if isinstance(module, LoadSaveStep) else contextlib.nullcontext()
-    with ctx, torch.no_grad(), _quiet():
+    with ctx, torch.no_grad():
         return torch.jit.trace(module, example_inputs, check_trace=False)
 
 
-def export_program(module: nn.Module, example_inputs: tuple[Tensor, ...]):
-    """``torch.export.export`` of a step (either lowering)."""
+def batch_dynamic_shapes(example_inputs: Sequence[Tensor]) -> tuple[tuple[dict[int, Any], ...]]:
+    """``dynamic_shapes`` for ``torch.export`` of a step: dimension 0 of every input is the
+    batch. One named ``Dim`` on the first input and ``Dim.DYNAMIC`` on the others:
+    export proves them equal, and the ONNX exporter names the axis ``batch`` once (the
+    same ``Dim`` object on every input makes it warn that the name is used only once)."""
+    batch = torch.export.Dim("batch", min=1)
+    specs = [{0: batch}] + [{0: torch.export.Dim.DYNAMIC} for _ in example_inputs[1:]]
+    return (tuple(specs),)  # forward(*args): one entry for the varargs tuple
+
+
+def exportable_batch(example_inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """The example inputs at batch size 2 when they have batch size 1: ``torch.export``
+    specialises a dimension of size 1 to the constant 1, which would fix the batch."""
+    if example_inputs[0].shape[0] != 1:
+        return tuple(example_inputs)
+    return tuple(t.expand(2, *t.shape[1:]).contiguous() for t in example_inputs)
+
+
+def export_program(module: nn.Module, example_inputs: tuple[Tensor, ...], dynamic_batch: bool = False):
+    """``torch.export.export`` of a step (either lowering); ``dynamic_batch``: any batch
+    size (the explicit lowering only; the load/save step's state templates fix it)."""
     ctx = module.tracing() if isinstance(module, LoadSaveStep) else contextlib.nullcontext()
-    with ctx, torch.no_grad(), _quiet():
-        return torch.export.export(module, example_inputs)
+    shapes = None
+    if dynamic_batch:
+        example_inputs = exportable_batch(example_inputs)
+        shapes = batch_dynamic_shapes(example_inputs)
+    with ctx, torch.no_grad():
+        return torch.export.export(module, example_inputs, dynamic_shapes=shapes)

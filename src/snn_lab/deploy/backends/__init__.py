@@ -3,7 +3,9 @@
 =============  ========================================================================
 ``eager``      PyTorch runs the step module as is (the reference)
 ``torchscript``  ``torch.jit.trace`` + freeze, saved as ``step.torchscript.pt``
-``onnxruntime``  ONNX export + ONNX Runtime session, state kept in bound buffers
+``onnxruntime``  ONNX export (``torch.export``-based, dynamic batch) + ONNX Runtime
+               session, state kept in bound buffers; execution providers selectable
+``aoti``       ``torch.export`` + AOTInductor: the step compiled to C++ in a ``.pt2``
 ``nir``        NIR export (Affine + LIF, exact mapping of the tutorial's LIF), read back with
                nirtorch and run from the file
 ``sparse``     a C kernel built for this network: binary inputs as index lists,
@@ -13,7 +15,7 @@
 =============  ========================================================================
 """
 
-from . import eager, lynxi, nir, onnxruntime, sparse, torchscript  # noqa: F401
+from . import aoti, eager, lynxi, nir, onnxruntime, sparse, torchscript  # noqa: F401
 from .base import Backend, CompiledStep
 
 __all__ = ["Backend", "CompiledStep"]

@@ -10,7 +10,9 @@ load/save lowering, as its :attr:`Backend.lowering` says) and returns a
 * a session API the runtime drives: :meth:`CompiledStep.reset` at the start of a sample
   batch, :meth:`CompiledStep.step` once per time step (state stays inside, as on a
   device), and :meth:`CompiledStep.run_batch` for all T steps of one batch;
-* ``artifacts``: the files it wrote (model, graph dumps).
+* ``artifacts``: the files it wrote (model, graph dumps);
+* :meth:`CompiledStep.rebatch`: the same compiled graph at another batch size, when the
+  graph has a dynamic batch axis (the runtime's batch-1 latency run then compiles nothing).
 """
 
 from __future__ import annotations
@@ -97,11 +99,44 @@ class CompiledStep:
             raise DeployError(f"run_batch needs at least one time step, got {T}")
         return acc
 
+    def rebatch(self, batch_size: int) -> CompiledStep | None:
+        """This graph at ``batch_size`` (sharing the compiled artifact), or None when the
+        backend compiled one batch size only."""
+        return None
+
     def close(self) -> None:
         pass
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "batch_size": self.batch_size, "encode": self.encode}
+
+
+#: dtypes ``x_t`` may be fed in with encode=host (``input_dtype`` option of the exported backends)
+INPUT_DTYPES = {"uint8": torch.uint8, "bool": torch.bool, "float32": torch.float32}
+
+
+def resolve_input_dtype(model, requested: str) -> str:
+    """``auto``: ``uint8`` (exact for 0/1) for a binary encoder's spikes, ``float32`` for
+    analog inputs, which a narrower type would truncate."""
+    if requested != "auto" and requested not in INPUT_DTYPES:
+        raise UnsupportedError(f"input_dtype={requested!r} is unknown; accepted: auto, {', '.join(INPUT_DTYPES)}")
+    binary = getattr(model.encoder, "binary", True)
+    if requested == "auto":
+        return "uint8" if binary else "float32"
+    if not binary and requested != "float32":
+        raise UnsupportedError(
+            f"input_dtype={requested!r} would truncate the analog inputs of "
+            f"{type(model.encoder).__name__}; use input_dtype=float32 or auto"
+        )
+    return requested
+
+
+def with_input_dtype(step, example_inputs: tuple[Tensor, ...], input_dtype: str) -> tuple[Tensor, ...]:
+    """The example inputs with ``x_t`` in ``input_dtype`` (encode=host; graph encoding
+    takes float images and draws)."""
+    if step.encode != "host":
+        return example_inputs
+    return (example_inputs[0].to(INPUT_DTYPES[input_dtype]), *example_inputs[1:])
 
 
 def _np(x) -> np.ndarray:
@@ -130,6 +165,9 @@ class Backend:
     batch_sizes: Sequence[int] | None = None
     #: options accepted by compile() and their defaults
     default_options: ClassVar[dict[str, Any]] = {}
+    #: True when the backend lowers recurrent layers (their last spikes are state);
+    #: others are refused before compiling, naming those that do
+    supports_recurrent: ClassVar[bool] = False
 
     def check_available(self) -> None:
         """Import the toolchain; raise :class:`BackendUnavailableError` saying what to install."""

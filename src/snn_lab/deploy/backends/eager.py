@@ -22,6 +22,7 @@ class EagerStep(CompiledStep):
 @register_backend("eager")
 class EagerBackend(Backend):
     description = "PyTorch eager execution of the step module (reference)"
+    supports_recurrent = True
     default_options: ClassVar[dict[str, Any]] = {"threads": None}
 
     def compile(self, step, example_inputs, out_dir, **options):

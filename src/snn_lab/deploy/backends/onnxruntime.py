@@ -1,84 +1,99 @@
 """``onnxruntime``: ONNX export of the explicit-state step + an ORT ``InferenceSession``.
 
+Export: the ``torch.export``-based exporter (``torch.onnx.export(..., dynamo=True)``,
+onnxscript), opset 18, with a dynamic batch axis named ``batch`` on every input and
+output (``x_t`` or ``images``/``u_t``, and every state tensor): one ``step.onnx`` runs at
+any batch size, so the runtime's batch-1 latency run reuses it. The TorchScript-based
+exporter is not used; TorchScript stays only where a target needs it (the Lynxi SDK
+compiles a TorchScript trace, see ``lynxi.py``).
+
+Execution providers: ``providers`` (an ordered list, as ORT takes it); by default the
+accelerated ones that ``onnxruntime.get_available_providers()`` offers (TensorRT, CUDA)
+before CPU. A provider asked for that this ORT build does not have fails in one line
+that lists the ones it has.
+
 The runtime path keeps everything in place between steps: the state lives in two sets
 of preallocated buffers bound with ``io_binding`` (step t reads set A and writes set B,
 step t+1 the reverse), the images of a batch are bound once, and each step only re-points
 the input at that step's slice of the draws (or spikes). No tensor is allocated or copied
-per step. With ``encode=host`` binary spikes are fed as ``uint8`` (exact for 0/1) and cast
-in-graph, a quarter of the float32 bytes; analog inputs (direct encoding) as float32.
+per step on CPU (with a GPU provider ORT copies the host-bound buffers to and from the
+device each step). With ``encode=host`` binary spikes are fed as ``uint8`` (exact for
+0/1) and cast in-graph, a quarter of the float32 bytes; analog inputs (direct encoding)
+as float32.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import warnings
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from ...errors import UnsupportedError
+from ...errors import BackendUnavailableError, UnsupportedError
 from ..registry import register_backend
-from .base import Backend, CompiledStep
+from ..step import batch_dynamic_shapes, exportable_batch
+from .base import Backend, CompiledStep, resolve_input_dtype, with_input_dtype
 
 _LEVELS = ("disable", "basic", "extended", "all")
-_DTYPES = {"uint8": torch.uint8, "bool": torch.bool, "float32": torch.float32}
+#: providers chosen by default, in this order, when this ORT build has them (then CPU)
+ACCELERATED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+CPU_PROVIDER = "CPUExecutionProvider"
 
 
-def export_onnx(step, example_inputs, path: str, opset: int = 17) -> str:
-    """Export the explicit-state step to ONNX (TorchScript-based exporter, fixed batch)."""
-    names = step.input_names + step.state_input_names
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            step,
-            example_inputs,
-            # torch annotates f as a path; the TorchScript exporter (dynamo=False) also writes to file-likes
-            buf,  # type: ignore[arg-type]
-            input_names=names,
-            output_names=step.output_names,
-            opset_version=opset,
-            dynamo=False,
-            do_constant_folding=True,
-        )
+def export_onnx(step, example_inputs, path: str, opset: int = 18) -> str:
+    """Export the explicit-state step to ``path`` with the ``torch.export``-based ONNX
+    exporter, batch dimension dynamic; checked with ``onnx.checker``."""
     import onnx
 
-    model = onnx.load_from_string(buf.getvalue())
-    onnx.checker.check_model(model)
-    model.doc_string = "snn_lab single time step: (inputs, *state) -> (out, *new_state)"
-    onnx.save(model, path)
+    example_inputs = exportable_batch(example_inputs)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            step,
+            example_inputs,
+            dynamo=True,
+            dynamic_shapes=batch_dynamic_shapes(example_inputs),
+            input_names=step.input_names + step.state_input_names,
+            output_names=step.output_names,
+            opset_version=int(opset),
+            verbose=False,
+        )
+    if program is None:  # only the TorchScript exporter returns nothing
+        raise UnsupportedError("torch.onnx.export(dynamo=True) returned no ONNX program")
+    program.model.doc_string = "snn_lab single time step: (inputs, *state) -> (out, *new_state); dim 0 = batch"
+    program.save(path)
+    onnx.checker.check_model(path)
     return path
 
 
-def resolve_input_dtype(model, requested: str) -> str:
-    """``auto``: ``uint8`` (exact for 0/1) for a binary encoder's spikes, ``float32`` for
-    analog inputs, which a narrower type would truncate."""
-    if requested != "auto" and requested not in _DTYPES:
-        raise UnsupportedError(f"input_dtype={requested!r} is unknown; accepted: auto, {', '.join(_DTYPES)}")
-    binary = getattr(model.encoder, "binary", True)
-    if requested == "auto":
-        return "uint8" if binary else "float32"
-    if not binary and requested != "float32":
-        raise UnsupportedError(
-            f"input_dtype={requested!r} would truncate the analog inputs of "
-            f"{type(model.encoder).__name__}; use input_dtype=float32 or auto"
+def resolve_providers(requested: Sequence[str] | str | None, available: Sequence[str]) -> list[str]:
+    """The execution providers to create the session with (see the module docstring)."""
+    if requested is None or (not isinstance(requested, str) and len(requested) == 0):
+        return [p for p in ACCELERATED_PROVIDERS if p in available] + [CPU_PROVIDER]
+    wanted = [requested] if isinstance(requested, str) else [str(p) for p in requested]
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise BackendUnavailableError(
+            f"onnxruntime: execution provider(s) {', '.join(missing)} not available in this onnxruntime build; "
+            f"available: {', '.join(available)} (CUDA/TensorRT need the onnxruntime-gpu package and a GPU)"
         )
-    return requested
+    return wanted
 
 
 class OrtStep(CompiledStep):
     backend = "onnxruntime"
 
-    def __init__(self, session, step, batch_size, artifacts, input_dtype, io_binding=True):
+    def __init__(self, session, step, batch_size, artifacts, input_dtype, io_binding=True, info=None):
         super().__init__(step, batch_size, artifacts, input_dtype)
         self.session = session
         self.io_binding = io_binding
+        self.info = dict(info or {})
         self.input_names = step.input_names
         self.state_in = step.state_input_names
         self.state_out = step.output_names[1:]
-        out_shape = [d for d in session.get_outputs()[0].shape]
+        # the graph's batch axis is symbolic: the bound buffers have this step's batch size
+        out_shape = [self.batch_size, *session.get_outputs()[0].shape[1:]]
         self._out = np.zeros(out_shape, dtype=np.float32)
         zeros = [t.numpy() for t in self.init_state()]
         self._bufs = ([np.zeros_like(z) for z in zeros], [np.zeros_like(z) for z in zeros])
@@ -127,9 +142,17 @@ class OrtStep(CompiledStep):
         self._phase ^= 1
         return self._out
 
+    def rebatch(self, batch_size: int) -> OrtStep:
+        return OrtStep(
+            self.session, self.step_module, batch_size, self.artifacts, self.input_dtype, self.io_binding, self.info
+        )
+
     def close(self) -> None:
         self._bindings = []
         self.session = None
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self.info}
 
 
 def _np(x) -> np.ndarray:
@@ -138,17 +161,19 @@ def _np(x) -> np.ndarray:
 
 @register_backend("onnxruntime")
 class OnnxRuntimeBackend(Backend):
-    description = "ONNX export + ONNX Runtime CPU session, state bound in place with io_binding"
-    requires = ("onnx", "onnxruntime")
-    install_hint = "pip install onnx onnxruntime (or: pip install -e '.[deploy]')"
+    description = "ONNX (torch.export-based exporter, dynamic batch) + ONNX Runtime session, state bound in place"
+    requires = ("onnx", "onnxscript", "onnxruntime")
+    install_hint = "pip install onnx onnxscript onnxruntime (or: pip install -e '.[deploy]')"
+    supports_recurrent = True
     default_options: ClassVar[dict[str, Any]] = {
         "threads": 2,
-        "opset": 17,
+        "opset": 18,
         "optimization": "all",
         "io_binding": True,
         "spinning": True,
         "input_dtype": "auto",
         "save_optimized": False,
+        "providers": None,
     }
 
     def session_options(self, opts):
@@ -167,23 +192,28 @@ class OnnxRuntimeBackend(Backend):
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[opts["optimization"]]
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if opts["spinning"] else "0")
-        so.log_severity_level = 3
         return so
 
     def compile(self, step, example_inputs, out_dir, **options):
         import onnxruntime as ort
 
         opts = self.options(options)
+        providers = resolve_providers(opts["providers"], ort.get_available_providers())
+        so = self.session_options(opts)
         opts["input_dtype"] = resolve_input_dtype(step.model, opts["input_dtype"])
         batch = example_inputs[0].shape[0]
-        if step.encode == "host":
-            dt = _DTYPES[opts["input_dtype"]]
-            example_inputs = (example_inputs[0].to(dt), *example_inputs[1:])
+        example_inputs = with_input_dtype(step, example_inputs, opts["input_dtype"])
         os.makedirs(out_dir, exist_ok=True)
         path = export_onnx(step, example_inputs, os.path.join(out_dir, "step.onnx"), opts["opset"])
-        so = self.session_options(opts)
         artifacts = {"onnx": path}
         if opts["save_optimized"]:
             so.optimized_model_filepath = artifacts["onnx_optimized"] = os.path.join(out_dir, "step.ort.onnx")
-        session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        return OrtStep(session, step, batch, artifacts, example_inputs[0].dtype, bool(opts["io_binding"]))
+        session = ort.InferenceSession(path, so, providers=providers)
+        info = {
+            "exporter": "torch.onnx.export(dynamo=True)",
+            "opset": int(opts["opset"]),
+            "dynamic_batch": True,
+            "providers": session.get_providers(),
+            "threads": int(opts["threads"] or 0),
+        }
+        return OrtStep(session, step, batch, artifacts, example_inputs[0].dtype, bool(opts["io_binding"]), info)

@@ -243,7 +243,7 @@ def _neuron_node(nir: Any, layer_index: int, neuron: nn.Module, shape: tuple[int
     if isinstance(neuron, LIF):
         decay = f64(neuron.leak())
         if np.all(decay == 1.0):
-            return "if", nir.IF(**if_params(neuron.vth, shape))
+            return "if", nir.IF(**if_params(neuron.vth, shape, dt))
         return "lif", nir.LIF(**lif_params(decay, neuron.vth, shape, dt))
     if isinstance(neuron, CubaLIF):
         return "cuba", nir.CubaLIF(**cuba_params(neuron.alpha, neuron.beta, neuron.vth, shape, dt))

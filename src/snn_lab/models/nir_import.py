@@ -45,13 +45,15 @@ __all__ = ["from_nir", "nir_network", "read_graph"]
 
 
 def read_graph(path: str | os.PathLike) -> Any:
-    """``nir.read(path)`` with one-line errors."""
+    """``nir.read(path)`` with one-line errors. NIR's own type check is off: graphs written by
+    nirtorch-based exporters keep the batch dimension in their Input/Output types (Norse
+    1.1) and fail it; the import checks every node's shapes itself."""
     nir = import_nir()
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ConfigError(f"NIR file {path} does not exist; give the path of a .nir file (model.path=...)")
     try:
-        return nir.read(path)
+        return nir.read(path, type_check=False)
     except Exception as e:  # noqa: BLE001 - h5py and nir raise anything on a file that is not a NIR graph
         raise ConfigError(f"NIR file {path} cannot be read ({first_line(e, True)}); is it a NIR graph?") from None
 
@@ -97,6 +99,20 @@ def _chain(graph: Any) -> list[tuple[str, Any]]:
     if order[-1] != outputs[0] or len(order) != len(nodes):
         raise UnsupportedError("the NIR graph is not one chain from its Input to its Output node")
     return [(n, nodes[n]) for n in order[1:-1]]
+
+
+def _drop_batch(shape: tuple[int, ...], chain: list[tuple[str, Any]], nir: Any) -> tuple[int, ...]:
+    """Exporters built on nirtorch's tracer may keep the example's batch dimension in the
+    Input type (nirtorch issue 17: Norse 1.1 writes ``[1, 16]`` for 16 inputs); a leading 1
+    the first node cannot take is dropped."""
+    if len(shape) < 2 or shape[0] != 1 or not chain:
+        return shape
+    first = chain[0][1]
+    if isinstance(first, (nir.Affine, nir.Linear)) and len(shape) == 2:
+        return shape[1:]
+    if isinstance(first, nir.Conv2d) and len(shape) == 4:
+        return shape[1:]
+    return shape
 
 
 def _torch_dim(d: int) -> int:
@@ -189,7 +205,7 @@ def _neuron(nir: Any, name: str, node: Any, shape: tuple[int, ...], dt: float, s
             _set(n, "vth", vth)
             return n, None
         if isinstance(node, nir.IF):
-            vth = _per_layer(read_if(node, name)["vth"], shape, name)
+            vth = _per_layer(read_if(node, name, dt)["vth"], shape, name)
             n = IF(vth=_first(vth), surrogate=surrogate)
             _set(n, "vth", vth)
             return n, None
@@ -259,6 +275,7 @@ def from_nir(
     chain = _chain(graph)  # checks there is exactly one Input
     inp = next(v for v in graph.nodes.values() if isinstance(v, nir.Input))
     shape = tuple(int(d) for d in np.asarray(next(iter(inp.input_type.values()))).reshape(-1))
+    shape = _drop_batch(shape, chain, nir)
     input_shape = shape
     layers: list[SpikingLayer] = []
     pending: list[nn.Module] = []

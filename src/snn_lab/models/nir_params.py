@@ -15,7 +15,8 @@ docs/INTEROP.md for why):
 ==========  ===========================================================================
 LIF, PLIF   ``LIF(tau = dt/(1-decay), r = 1, v_leak = 0, v_threshold = vth (1-decay),
             v_reset = 0)``  (Norse ignores ``r``; snnTorch divides the threshold by g)
-IF          ``IF(r = 1, v_threshold = vth, v_reset = 0)``  (both clients step ``v += I``)
+IF          ``IF(r = 1/dt, v_threshold = vth, v_reset = 0)``  (Euler: ``v += dt r I = I``;
+            Norse ignores ``r`` and steps ``v += I``, the same; snnTorch requires r = 1)
 CubaLIF     ``CubaLIF(tau_syn = dt/(1-alpha), tau_mem = dt/(1-beta), r = tau_mem/dt,
             w_in = tau_syn/dt, v_threshold = vth, v_leak = 0, v_reset = 0)``
             (snnTorch requires ``r = tau_mem/dt``)
@@ -82,9 +83,9 @@ def lif_params(decay: Any, vth: Any, shape: Sequence[int], dt: float = DT) -> di
     }
 
 
-def if_params(vth: Any, shape: Sequence[int]) -> dict[str, np.ndarray]:
+def if_params(vth: Any, shape: Sequence[int], dt: float = DT) -> dict[str, np.ndarray]:
     v = full(vth, shape)
-    return {"r": np.ones_like(v), "v_threshold": v, "v_reset": np.zeros_like(v)}
+    return {"r": np.full_like(v, 1.0 / dt), "v_threshold": v, "v_reset": np.zeros_like(v)}
 
 
 def cuba_params(alpha: Any, beta: Any, vth: Any, shape: Sequence[int], dt: float = DT) -> dict[str, np.ndarray]:
@@ -142,10 +143,10 @@ def read_lif(node: Any, name: str, dt: float = DT) -> dict[str, np.ndarray]:
     return {"decay": _decay(tau, name, dt), "vth": np.asarray(node.v_threshold, dtype=np.float64) / gain}
 
 
-def read_if(node: Any, name: str) -> dict[str, np.ndarray]:
-    """``{vth}`` of a NIR IF, read per time step as the clients do (``v += r I``)."""
+def read_if(node: Any, name: str, dt: float = DT) -> dict[str, np.ndarray]:
+    """``{vth}`` of a NIR IF (``dv/dt = r I``; Euler at dt: input gain ``r dt``)."""
     _zero(node, name, ("v_reset",))
-    gain = _unit(np.asarray(node.r, dtype=np.float64))
+    gain = _unit(np.asarray(node.r, dtype=np.float64) * dt)
     return {"vth": np.asarray(node.v_threshold, dtype=np.float64) / gain}
 
 

@@ -42,12 +42,15 @@ from .base import Backend, CompiledStep
 CLIENTS = ("snn_lab", "snntorch", "norse")
 
 
-def _arrays(node: Any) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v) for k, v in vars(node).items() if isinstance(v, np.ndarray)}
+def _params(node: Any) -> dict[str, np.ndarray]:
+    """A node's parameters as arrays (types and metadata left out: a graph read back
+    holds as arrays what a fresh one holds as tuples)."""
+    skip = ("input_type", "output_type", "metadata")
+    return {k: np.asarray(v) for k, v in vars(node).items() if k not in skip and v is not None}
 
 
 def graph_diff(a: Any, b: Any) -> list[str]:
-    """Where two NIR graphs differ (node names, types, edges, any array bit): empty when equal."""
+    """Where two NIR graphs differ (node names, types, edges, any parameter bit): empty when equal."""
     out = []
     if sorted(a.nodes) != sorted(b.nodes):  # nir.read orders nodes by name
         return [f"nodes {sorted(a.nodes)} != {sorted(b.nodes)}"]
@@ -58,7 +61,7 @@ def graph_diff(a: Any, b: Any) -> list[str]:
         if type(na) is not type(nb):
             out.append(f"{name}: {type(na).__name__} != {type(nb).__name__}")
             continue
-        xa, xb = _arrays(na), _arrays(nb)
+        xa, xb = _params(na), _params(nb)
         for k in sorted(set(xa) | set(xb)):
             va, vb = xa.get(k), xb.get(k)
             if va is None or vb is None or va.shape != vb.shape or not np.array_equal(va, vb):
@@ -166,8 +169,8 @@ def client_limits(client: str, graph: Any) -> None:
 
     known = {
         "snntorch": {
-            nir.IF: "imports IF as a leaky neuron (beta 0.9) that returns (spikes, membrane), which the next "
-            "node cannot take",
+            nir.IF: "reads IF only with r = 1 and then as a leaky neuron (beta 0.9) that returns (spikes, "
+            "membrane), which the next node cannot take",
             nir.Scale: "has no Scale node",
         },
         "norse": {

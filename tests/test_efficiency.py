@@ -4,6 +4,7 @@ binarised layer on binarised input) for random sparse inputs and weights."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -405,3 +406,98 @@ def test_a_custom_synapse_container_is_counted_through_hooks():
     acs, macs, dense = _brute_force(net, train)
     assert (s["effective_acs"], s["effective_macs"], s["dense_synops"]) == pytest.approx((acs, macs, dense))
     assert macs > 0  # the second Linear reads the first one's analog output
+
+
+# -- training: logged per validation epoch, metrics.json, sweep objectives ---------------------
+def test_validation_epoch_counts_every_batch_and_logs_the_figures(compose_cfg):
+    """The LightningModule's meter (one per validation epoch, on the recorded spikes of
+    every batch) gives what a meter fed the same batches gives; its figures are logged."""
+    import warnings
+
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from snn_lab.config.build import net_config
+    from snn_lab.lit.module import SNNLitModule
+
+    cfg = compose_cfg(["encoder=direct", "model.hidden=[16]", "time_steps=3"])  # direct: nothing random
+    torch.manual_seed(0)
+    module = SNNLitModule(net_config(cfg), seed=0, efficiency={"enabled": True, "ac_pj": 1.0, "mac_pj": 10.0})
+    for layer in module.net.layers:
+        layer.synapse[-1].weight.data.mul_(4)
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(24, 1, 28, 28, generator=g) * (torch.rand(24, 1, 28, 28, generator=g) < 0.3)
+    data = TensorDataset(images, torch.randint(0, 10, (24,), generator=g))
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.validate(module, DataLoader(data, batch_size=10), verbose=False)
+    got = module.efficiency
+    meter = EfficiencyMeter(module.net.eval(), EnergyModel(1.0, 10.0))
+    with torch.no_grad():
+        for start in range(0, 24, 10):
+            train = module.net.encode(images[start : start + 10])
+            _, rec = module.net.forward_spikes(train, return_record=True)
+            meter.update(train, rec)
+    want = meter.summary()
+    assert got["samples"] == 24 and got["synops"] == pytest.approx(want["synops"])
+    assert got["effective_macs"] > 0 and got["effective_acs"] > 0  # analog first layer, spikes after
+    assert got["activation_sparsity"] == pytest.approx(want["activation_sparsity"])
+    assert got["energy"]["pj_per_sample"] == pytest.approx(got["effective_acs"] + 10 * got["effective_macs"])
+    logged = trainer.callback_metrics
+    assert float(logged["val/synops"]) == pytest.approx(got["synops"], rel=1e-6)
+    assert float(logged["val/activation_sparsity/layer0"]) == pytest.approx(got["layers"][0]["activation_sparsity"])
+    assert float(logged["val/synops_macs"]) == pytest.approx(got["effective_macs"], rel=1e-6)
+    assert len(module.efficiency_history) == 1
+
+
+def test_a_training_run_writes_the_efficiency_of_its_best_checkpoint(tiny_run):
+    from snn_lab.models import read_checkpoint
+
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    eff = m["efficiency"]
+    # the best checkpoint's own record (saved with its weights), labelled as such
+    assert eff == {
+        **read_checkpoint(tiny_run / "checkpoints" / "best.ckpt")["efficiency"],
+        "measured_on": eff["measured_on"],
+        "history": eff["history"],
+    }
+    assert "best checkpoint" in eff["measured_on"] and f"{eff['samples']} samples" in eff["measured_on"]
+    # TINY_RUN: 784-64-10, T=4, Bernoulli input: all accumulates
+    assert eff["effective_macs"] == 0 and eff["synops"] == eff["effective_acs"] > 0
+    assert eff["dense_synops"] == 4 * (784 * 64 + 64 * 10)
+    assert eff["footprint"]["parameter_bytes"] == 4 * (784 * 64 + 64 + 64 * 10 + 10)
+    assert eff["synops"] == pytest.approx(sum(layer["synops"] for layer in eff["layers"]))
+    assert 0 < eff["activation_sparsity"] < 1 and eff["connection_sparsity"] == 0
+    assert eff["energy"]["pj_per_sample"] == pytest.approx(0.9 * eff["effective_acs"])
+    assert "arithmetic energy only" in eff["energy"]["scope"] and "Horowitz" in eff["energy"]["source"]
+    assert [h["epoch"] for h in eff["history"]] == [0] and eff["history"][0]["synops"] == eff["synops"]
+    # TensorBoard: the scalars of every validation epoch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = {}
+    for ev in (tiny_run / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(ev))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars[tag] = [e.value for e in acc.Scalars(tag)]
+    assert scalars["val/synops"] == [pytest.approx(eff["synops"], rel=1e-6)]
+    assert scalars["val/activation_sparsity"] == [pytest.approx(eff["activation_sparsity"], rel=1e-6)]
+    assert {"val/synops/layer0", "val/synops/layer1", "val/activation_sparsity/layer1", "hparams/synops"} <= set(
+        scalars
+    )
+
+
+def test_bad_efficiency_config_and_objectives_are_refused_naming_the_key(compose_cfg):
+    from snn_lab.cli.train import _check_efficiency
+    from snn_lab.errors import ConfigError
+
+    for args, message in (
+        (["efficiency.mac_pj=-2"], "efficiency.mac_pj=-2.0 is invalid: must be a finite number of picojoules >= 0"),
+        (["objectives=[best_val_acc,synops]"], "objectives: 'synops' is unknown; accepted: best_val_acc, "),
+        (["objectives=[efficiency.synops]", "efficiency.enabled=false"], "needs efficiency.enabled=true"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            _check_efficiency(compose_cfg(args))
+        assert message in str(err.value) and "\n" not in str(err.value)
+    _check_efficiency(compose_cfg(["hparams_search=mnist_pareto"]))  # the shipped search passes

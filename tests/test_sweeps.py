@@ -200,3 +200,78 @@ def test_optuna_study_is_persisted_and_a_rerun_continues_it(tmp_path):
     # the rerun's optimization_results.yaml: the whole study's best trial
     best = max(t.value for t in trials if t.state.name == "COMPLETE")
     assert yaml.safe_load((tmp_path / "opt2" / "optimization_results.yaml").read_text())["best_value"] == best
+
+
+# -- multi-objective: accuracy against synaptic operations ------------------------------------
+def test_pareto_front_keeps_the_points_no_other_point_beats():
+    from snn_lab.cli.pareto import dominates, front
+
+    md = ["maximize", "minimize"]
+    assert dominates([0.9, 10], [0.8, 10], md) and dominates([0.9, 5], [0.9, 10], md)
+    assert not dominates([0.9, 10], [0.9, 10], md)  # equal: neither dominates
+    assert not dominates([0.95, 20], [0.9, 10], md)  # better accuracy, more operations: a trade-off
+    points = [[0.9, 10], [0.8, 5], [0.85, 12], [0.95, 20], [0.8, 6]]
+    assert front(points, md) == [True, True, False, True, False]
+
+
+@pytest.fixture(scope="module")
+def pareto_sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pareto")
+    r = train(
+        [
+            "hparams_search=mnist_pareto",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.params.time_steps='choice(2,4)'",
+            *TINY_NO_T,
+            "hydra.sweep.dir=par",
+        ],
+        tmp,
+        timeout=300,
+    )
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return tmp / "par", r.stdout
+
+
+def test_pareto_search_returns_accuracy_and_synops_and_writes_the_front(pareto_sweep):
+    from snn_lab.cli.pareto import front
+
+    sweep, stdout = pareto_sweep
+    jobs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
+    assert len(jobs) == 3
+    values = {}
+    for job in jobs:
+        m = metrics(job)
+        eff = m["efficiency"]
+        assert eff["synops"] > 0 and eff["synops"] == eff["effective_acs"] + eff["effective_macs"]
+        values[job.name] = [m["best_val_acc"], eff["synops"]]
+    # the sweeper stored what main() returned, objective by objective (its Pareto solutions)
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    solutions = {tuple(s["values"]) for s in results["solutions"]}
+    on_front = [job for job, flag in zip(values, front(list(values.values()), ["maximize", "minimize"])) if flag]
+    assert solutions == {tuple(values[j]) for j in on_front}
+    # pareto.csv: every finished job with its flag; pareto.md: the front
+    rows = list(csv.DictReader(io.StringIO((sweep / "pareto.csv").read_text())))
+    assert {r["job"]: r["pareto"] == "True" for r in rows} == {j: j in on_front for j in values}
+    assert {r["job"]: float(r["efficiency.synops"]) for r in rows} == {j: v[1] for j, v in values.items()}
+    md = (sweep / "pareto.md").read_text()
+    assert md.count("\n| ") == 1 + len(on_front) and "time_steps=" in md
+    assert f"Pareto front: {len(on_front)} of 3 finished job(s)" in stdout
+    from PIL import Image
+
+    with Image.open(sweep / "pareto.png") as img:
+        img.verify()
+        assert img.format == "PNG"
+    # the summary's efficiency columns
+    summary = list(csv.DictReader(io.StringIO((sweep / "summary.csv").read_text())))
+    assert {r["job"]: float(r["synops"]) for r in summary} == {j: v[1] for j, v in values.items()}
+    assert all(0 < float(r["activation_sparsity"]) <= 1 and float(r["energy_pj"]) > 0 for r in summary)
+
+
+def test_a_direction_per_objective_is_required_before_any_job_runs(tmp_path):
+    r = train(["hparams_search=mnist_pareto", "objectives=[best_val_acc]", *TINY_NO_T, "hydra.sweep.dir=par"], tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: hydra.sweeper.direction has 2 direction(s) but each run returns 1 value(s) "
+        "(objectives=['best_val_acc']); give one direction per objective"
+    )
+    assert not (tmp_path / "par").exists() or not list((tmp_path / "par").glob("*/metrics.json"))

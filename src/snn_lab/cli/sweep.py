@@ -17,10 +17,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..io import atomic_write_text
 from .errors import EXIT_JOBS_FAILED, fail
+from .pareto import DIRECTIONS, lookup, write_pareto
 
 COLUMNS = ("best_val_acc", "final_val_acc", "test_acc", "epochs", "wall_seconds", "train_samples_per_second")
-FIELDS = ("job", "status", "overrides", *COLUMNS, "error")
+#: efficiency columns (metrics.json's ``efficiency`` section, docs/EFFICIENCY.md)
+EFFICIENCY_COLUMNS = {
+    "synops": "efficiency.synops",
+    "activation_sparsity": "efficiency.activation_sparsity",
+    "energy_pj": "efficiency.energy.pj_per_sample",
+}
+FIELDS = ("job", "status", "overrides", *COLUMNS, *EFFICIENCY_COLUMNS, "error")
 FAILED_FILE = "failed.json"  # written by a failed job (cli.train), in its run dir
+
+#: the metrics.json values a run can return to a sweeper (``objectives=[...]``), with
+#: the direction each is better in (the Pareto table's default, when the sweeper names none)
+OBJECTIVES = {
+    "best_val_acc": "maximize",
+    "final_val_acc": "maximize",
+    "test_acc": "maximize",
+    "efficiency.synops": "minimize",
+    "efficiency.effective_acs": "minimize",
+    "efficiency.effective_macs": "minimize",
+    "efficiency.activation_sparsity": "maximize",
+    "efficiency.energy.pj_per_sample": "minimize",
+    "efficiency.footprint.total_bytes": "minimize",
+}
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -58,6 +79,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
             "overrides": " ".join(str(o) for o in overrides),
         }
         row.update({k: (metrics or {}).get(k) for k in COLUMNS})
+        row.update({k: lookup(metrics or {}, path) for k, path in EFFICIENCY_COLUMNS.items()})
         row["error"] = failed.get("error") if failed is not None else None
         rows.append(row)
     return rows
@@ -79,7 +101,7 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.4f}"
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4f}"
     return "" if v is None else str(v).replace("|", "\\|")
 
 
@@ -91,8 +113,37 @@ def sqlite_path(storage: object) -> Path | None:
     return Path(storage[len("sqlite:///") :])
 
 
+def objective_directions(config: DictConfig) -> list[str]:
+    """The direction of each of ``config.objectives``: the sweeper's ``direction`` when it
+    has one per objective (Optuna), else each objective's own (:data:`OBJECTIVES`)."""
+    objectives = list(config.get("objectives") or [])
+    direction = OmegaConf.select(config, "hydra.sweeper.direction", default=None)
+    if OmegaConf.is_list(direction) and len(direction) == len(objectives):
+        return [str(getattr(d, "name", d)) for d in direction]
+    return [OBJECTIVES.get(name, "maximize") for name in objectives]
+
+
+def check_directions(config: DictConfig) -> None:
+    """A sweeper with ``direction`` needs one value per returned objective (one when
+    ``objectives`` is empty: the monitored value); Optuna would fail every trial."""
+    direction = OmegaConf.select(config, "hydra.sweeper.direction", default=None)
+    if direction is None:
+        return
+    directions = [str(getattr(d, "name", d)) for d in direction] if OmegaConf.is_list(direction) else [str(direction)]
+    objectives = list(config.get("objectives") or [])
+    if len(directions) != max(1, len(objectives)):
+        fail(
+            f"hydra.sweeper.direction has {len(directions)} direction(s) but each run returns "
+            f"{max(1, len(objectives))} value(s) (objectives={objectives}); give one direction per objective"
+        )
+    bad = [d for d in directions if d not in DIRECTIONS]
+    if bad:
+        fail(f"hydra.sweeper.direction: {bad[0]!r} is unknown; accepted: {', '.join(DIRECTIONS)}")
+
+
 class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_directions(config)
         db = sqlite_path(OmegaConf.select(config, "hydra.sweeper.storage", default=None))
         if db is None:
             return
@@ -113,6 +164,11 @@ class SweepSummary(Callback):
         rows = write_summary(sweep_dir)
         summary = sweep_dir / "summary.md"
         print(f"snn_lab: {len(rows)} job(s) summarised in {summary}")
+        objectives = list(config.get("objectives") or [])
+        if len(objectives) >= 2:
+            done = write_pareto(sweep_dir, objectives, objective_directions(config))
+            n_front = sum(r["pareto"] for r in done)
+            print(f"snn_lab: Pareto front: {n_front} of {len(done)} finished job(s) in {sweep_dir / 'pareto.md'}")
         n_failed = sum(r["error"] is not None for r in rows)  # this attempt failed (maybe a refused rerun)
         if n_failed:
             fail(

@@ -1,9 +1,11 @@
 """``python -m snn_lab.train [overrides]``: train an SNN from the composed config.
 
 Writes to the Hydra run dir: ``.hydra/`` (composed config), ``tensorboard/`` (events,
-HPARAMS with final metrics), ``checkpoints/{last,best}.ckpt``, ``metrics.json``.
-Returns the monitored metric (best ``val/acc``) for sweepers; a failed job of a multirun
-returns ``"failed: <error>"`` and leaves ``failed.json`` in its dir (docs/SWEEPS.md).
+HPARAMS with final metrics), ``checkpoints/{last,best}.ckpt``, ``metrics.json`` (with an
+``efficiency`` section: docs/EFFICIENCY.md). Returns the monitored metric (best
+``val/acc``) for sweepers, or the ``objectives`` list's values (a multi-objective
+search); a failed job of a multirun returns ``"failed: <error>"`` and leaves
+``failed.json`` in its dir (docs/SWEEPS.md).
 """
 
 from __future__ import annotations
@@ -36,14 +38,15 @@ from .. import _native
 from ..config import deploy_backend_name, register_configs, validate
 from ..config.build import build_datamodule, build_trainer, net_config, to_dict
 from ..deploy import run_deploy
-from ..errors import CheckpointError, RunError, SnnLabError
+from ..errors import CheckpointError, ConfigError, RunError, SnnLabError
 from ..io import atomic_write_json, atomic_write_text
 from ..lit.callbacks import RunStats
 from ..lit.module import SNNLitModule
 from ..models import load_weights, net_diff, read_checkpoint, upgrade_net_config
+from ..models.efficiency import EnergyModel
 from . import CONFIG_DIR
 from .errors import fail, user_errors
-from .sweep import FAILED_FILE
+from .sweep import FAILED_FILE, OBJECTIVES, lookup
 
 log = logging.getLogger("snn_lab.train")
 register_configs()
@@ -111,15 +114,39 @@ def _set_up_process(cfg: DictConfig) -> None:
         torch.set_num_threads(cfg.target.threads)
 
 
-def run(cfg: DictConfig) -> float:
+def _check_efficiency(cfg: DictConfig) -> None:
+    """The efficiency section and the objectives, before any data is touched."""
+    for key in ("ac_pj", "mac_pj"):
+        try:
+            EnergyModel(**{key: cfg.efficiency[key]})
+        except ValueError as e:
+            raise ConfigError(f"efficiency.{e}") from None
+    for name in cfg.objectives:
+        if name not in OBJECTIVES:
+            raise ConfigError(f"objectives: {name!r} is unknown; accepted: {', '.join(OBJECTIVES)}")
+        if name.startswith("efficiency.") and not cfg.efficiency.enabled:
+            raise ConfigError(f"objectives: {name} needs efficiency.enabled=true")
+
+
+def _objective(cfg: DictConfig, metrics: dict[str, Any], monitored: float | None) -> float | list[float]:
+    """What the run returns to a sweeper: the monitored value, or the ``objectives``
+    (NaN where metrics.json has no such value)."""
+    if not cfg.objectives:
+        return monitored if monitored is not None else float("nan")
+    values = [lookup(metrics, name) for name in cfg.objectives]
+    return [float("nan") if v is None else v for v in values]
+
+
+def run(cfg: DictConfig) -> float | list[float]:
     if cfg.print_config and _rank_zero():
         print(config_tree(cfg), flush=True)
     validate(cfg)  # before any data is touched
+    _check_efficiency(cfg)
     if not cfg.train:
         return evaluate(cfg)
     finished = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
     if cfg.ckpt_path == "auto" and finished.exists():
-        return _report_finished(finished)
+        return _report_finished(cfg, finished)
     run_dir = _prepare_run_dir(cfg)
     ckpt_dir = run_dir / "checkpoints"
     net = net_config(cfg)
@@ -127,7 +154,13 @@ def run(cfg: DictConfig) -> float:
     _set_up_process(cfg)
     # every part is built before anything is written, so a bad part leaves no trace
     dm = build_datamodule(cfg.data)
-    model = SNNLitModule(net=net, optimizer=to_dict(cfg.optimizer), lr_schedule=to_dict(cfg.lr_schedule), seed=cfg.seed)
+    model = SNNLitModule(
+        net=net,
+        optimizer=to_dict(cfg.optimizer),
+        lr_schedule=to_dict(cfg.lr_schedule),
+        seed=cfg.seed,
+        efficiency=to_dict(cfg.efficiency),
+    )
     trainer = build_trainer(cfg, str(run_dir), str(ckpt_dir), cfg.monitor)
     stats = RunStats()
     # Trainer.callbacks is assigned by Lightning's CallbackConnector, not declared on the class
@@ -171,6 +204,7 @@ def run(cfg: DictConfig) -> float:
         if not math.isnan(stats.samples_per_second)
         else None,
         "history": stats.history,
+        "efficiency": _efficiency_section(cfg, model, best_path),
         "checkpoints": {
             "best": best_path,
             "last": str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").exists() else None,
@@ -191,10 +225,41 @@ def run(cfg: DictConfig) -> float:
         f"{'n/a' if best_val is None else f'{100 * best_val:.2f}%'} "
         f"epochs={trainer.current_epoch} wall={metrics['wall_seconds']:.0f}s run_dir={run_dir}"
     )
-    return best_val if best_val is not None else float("nan")
+    eff = metrics["efficiency"]
+    if eff and eff.get("synops") is not None:
+        sparsity = eff["activation_sparsity"]
+        energy_uj = eff["energy"]["pj_per_sample"] / 1e6
+        print(
+            f"snn_lab efficiency (validation, epoch {eff['epoch']}): {eff['synops']:.4g} synops/sample "
+            f"({eff['effective_acs']:.4g} ACs, {eff['effective_macs']:.4g} MACs), activation sparsity "
+            f"{'n/a' if sparsity is None else f'{sparsity:.4f}'}, ~{energy_uj:.4g} uJ/sample "
+            "(arithmetic-only estimate)"
+        )
+    return _objective(cfg, metrics, best_val)
 
 
-def _report_finished(path: Path) -> float:
+def _efficiency_section(cfg: DictConfig, model: SNNLitModule, best_path: str | None) -> dict[str, Any] | None:
+    """metrics.json's ``efficiency``: the validation counts of the best checkpoint's
+    weights (its own record, saved with it), else of the last validation epoch's."""
+    if not cfg.efficiency.enabled:
+        return None
+    record, weights = None, "the weights after the last validation epoch (no best checkpoint)"
+    if best_path:
+        record = read_checkpoint(best_path).get("efficiency")
+        weights = f"the weights of the best checkpoint ({Path(best_path).name}, best {cfg.monitor})"
+    if record is None:
+        record, weights = model.efficiency, "the weights after the last validation epoch"
+    if record is None:
+        return {"measured_on": "nothing: no validation epoch ran (trainer.limit_val_batches=0?)"}
+    out: dict[str, Any] = {
+        "measured_on": f"validation set, {record['samples']} samples, epoch {record['epoch']}, {weights}"
+    }
+    out.update(record)
+    out["history"] = list(model.efficiency_history)
+    return out
+
+
+def _report_finished(cfg: DictConfig, path: Path) -> float | list[float]:
     """``ckpt_path=auto`` in a run dir that holds a finished run: nothing is trained or
     written; its ``metrics.json`` is reported again (the monitored value is returned)."""
     try:
@@ -208,7 +273,7 @@ def _report_finished(path: Path) -> float:
         f"{'n/a' if test_acc is None else f'{100 * test_acc:.2f}%'} best {metrics.get('monitor', 'val/acc')}="
         f"{'n/a' if best is None else f'{100 * best:.2f}%'} run_dir={path.parent}"
     )
-    return float(best) if isinstance(best, (int, float)) else float("nan")
+    return _objective(cfg, metrics, float(best) if isinstance(best, (int, float)) else None)
 
 
 def _overridden(key: str) -> bool:
@@ -216,7 +281,7 @@ def _overridden(key: str) -> bool:
     return any(o.lstrip("+~").split("=", 1)[0] == key for o in HydraConfig.get().overrides.task)
 
 
-def evaluate(cfg: DictConfig) -> float:
+def evaluate(cfg: DictConfig) -> float | list[float]:
     """``train=false`` / ``snn-eval``: the test metrics of ``ckpt_path`` on the configured
     data, logged to the configured loggers and written to ``metrics.json``. The network
     comes from the checkpoint; ``time_steps=`` on the command line changes its T."""
@@ -260,7 +325,7 @@ def evaluate(cfg: DictConfig) -> float:
         f"snn_lab eval: test/acc={'n/a' if acc is None else f'{100 * acc:.2f}%'} T={net['time_steps']} "
         f"checkpoint={path} run_dir={run_dir}"
     )
-    return acc if acc is not None else float("nan")
+    return _objective(cfg, metrics, acc)
 
 
 def config_tree(cfg: DictConfig) -> str:
@@ -341,6 +406,10 @@ def _log_final(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
     """Every logger gets the run's final metrics (``final/...``) at the end."""
     keys = ("best_val_acc", "final_val_acc", "test_acc", "test_loss", "train_samples_per_second")
     final = {k: float(v) for k, v in metrics.items() if k in keys and isinstance(v, (int, float))}
+    for key, path in (("synops", "efficiency.synops"), ("activation_sparsity", "efficiency.activation_sparsity")):
+        value = lookup(metrics, path)
+        if value is not None:
+            final[key] = value
     for lg in trainer.loggers:
         if isinstance(lg, TensorBoardLogger):
             lg.log_hyperparams(flat_config(cfg), {f"hparams/{k}": v for k, v in final.items()})
@@ -350,7 +419,7 @@ def _log_final(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | str:
+def main(cfg: DictConfig) -> float | list[float] | str:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     if hc.mode == RunMode.MULTIRUN:
@@ -365,7 +434,7 @@ def main(cfg: DictConfig) -> float | str:
     raise AssertionError("unreachable")  # user_errors exits
 
 
-def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | str:
+def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | list[float] | str:
     """One job of a multirun. A failure does not end the sweep: it is recorded in the
     job's ``failed.json`` (read by the summary, which makes the sweep exit non-zero) and
     the job returns ``"failed: <error>"``, which no sweeper takes for a score (the Optuna
@@ -382,7 +451,11 @@ def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | str:
         error = f"{type(e).__name__}: {e}".splitlines()[0]
         log.exception("job failed with a bug: %s", error)
     else:
-        if math.isnan(value):  # a sweeper cannot rank a run without its monitored value
+        # a sweeper cannot rank a run without its monitored value (or objectives)
+        if isinstance(value, list):
+            missing = [name for name, v in zip(cfg.objectives, value) if math.isnan(v)]
+            return f"failed: no {', '.join(missing)} was recorded" if missing else value
+        if math.isnan(value):
             return f"failed: no {cfg.monitor} was recorded"
         return value
     if _rank_zero():

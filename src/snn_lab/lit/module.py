@@ -1,7 +1,9 @@
 """The LightningModule: builds its network from plain config dicts (so a checkpoint
-rebuilds everything), trains with cross-entropy on the readout, logs accuracy, losses
-and firing rates. Encoding randomness comes from a generator owned by the module whose
-state is saved in checkpoints, so a resumed run draws the same spikes."""
+rebuilds everything), trains with cross-entropy on the readout, logs accuracy, losses,
+firing rates and, per validation epoch, NeuroBench's efficiency metrics counted from the
+recorded spikes (``val/synops``, ``val/activation_sparsity``...; docs/EFFICIENCY.md).
+Encoding randomness comes from a generator owned by the module whose state is saved in
+checkpoints, so a resumed run draws the same spikes."""
 
 from __future__ import annotations
 
@@ -12,15 +14,31 @@ import torchmetrics
 
 from ..errors import DataError, DivergedError
 from ..models import SNNModel, build_network, upgrade_net_config
+from ..models.efficiency import EfficiencyMeter, EnergyModel
 from .optim import build_lr_scheduler, build_optimizer
 
 
 class SNNLitModule(pl.LightningModule):
-    def __init__(self, net: dict, optimizer: dict | None = None, lr_schedule: dict | None = None, seed: int = 0):
+    def __init__(
+        self,
+        net: dict,
+        optimizer: dict | None = None,
+        lr_schedule: dict | None = None,
+        seed: int = 0,
+        efficiency: dict | None = None,
+    ):
         super().__init__()
         self.save_hyperparameters()
         # a checkpoint from before a class default changed rebuilds as it was trained
         self.net: SNNModel = build_network(upgrade_net_config(net))
+        eff = dict(efficiency or {})
+        self.efficiency_enabled = bool(eff.pop("enabled", True))
+        self.energy = EnergyModel(**eff)  # ac_pj, mac_pj
+        self._meter: EfficiencyMeter | None = None
+        #: the summary of the latest validation epoch, and the headline figures of every
+        #: epoch (both saved in checkpoints: best.ckpt holds the figures of its own weights)
+        self.efficiency: dict | None = None
+        self.efficiency_history: list[dict] = []
         num_classes = net["model"].get("num_classes", 10)
         self.metrics = torch.nn.ModuleDict(
             {
@@ -53,6 +71,9 @@ class SNNLitModule(pl.LightningModule):
         # rank 0's dict only), so the states are gathered here.
         own = {"encoder_rng_state": self.generator.get_state(), "torch_rng_state": torch.get_rng_state()}
         checkpoint.update(own)
+        if self.efficiency is not None:
+            checkpoint["efficiency"] = self.efficiency
+            checkpoint["efficiency_history"] = self.efficiency_history
         world = self.trainer.world_size if self._trainer is not None else 1
         if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             per_rank: list[dict | None] = [None] * world
@@ -70,6 +91,9 @@ class SNNLitModule(pl.LightningModule):
             self._gen, self._gen_state = None, state
         # restored at train start: Lightning seeds and builds loaders after loading
         self._pending_torch_rng = states.get("torch_rng_state")
+        if checkpoint.get("efficiency") is not None:
+            self.efficiency = checkpoint["efficiency"]
+            self.efficiency_history = list(checkpoint.get("efficiency_history") or [])
 
     def on_train_start(self) -> None:
         state = getattr(self, "_pending_torch_rng", None)
@@ -91,8 +115,14 @@ class SNNLitModule(pl.LightningModule):
                 f"data ({where}): {stage} batch {batch_idx} holds a non-finite pixel (NaN/Inf); "
                 "fix the dataset or its transforms"
             )
-        out = self(images, return_record=record)
-        scores, rec = out if record else (out, None)
+        if record:  # the input train too, for the efficiency counts (= self(images, return_record=True))
+            train = self.net.encode(images, generator=self.generator)
+            scores, rec = self.net.forward_spikes(train, return_record=True)
+            if self._meter is not None:
+                declared = bool(getattr(self.net.encoder, "binary", False)) or None
+                self._meter.update(train, rec, input_binary=declared)
+        else:
+            scores, rec = self(images), None
         loss = F.cross_entropy(scores, labels)
         if not torch.isfinite(loss):
             raise DivergedError(
@@ -115,6 +145,52 @@ class SNNLitModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         return self._shared(batch, "train", batch_idx=batch_idx)[0]
+
+    # -- efficiency (docs/EFFICIENCY.md) -------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        # a new meter per epoch: fan-outs follow the weights; the sanity check is not counted
+        sanity = self._trainer is not None and self.trainer.sanity_checking
+        self._meter = EfficiencyMeter(self.net, self.energy) if self.efficiency_enabled and not sanity else None
+
+    def on_validation_epoch_end(self) -> None:
+        meter, self._meter = self._meter, None
+        if meter is None:
+            return
+        if self._trainer is not None and self.trainer.world_size > 1:  # every rank's batches
+            meter.set_counts(self.trainer.strategy.reduce(meter.counts, reduce_op="sum"))
+        if meter.samples == 0:
+            return
+        summary = meter.summary()
+        summary.update(epoch=int(self.current_epoch), global_step=int(self.global_step))
+        self.efficiency = summary
+        self.efficiency_history.append(
+            {
+                "epoch": summary["epoch"],
+                "step": summary["global_step"],
+                "synops": summary["synops"],
+                "effective_acs": summary["effective_acs"],
+                "effective_macs": summary["effective_macs"],
+                "activation_sparsity": summary["activation_sparsity"],
+                "energy_pj": summary["energy"]["pj_per_sample"],
+            }
+        )
+        # identical on every rank after the reduction above (sync_dist: their mean, the same)
+        scalars = {
+            "val/synops": summary["synops"],
+            "val/synops_acs": summary["effective_acs"],
+            "val/synops_macs": summary["effective_macs"],
+            "val/energy_pj": summary["energy"]["pj_per_sample"],
+            "val/connection_sparsity": summary["connection_sparsity"],
+        }
+        if summary["activation_sparsity"] is not None:
+            scalars["val/activation_sparsity"] = summary["activation_sparsity"]
+        for layer in summary["layers"]:
+            i = layer["layer"]
+            scalars[f"val/synops/layer{i}"] = layer["synops"]
+            if layer["activation_sparsity"] is not None:
+                scalars[f"val/activation_sparsity/layer{i}"] = layer["activation_sparsity"]
+        for name, value in scalars.items():
+            self.log(name, float(value), on_step=False, on_epoch=True, sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
         _, rec = self._shared(batch, "val", record=True, batch_idx=batch_idx)

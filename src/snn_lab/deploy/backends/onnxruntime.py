@@ -24,8 +24,10 @@ as float32.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -42,13 +44,31 @@ ACCELERATED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 CPU_PROVIDER = "CPUExecutionProvider"
 
 
+#: the exporter's graph passes log each rewrite at INFO (dozens of lines per export), which
+#: a CLI whose root logger is at INFO would print; their warnings and errors still show
+EXPORTER_LOGGERS = ("onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def _exporter_info_muted() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def export_onnx(step, example_inputs, path: str, opset: int = 18) -> str:
     """Export the explicit-state step to ``path`` with the ``torch.export``-based ONNX
     exporter, batch dimension dynamic; checked with ``onnx.checker``."""
     import onnx
 
     example_inputs = exportable_batch(example_inputs)
-    with torch.no_grad():
+    with torch.no_grad(), _exporter_info_muted():
         program = torch.onnx.export(
             step,
             example_inputs,
@@ -59,10 +79,10 @@ def export_onnx(step, example_inputs, path: str, opset: int = 18) -> str:
             opset_version=int(opset),
             verbose=False,
         )
-    if program is None:  # only the TorchScript exporter returns nothing
-        raise UnsupportedError("torch.onnx.export(dynamo=True) returned no ONNX program")
-    program.model.doc_string = "snn_lab single time step: (inputs, *state) -> (out, *new_state); dim 0 = batch"
-    program.save(path)
+        if program is None:  # only the TorchScript exporter returns nothing
+            raise UnsupportedError("torch.onnx.export(dynamo=True) returned no ONNX program")
+        program.model.doc_string = "snn_lab single time step: (inputs, *state) -> (out, *new_state); dim 0 = batch"
+        program.save(path)
     onnx.checker.check_model(path)
     return path
 

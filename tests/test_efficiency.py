@@ -501,3 +501,52 @@ def test_bad_efficiency_config_and_objectives_are_refused_naming_the_key(compose
             _check_efficiency(compose_cfg(args))
         assert message in str(err.value) and "\n" not in str(err.value)
     _check_efficiency(compose_cfg(["hparams_search=mnist_pareto"]))  # the shipped search passes
+
+
+def test_deploy_report_counts_the_deployed_input_spikes(trained_tiny_ckpt, tmp_path):
+    import numpy as np
+
+    from snn_lab.deploy import run_deploy
+    from snn_lab.deploy.api import load_images
+    from snn_lab.deploy.runtime import InputSource
+    from snn_lab.models import load_network
+
+    report = run_deploy(
+        trained_tiny_ckpt, backend="eager", batch_size=28, out_dir=tmp_path, num_samples=90, latency_batch1=False
+    )
+    eff = report["efficiency"]
+    assert json.loads((tmp_path / "deploy_report.json").read_text())["efficiency"] == eff
+    assert eff["samples"] == 90 and "deployed input spikes of the first 90 of 90" in eff["measured_on"]
+    # the counter-based Bernoulli draws the deployed graph got (seed 0), counted again here
+    net = load_network(trained_tiny_ckpt)
+    images, _ = load_images(net, num_samples=90)
+    train = InputSource(net, 0, net.time_steps).spike_train(images, np.arange(90))
+    assert eff["synops"] == pytest.approx(_measure(net, train)["synops"])
+    assert eff["effective_macs"] == 0 and eff["footprint"]["total_bytes"] > 0
+
+
+def test_deploy_counts_only_the_real_samples_of_a_padded_last_batch():
+    import numpy as np
+
+    from snn_lab.deploy.efficiency import deploy_efficiency
+    from snn_lab.deploy.runtime import InputSource
+
+    images = torch.rand(10, 1, 4, 4)
+    net = SpikingMLP(  # the population encoder makes 2 input channels of each pixel
+        LIF, input_shape=(2, 4, 4), hidden=[6], time_steps=3, encoder=build_encoder("population", size=2)
+    ).eval()
+    source = InputSource(net, 0, 3)
+    eff = deploy_efficiency(net, source, images, deploy_batch=4)  # batches of 4, 4, 2 (+2 padding)
+    assert eff["samples"] == 10
+    # the deployed batches' draws, padding dropped
+    total = 0.0
+    for start in range(0, 10, 4):
+        img = images[start : start + 4]
+        ids = np.arange(start, start + img.shape[0])
+        k = img.shape[0]
+        if k < 4:
+            img = torch.cat([img, torch.zeros(4 - k, 1, 4, 4)])
+            ids = np.concatenate([ids, np.full(4 - k, ids[-1])])
+        train = source.spike_train(img, ids)[:, :k]
+        total += _measure(net, train)["synops"] * k
+    assert eff["synops"] == pytest.approx(total / 10)

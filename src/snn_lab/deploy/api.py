@@ -283,6 +283,9 @@ def run_deploy(
         "versions": _versions(),
         "kernels": _native.describe(),
     }
+    from .efficiency import deploy_efficiency  # NeuroBench's counts (docs/EFFICIENCY.md)
+
+    report["efficiency"] = deploy_efficiency(model, source, images, int(batch_size))
     if opt["verify"]:
         t0 = time.perf_counter()
         eager_scores = eager_reference(

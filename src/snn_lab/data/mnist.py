@@ -7,16 +7,15 @@ training on garbage.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import DataError
+from .idx import find_idx, parse_idx, read_bytes
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "mnist"
 
@@ -36,21 +35,13 @@ _verified: set[tuple[str, float]] = set()
 
 
 def _read(path: Path) -> bytes:
-    for candidate in (path, path.with_name(path.name + ".gz")):
-        if candidate.exists():
-            try:
-                if candidate.suffix == ".gz":
-                    with gzip.open(candidate, "rb") as f:
-                        return f.read()
-                return candidate.read_bytes()
-            except (OSError, EOFError, gzip.BadGzipFile) as e:
-                raise DataError(
-                    f"MNIST file {candidate} cannot be read ({e}); restore it or reinstall snn_lab (pip install -e .)"
-                ) from None
-    raise DataError(
-        f"MNIST file {path}(.gz) is missing; reinstall snn_lab or point data.root "
-        "at a directory holding the four IDX files"
-    )
+    found = find_idx(path)
+    if found is None:
+        raise DataError(
+            f"MNIST file {path}(.gz) is missing; reinstall snn_lab or point data.root "
+            "at a directory holding the four IDX files"
+        )
+    return read_bytes(found, "MNIST file", "restore it or reinstall snn_lab (pip install -e .)")
 
 
 def _verify(name: str, raw: bytes, path: Path) -> None:
@@ -64,19 +55,6 @@ def _verify(name: str, raw: bytes, path: Path) -> None:
             f"{SHA256[name][:12]}...; reinstall snn_lab or use data.source=download"
         )
     _verified.add(key)
-
-
-def _parse_idx(raw: bytes, name: str, ndim: int) -> np.ndarray:
-    if len(raw) < 4 + 4 * ndim:
-        raise DataError(f"MNIST file {name} is truncated ({len(raw)} bytes)")
-    zero, dtype, dims = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype != 0x08 or dims != ndim:
-        raise DataError(f"MNIST file {name} is not an IDX uint8 file with {ndim} dims")
-    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise DataError(f"MNIST file {name} is truncated: {body.size} of {int(np.prod(shape))} values")
-    return body.reshape(shape)
 
 
 def load_mnist_arrays(
@@ -99,7 +77,7 @@ def load_mnist_arrays(
         raw = _read(path)
         if verify:
             _verify(name, raw, path if path.exists() else path.with_name(name + ".gz"))
-        arrays.append(_parse_idx(raw, name, ndim))
+        arrays.append(parse_idx(raw, f"MNIST file {name}", ndim, uint8=True))
     images, labels = arrays
     if len(images) != len(labels):
         raise DataError(f"MNIST {split}: {len(images)} images but {len(labels)} labels")

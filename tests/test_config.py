@@ -39,6 +39,30 @@ def options(group):
 
 CASES = [(g, o) for g in GROUPS for o in options(g)]
 
+#: what an option needs besides itself to make a runnable config: the sample shape and
+#: classes of its data (validate checks the model against them), event frames for the
+#: passthrough encoder, files for a user's own data set (tests/dataset_layouts.py)
+COMPANIONS = {
+    ("data", "cifar10"): ["model.input_shape=[3,32,32]"],
+    ("data", "nmnist"): ["encoder=passthrough", "model.input_shape=[2,34,34]"],
+    ("data", "dvs_gesture"): ["encoder=passthrough", "model.input_shape=[2,32,32]", "model.num_classes=11"],
+    ("data", "shd"): ["encoder=passthrough", "model.input_shape=[700]", "model.num_classes=20"],
+    ("encoder", "passthrough"): ["data=nmnist", "model.input_shape=[2,34,34]"],
+    ("data", "idx"): ["model.input_shape=[1,28,28]"],
+    ("data", "image_folder"): ["model.input_shape=[3,20,24]", "model.num_classes=3"],
+}
+
+
+def _companions(group: str, option: str, tmp_path: Path) -> list[str]:
+    extra = list(COMPANIONS.get((group, option), []))
+    if (group, option) in (("data", "idx"), ("data", "image_folder")):
+        from dataset_layouts import write_idx_set, write_image_folder
+
+        write_idx_set(tmp_path / "idx", 20, 10, gz=True)
+        write_image_folder(tmp_path / "image_folder", per_class=2)
+        extra.append(f"paths.data_dir={tmp_path}")
+    return extra
+
 
 def test_every_group_has_options():
     for g in GROUPS:
@@ -50,7 +74,7 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_option_composes_and_instantiates(group, option, tmp_path, compose_cfg):
-    cfg = compose_cfg([f"{group}={option}"])
+    cfg = compose_cfg([f"{group}={option}", *_companions(group, option, tmp_path)])
     if group == "target" and option == "gpu" and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device"):
             validate(cfg)
@@ -58,7 +82,8 @@ def test_option_composes_and_instantiates(group, option, tmp_path, compose_cfg):
     validate(cfg)
     net = build_network(net_config(cfg))
     T = cfg.time_steps
-    images = torch.rand(2, *cfg.model.input_shape)
+    frames = [T] if cfg.encoder.name == "passthrough" else []  # event data: [B, T, ...]
+    images = torch.rand(2, *frames, *cfg.model.input_shape)
     out = net(images, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, cfg.model.num_classes) and torch.isfinite(out).all()
     opt = build_optimizer(cfg.optimizer, net.parameters())
@@ -117,7 +142,7 @@ def test_step_schedule_gives_the_tutorial_lr_list(compose_cfg):
         ("model.mode=fused", "model.mode"),
         ("model=conv model.pool=avg", "model.pool"),
         ("data.source=ftp", "data.source"),
-        ("data.name=fashion_mnist", "data.name"),
+        ("data.name=imagenet", "data.name"),
         ("trainer.max_epochs=abc", "trainer.max_epochs"),
         ("trainer.limit_train_batches=all", "trainer.limit_train_batches"),
         ("trainer.max_epochs=0", "trainer.max_epochs"),

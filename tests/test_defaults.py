@@ -15,8 +15,17 @@ from omegaconf import OmegaConf
 
 from snn_lab.cli import CONFIG_DIR
 from snn_lab.config import schema as S
-from snn_lab.encoders import LatencyEncoder, PhaseEncoder, PopulationEncoder
-from snn_lab.lit.datamodule import MNISTDataModule
+from snn_lab.encoders import LatencyEncoder, PassthroughEncoder, PhaseEncoder, PopulationEncoder
+from snn_lab.lit.datamodule import (
+    CIFAR10DataModule,
+    DVSGestureDataModule,
+    FashionMNISTDataModule,
+    IDXDataModule,
+    ImageFolderDataModule,
+    MNISTDataModule,
+    NMNISTDataModule,
+    SHDDataModule,
+)
 from snn_lab.models import SNNModel, SpikingConvNet, SpikingMLP
 from snn_lab.models.recurrent import RecurrentSNN
 from snn_lab.neurons import ALIF, IF, LIF, PLIF, Izhikevich, Surrogate
@@ -39,6 +48,14 @@ PAIRS = [
     (S.PopulationEncoderConf, PopulationEncoder),
     (S.SurrogateConf, Surrogate),
     (S.DataConf, MNISTDataModule),
+    (S.FashionMNISTConf, FashionMNISTDataModule),
+    (S.CIFAR10Conf, CIFAR10DataModule),
+    (S.IDXDataConf, IDXDataModule),
+    (S.ImageFolderConf, ImageFolderDataModule),
+    (S.NMNISTConf, NMNISTDataModule),
+    (S.DVSGestureConf, DVSGestureDataModule),
+    (S.SHDConf, SHDDataModule),
+    (S.PassthroughEncoderConf, PassthroughEncoder),
 ]
 
 

@@ -150,7 +150,7 @@ def test_snn_eval_refuses_a_missing_checkpoint_in_one_line(tmp_path):
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["data.name=fashion_mnist"], "data.name='fashion_mnist' is unknown; accepted: mnist"),
+        (["data.name=imagenet"], "data.name='imagenet' is unknown; accepted: mnist, fashion_mnist"),
         (["+neuron._target_=my_lab.CubaLIF"], "neuron._target_='my_lab.CubaLIF': module 'my_lab' cannot be imported"),
         (["+logger.mine._target_=my_lab.Logger"], "logger.mine._target_='my_lab.Logger'"),
         (["+callbacks.extra.x._target_=collections.OrderedDict"], "callbacks.extra.x (collections.OrderedDict)"),

@@ -14,6 +14,8 @@ the ``torch.Generator`` passed in (``None`` falls back to torch's global RNG).
 ``population``  ``size`` Gaussian receptive fields per pixel over [0, 1], each
                 Bernoulli-sampled; multiplies the channel/feature count
 ``direct``      the analog image itself at every step (first layer encodes)
+``passthrough`` frames the data already made (event data, ``[B, T, ...]``)
+                become the train ``[T, B, ...]``; ``binary`` clips counts to 0/1
 ==============  =============================================================
 """
 
@@ -24,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import ConfigError
 from .registry import Registry
 
 
@@ -135,6 +138,40 @@ class DirectEncoder(Encoder):
         return images.unsqueeze(0).expand(time_steps, *images.shape)
 
 
+class PassthroughEncoder(Encoder):
+    """Event data arrives as frames of event counts, ``[B, T, ...]`` with ``T`` frames
+    (docs/DATASETS.md); they become the input train ``[T, B, ...]`` as they are, or, with
+    ``binary``, clipped to spikes (a count > 0 -> 1). :attr:`binary` says which: counts
+    are not spikes, and a deploy backend that needs 0/1 inputs refuses them."""
+
+    def __init__(self, binary: bool = False):
+        super().__init__()
+        self.binary = bool(binary)
+
+    def _check(self, frames: torch.Tensor, time_steps: int) -> None:
+        _check_steps(time_steps)
+        if not torch.is_floating_point(frames) or frames.dim() < 2:
+            raise ValueError(
+                f"encoder=passthrough takes float frames [B, T, ...], got {frames.dtype} {tuple(frames.shape)}"
+            )
+        if frames.shape[1] != time_steps:
+            raise ConfigError(
+                f"encoder=passthrough: the data gives {frames.shape[1]} frames per sample but the network runs "
+                f"time_steps={time_steps}; set data.frames={time_steps} (its default is time_steps)"
+            )
+
+    def _out(self, x: torch.Tensor) -> torch.Tensor:
+        return (x > 0).to(x.dtype) if self.binary else x
+
+    def step(self, images, t, time_steps, generator=None):
+        self._check(images, time_steps)
+        return self._out(images[:, t])
+
+    def forward(self, images, time_steps, generator=None):
+        self._check(images, time_steps)
+        return self._out(images.transpose(0, 1).contiguous())
+
+
 #: built-in encoders by config name; ``ENCODERS.register("mine", MyEncoder)`` adds one
 ENCODERS: Registry[type[Encoder]] = Registry(
     "encoder",
@@ -144,6 +181,7 @@ ENCODERS: Registry[type[Encoder]] = Registry(
         "phase": PhaseEncoder,
         "population": PopulationEncoder,
         "direct": DirectEncoder,
+        "passthrough": PassthroughEncoder,
     },
 )
 

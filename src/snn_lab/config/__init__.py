@@ -12,10 +12,10 @@ from omegaconf import DictConfig
 from ..data.mnist import SOURCES
 from ..deploy.registry import create_backend
 from ..errors import ConfigError, DeployError
-from ..lit.datamodule import DATAMODULES
+from ..lit.datamodule import AUGMENTS, BUILTIN_DATA, DATAMODULES, check_data_fits
 from ..models import MODES, build_network
 from ..models.conv import POOLS
-from .build import net_config
+from .build import build_datamodule, net_config
 from .schema import TrainConf, register_configs
 from .trainer_args import check_trainer_args
 
@@ -48,15 +48,17 @@ def validate(cfg: DictConfig) -> None:
             f"data.name={d.get('name')!r} is unknown; accepted: {', '.join(DATAMODULES.names())} "
             "(or a LightningDataModule class in data._target_)"
         )
-    if _is_builtin(d, ("mnist",)):
+    if _is_builtin(d, BUILTIN_DATA):
         for key in ("batch_size", "eval_batch_size"):
             _require(d[key] >= 1, f"data.{key}", d[key], "must be an integer >= 1")
         _require(d.val_split >= 0, "data.val_split", d.val_split, "must be >= 0 (0: validate on test)")
         for key in ("train_subset", "eval_subset"):
             _require(d[key] is None or d[key] >= 1, f"data.{key}", d[key], "must be null or >= 1")
         _require(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be >= 0")
-        _one_of(cfg, "data.source", SOURCES)
-        _one_of(cfg, "data.augment", ("none", "shift"))
+        if d.name == "mnist":
+            _one_of(cfg, "data.source", SOURCES)
+        if "augment" in d:
+            _one_of(cfg, "data.augment", AUGMENTS)
     if "mode" in cfg.model:
         _one_of(cfg, "model.mode", MODES)
     if _is_builtin(cfg.model, ("conv",)):
@@ -116,6 +118,8 @@ def validate(cfg: DictConfig) -> None:
     except ConfigError as e:
         raise ConfigError(f"network config: {e}") from None
     _check_network_fits(sum(p.numel() for p in net.parameters()))
+    if _is_builtin(d, BUILTIN_DATA):  # the sample shape, classes and frames the data gives (no data is loaded)
+        check_data_fits(build_datamodule(d), net_config(cfg))
 
 
 def _check_network_fits(n_params: int) -> None:

@@ -120,6 +120,14 @@ class PopulationEncoderConf(EncoderConf):
 
 
 @dataclass
+class PassthroughEncoderConf(EncoderConf):
+    """Event frames from the data ([B, T, ...]) become the input train [T, B, ...] as they are."""
+
+    name: str = "passthrough"
+    binary: bool = False  # true: clip the event counts to spikes (count > 0 -> 1)
+
+
+@dataclass
 class ReadoutConf:
     name: str = "rate"
     out_decay: float = 0.8  # leak of the LI output layer (membrane readout)
@@ -171,20 +179,118 @@ class NIRModelConf(ModelConf):
     # input_shape: as many values as the graph's input (its shape is used); num_classes: its output size
 
 
-# -- data -------------------------------------------------------------------------------
+# -- data (docs/DATASETS.md) ------------------------------------------------------------
 @dataclass
-class DataConf:
-    name: str = "mnist"
-    source: str = "bundled"  # bundled | download | dir
-    root: str | None = "${paths.data_dir}/mnist"  # download cache / directory of IDX files
+class LoaderConf:
+    """What every built-in data option shares: the splits, subsets and loaders."""
+
+    name: str = MISSING
     batch_size: int = 200
     eval_batch_size: int = 1000
-    val_split: int = 5000  # images held out of train for validation; 0: validate on test
+    val_split: int = 5000  # samples held out of train for validation; 0: validate on test
     train_subset: int | None = None
     eval_subset: int | None = None
     num_workers: int = 0
-    augment: str = "none"  # none | shift (random +-2 px translation)
     split_seed: int = 0
+
+
+@dataclass
+class ImageDataConf(LoaderConf):
+    """Static images: uint8 in the loader; scaled, augmented and normalised on the device."""
+
+    augment: str = "none"  # none | shift (random translation) | flip (horizontal) | crop_flip (both)
+    max_shift: int = 2  # shift, crop_flip: up to this many pixels (a random crop of the zero-padded image)
+    normalize: bool = False  # (x - mean) / std per channel, after scaling to [0, 1]
+    mean: list[float] | None = None  # null: measured on the training split at setup
+    std: list[float] | None = None
+
+
+@dataclass
+class DataConf(ImageDataConf):
+    """MNIST (``data=mnist``)."""
+
+    name: str = "mnist"
+    source: str = "bundled"  # bundled | download | dir
+    root: str | None = "${paths.data_dir}/mnist"  # download cache / directory of IDX files
+
+
+@dataclass
+class FashionMNISTConf(ImageDataConf):
+    name: str = "fashion_mnist"
+    root: str = "${paths.data_dir}"  # torchvision's layout: <root>/FashionMNIST/raw/
+    download: bool = False  # fetch it with torchvision (MD5-checked)
+    verify: bool = True  # check the .gz files against torchvision's MD5 sums at every load
+
+
+@dataclass
+class CIFAR10Conf(ImageDataConf):
+    name: str = "cifar10"
+    root: str = "${paths.data_dir}"  # <root>/cifar-10-batches-py/
+    download: bool = False
+    verify: bool = True  # check each batch file against torchvision's MD5 sums
+    augment: str = "crop_flip"
+    max_shift: int = 4
+    normalize: bool = True
+
+
+@dataclass
+class IDXDataConf(ImageDataConf):
+    """A user's own IDX files (parsed and shape-checked, not hash-checked)."""
+
+    name: str = "idx"
+    root: str = "${paths.data_dir}/idx"
+    train_images: str = "train-images-idx3-ubyte"  # each: plain or .gz
+    train_labels: str = "train-labels-idx1-ubyte"
+    test_images: str = "t10k-images-idx3-ubyte"
+    test_labels: str = "t10k-labels-idx1-ubyte"
+    num_classes: int | None = None  # null: max training label + 1
+    val_split: int = 0
+
+
+@dataclass
+class ImageFolderConf(ImageDataConf):
+    """torchvision's ImageFolder layout: <root>/<train_dir>/<class>/*.png, <root>/<test_dir>/<class>/*."""
+
+    name: str = "image_folder"
+    root: str = "${paths.data_dir}/image_folder"
+    train_dir: str = "train"
+    test_dir: str = "test"
+    grayscale: bool = False  # one channel; else RGB
+    size: list[int] | None = None  # [H, W] to resize to; null: all images must share one size
+    val_split: int = 0
+
+
+@dataclass
+class EventDataConf(LoaderConf):
+    """Event data through tonic, binned into frames of event counts, cached on disk."""
+
+    root: str = "${paths.data_dir}"  # tonic's layout: <root>/NMNIST, <root>/DVSGesture, <root>/SHD
+    download: bool = False  # let tonic download it
+    bins: str = "time"  # time | events (equal durations | event counts) | window | count (time_window | event_count)
+    frames: int = "${time_steps}"  # type: ignore[assignment]  # frames per sample = the network's time steps
+    time_window: float = 1000.0  # microseconds per frame (bins=window)
+    event_count: int = 1000  # events per frame (bins=count)
+    downsample: int = 1  # divide the event coordinates (channels for SHD) by this
+    cache: bool = True  # keep each sample's frames on disk, keyed by the binning parameters
+    cache_dir: str | None = None  # null: <root>/frames_cache
+
+
+@dataclass
+class NMNISTConf(EventDataConf):
+    name: str = "nmnist"
+
+
+@dataclass
+class DVSGestureConf(EventDataConf):
+    name: str = "dvs_gesture"
+    val_split: int = 100
+    downsample: int = 4  # 128x128 -> 32x32
+
+
+@dataclass
+class SHDConf(EventDataConf):
+    name: str = "shd"
+    val_split: int = 800
 
 
 # -- optimisation -----------------------------------------------------------------------
@@ -466,10 +572,20 @@ _GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "latency": LatencyEncoderConf,
         "phase": PhaseEncoderConf,
         "population": PopulationEncoderConf,
+        "passthrough": PassthroughEncoderConf,
     },
     "readout": {"readout": ReadoutConf},
     "model": {"mlp": MLPConf, "conv": ConvConf, "rsnn": RSNNConf, "nir": NIRModelConf},
-    "data": {"mnist": DataConf},
+    "data": {
+        "mnist": DataConf,
+        "fashion_mnist": FashionMNISTConf,
+        "cifar10": CIFAR10Conf,
+        "idx": IDXDataConf,
+        "image_folder": ImageFolderConf,
+        "nmnist": NMNISTConf,
+        "dvs_gesture": DVSGestureConf,
+        "shd": SHDConf,
+    },
     "optimizer": {"sgd": SGDConf, "adam": AdamConf, "adamw": AdamWConf},
     "lr_schedule": {"step": StepLRConf, "cosine": CosineLRConf, "onecycle": OneCycleLRConf, "constant": ConstantLRConf},
     "target": {"target": TargetConf},

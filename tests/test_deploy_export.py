@@ -286,6 +286,57 @@ def test_conv_with_current_based_lif_deploys_through_onnx(tmp_path):
     assert rep["agreement"] == 1.0
 
 
+def _kinds(tiny_net, neuron_maker):
+    """The network kinds of docs/DEPLOY.md's table, small."""
+    from snn_lab.neurons import Izhikevich
+
+    cuba = lambda: CubaLIF(surrogate=Surrogate("rectangle"))  # noqa: E731 - a factory, as the models take
+    return {
+        "alif": lambda: tiny_net("alif"),
+        "izhikevich": lambda: tiny_net(lambda: Izhikevich(surrogate=Surrogate("rectangle"))),
+        "subtract_reset": lambda: tiny_net("lif_sub"),
+        "cuba": lambda: tiny_net(cuba),
+        "conv_bn": lambda: tiny_net(arch="conv", channels=(4,), fc=8, weight_scale=1.0),
+        "rsnn": rsnn,
+        "direct": lambda: tiny_net(encoder="direct"),
+    }
+
+
+KINDS = ["alif", "izhikevich", "subtract_reset", "cuba", "conv_bn", "rsnn", "direct"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_network_table_holds(kind, tmp_path, tiny_net, neuron_maker, mnist_like):
+    """docs/DEPLOY.md: eager and torchscript take every kind exactly, sparse refuses it in
+    one line, the lynxi load/save graph traces it (and refuses recurrent layers)."""
+    from snn_lab.deploy import LoadSaveStep
+    from snn_lab.deploy.backends.lynxi import prepare_graph
+
+    net = _kinds(tiny_net, neuron_maker)[kind]()
+    images, ids = mnist_like(3, seed=5), np.arange(3)
+    if net.input_shape != (1, 28, 28):
+        images = images[:, :1].reshape(3, *net.input_shape)
+    ref = eager_scores(net, images, ids, net.time_steps)
+    for backend in ("eager", "torchscript"):
+        _, compiled, _ = compile_step(net, backend, 3, tmp_path / backend)
+        assert np.array_equal(run_compiled(compiled, net, images, ids, net.time_steps), ref), backend
+    with pytest.raises(UnsupportedError) as e:
+        compile_step(net, "sparse", 3, tmp_path / "sparse")
+    assert "\n" not in str(e.value)
+    ls = LoadSaveStep(net, 2)
+    graph = prepare_graph(ls, ls.example_inputs(2), str(tmp_path / "lynxi"))
+    assert graph["ops"] == {"state_load": len(ls.slots), "state_save": len(ls.slots), "state_sink": 1}
+    if kind == "rsnn":
+        with pytest.raises(UnsupportedError, match="backend 'lynxi' cannot lower recurrent layers"):
+            compile_step(net, "lynxi", 2, tmp_path / "lynxi_refused")
+
+
+@pytest.mark.parametrize("kind", ["alif", "izhikevich"])
+def test_other_neurons_deploy_through_onnx(kind, tmp_path, tiny_net, neuron_maker):
+    rep = run_deploy(_kinds(tiny_net, neuron_maker)[kind](), "onnxruntime", 5, tmp_path, num_samples=15, **FAST)
+    assert rep["agreement"] == 1.0
+
+
 @pytest.mark.parametrize("backend", ["sparse", "nir", "lynxi"])
 def test_backends_that_cannot_lower_recurrence_refuse_naming_those_that_can(backend, tmp_path):
     with pytest.raises(UnsupportedError) as e:

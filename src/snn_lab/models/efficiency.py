@@ -1,8 +1,8 @@
 """Efficiency metrics of a spiking network, with NeuroBench's definitions.
 
 Yik et al., "NeuroBench: A Framework for Benchmarking Neuromorphic Computing Algorithms
-and Systems" (Nature Communications 16, 1545, 2025; arXiv:2304.04640), and the metric
-definitions of its harness (docs/EFFICIENCY.md has the details):
+and Systems" (arXiv:2304.04640; Nature Communications 2025, doi:10.1038/s41467-025-56739-4),
+and the metric definitions of its harness (docs/EFFICIENCY.md has the details):
 
 * **activation sparsity**: zero activations / all activations, over every spiking
   neuron, time step and sample (per layer, and overall weighted by neuron count);
@@ -64,7 +64,7 @@ CONNECTIONS: tuple[type[nn.Module], ...] = (
 )
 
 DEFINITIONS = (
-    "NeuroBench (Yik et al., Nature Communications 16, 1545, 2025): activation sparsity, "
+    "NeuroBench (Yik et al., Nature Communications 2025, doi:10.1038/s41467-025-56739-4): activation sparsity, "
     "synaptic operations (effective ACs/MACs, dense), footprint, connection sparsity; see docs/EFFICIENCY.md"
 )
 ENERGY_SOURCE = (

@@ -170,6 +170,18 @@ def test_a_partial_or_corrupt_data_set_fails_naming_it(tmp_path):
         ds[0]
 
 
+def test_a_failed_download_is_one_line(tmp_path, monkeypatch):
+    """No network here: tonic's downloader failing (as it does offline) becomes one line."""
+    import tonic
+
+    def offline(self):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(tonic.datasets.SHD, "download", offline)
+    with pytest.raises(DataError, match=r"downloading SHD into .*SHD failed \(<urlopen error .*\); check the network"):
+        SHDDataModule(root=str(tmp_path), download=True).prepare_data()
+
+
 def test_dvs_files_are_loaded_without_unpickling(tmp_path):
     base = write_dvs_gesture(tmp_path, users=10, events=20)
     ds = EventFrames(DVS, tmp_path, True, Binning(frames=2, downsample=4))

@@ -118,8 +118,17 @@ TINY_TAIL = [
     "print_config=false",
     "hydra.sweeper.n_trials=2",
 ]
-#: what cannot run here: a cluster, a device, an SDK (composed and validated above instead)
-CANNOT_RUN = ("submitit_slurm", "slurm_ddp", "target=gpu", "target=apu", "<run dir>", "<that run dir>")
+#: what cannot run here: a cluster, a device, an SDK, the internet (a data set's download)
+#: (composed and validated above instead)
+CANNOT_RUN = (
+    "submitit_slurm",
+    "slurm_ddp",
+    "target=gpu",
+    "target=apu",
+    "<run dir>",
+    "<that run dir>",
+    "data.download=true",
+)
 
 
 def _runnable(command: str) -> bool:

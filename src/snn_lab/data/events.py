@@ -36,6 +36,7 @@ log = logging.getLogger("snn_lab.data")
 
 BINS = ("time", "events", "window", "count")
 GET = "data.download=true lets tonic download it"
+REDOWNLOAD = "delete it and rerun with data.download=true (tonic downloads it again)"
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,7 @@ class Binning:
             bad |= (events["p"].astype(np.int64) < 0) | (events["p"].astype(np.int64) >= P)
         if bad.any():
             raise DataError(
-                f"{spec.title} sample {where} has events outside the {W}x{H}x{P} sensor; it is corrupt: "
-                f"delete it and rerun with {GET}"
+                f"{spec.title} sample {where} has events outside the {W}x{H}x{P} sensor; it is corrupt: {REDOWNLOAD}"
             )
         shape = (self.frames, *self.frame_shape(spec))
         if len(events) == 0:
@@ -196,7 +196,7 @@ def _open_tonic(spec: EventSet, root: str, train: bool, download: bool) -> Any:
     except (OSError, KeyError, ValueError, IndexError, TypeError) as e:
         where = Path(root, spec.tonic_class)
         raise DataError(
-            f"{spec.title} in {where} cannot be read ({first_line(e, with_type=True)}); delete it and rerun with {GET}"
+            f"{spec.title} in {where} cannot be read ({first_line(e, with_type=True)}); {REDOWNLOAD}"
         ) from None
 
 
@@ -238,7 +238,7 @@ class EventFrames(Dataset):
         except (OSError, KeyError, ValueError, TypeError) as e:
             raise DataError(
                 f"{spec.title} {split} in {self._ds.location_on_system} cannot be read "
-                f"({first_line(e, with_type=True)}); delete it and rerun with {GET}"
+                f"({first_line(e, with_type=True)}); {REDOWNLOAD}"
             ) from None
         # Sample i is the same on every machine: one file per sample (N-MNIST, DVS Gesture)
         # in sorted path order, whatever order the file system lists them in; then one
@@ -255,7 +255,7 @@ class EventFrames(Dataset):
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= spec.num_classes):
             raise DataError(
                 f"{spec.title} {split} in {self._ds.location_on_system} has labels outside 0..{spec.num_classes - 1}; "
-                f"it is not {spec.title}: delete it and rerun with {GET}"
+                f"it is not {spec.title}: {REDOWNLOAD}"
             )
         self.shape = (binning.frames, *binning.frame_shape(spec))
         self.cache: FrameCache | None = None
@@ -263,7 +263,7 @@ class EventFrames(Dataset):
             try:
                 source = fingerprint(files, self._ds.location_on_system)
             except OSError as e:
-                raise DataError(f"{spec.title} {split}: {first_line(e)}; delete it and rerun with {GET}") from None
+                raise DataError(f"{spec.title} {split}: {first_line(e)}; {REDOWNLOAD}") from None
             params = {"data": spec.name, "split": split, **binning.params(), "source": source}
             self.cache = FrameCache(cache_dir, f"{spec.name}-{split}", params, self.shape)
 
@@ -282,11 +282,12 @@ class EventFrames(Dataset):
         except (OSError, KeyError, ValueError, IndexError, TypeError, EOFError) as e:
             raise DataError(
                 f"{self.spec.title} sample {self._where(index)} cannot be read ({first_line(e, with_type=True)}); "
-                f"delete it and rerun with {GET}"
+                f"{REDOWNLOAD}"
             ) from None
         if int(target) != int(self.labels[index]):
             raise DataError(
-                f"{self.spec.title} sample {self._where(index)}: label {target} != listed {self.labels[index]}"
+                f"{self.spec.title} sample {self._where(index)}: label {target} != listed {self.labels[index]}; "
+                f"{REDOWNLOAD}"
             )
         frames = self.binning(events, self.spec, self._where(index))
         if self.cache is not None:

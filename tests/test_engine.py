@@ -319,3 +319,129 @@ def test_spike_linear_without_any_spike(gen, time_steps):
     assert torch.equal(out, b.detach().expand(8, 70))
     gw, gb = torch.autograd.grad(out.sum(), [W, b])
     assert torch.equal(gw, torch.zeros_like(W)) and torch.equal(gb, torch.full((70,), 8.0))
+
+
+# -- convolutional layers ----------------------------------------------------------------------
+CONV_GEOMETRIES = [  # (N, C_in, C_out, H, W, kernel, padding, bias)
+    (6, 1, 32, 28, 28, 3, 1, False),
+    (5, 12, 16, 9, 7, 3, 1, True),
+    (4, 3, 8, 9, 7, 5, 2, True),
+    (3, 8, 24, 6, 6, 3, 0, False),
+    (3, 8, 8, 5, 5, 1, 0, True),
+]
+
+
+@pytest.mark.parametrize("strategy", ["dense", "channels_last", "sparse", "auto"])
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES, ids=lambda g: "x".join(map(str, g[:7])))
+def test_spike_conv2d_values_and_grads(gen, strategy, geometry):
+    N, ci, co, H, W, k, p, bias = geometry
+    x = (torch.rand(N, ci, H, W, generator=gen) < 0.2).float().requires_grad_()
+    w = torch.randn(co, ci, k, k, generator=gen).requires_grad_()
+    b = torch.randn(co, generator=gen).requires_grad_() if bias else None
+    out = engine.spike_conv2d(x, w, b, 1, p, strategy=strategy, max_density=1.0)
+    ref = F.conv2d(x, w, b, 1, p)
+    if strategy != "dense":
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    if strategy == "dense":
+        assert torch.equal(out, ref)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn(ref.shape, generator=gen)
+    wrt = [x, w] + ([b] if bias else [])
+    for got, want in zip(torch.autograd.grad(out, wrt, g), torch.autograd.grad(ref, wrt, g)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_spike_conv2d_sparse_runs_the_native_kernel_only_on_spikes(gen):
+    x = (torch.rand(4, 8, 6, 6, generator=gen) < 0.2).float()
+    w = torch.randn(16, 8, 3, 3, generator=gen, requires_grad=True)
+    sparse = engine.spike_conv2d(x, w, None, 1, 1, strategy="sparse")
+    assert type(sparse.grad_fn).__name__ == ("_SpikeConv2dBackward" if NATIVE else "ConvolutionBackward0")
+    analog = engine.spike_conv2d(x * 0.5, w, None, 1, 1, strategy="sparse")  # not spikes: dense
+    assert type(analog.grad_fn).__name__ == "ConvolutionBackward0"
+    torch.testing.assert_close(analog, F.conv2d(x * 0.5, w, None, 1, 1))
+    dense = engine.spike_conv2d(x, w, None, 1, 1, strategy="auto", max_density=0.05)  # too dense for auto
+    assert type(dense.grad_fn).__name__ == "ConvolutionBackward0"
+    none = engine.spike_conv2d(torch.zeros(2, 8, 6, 6), w, None, 1, 1, strategy="sparse")
+    assert torch.equal(none, torch.zeros(2, 16, 6, 6))
+    strided = engine.spike_conv2d(x, w, None, 2, 1, strategy="sparse")  # not the kernel's: dense
+    torch.testing.assert_close(strided, F.conv2d(x, w, None, 2, 1))
+    with pytest.raises(ValueError, match="conv='fast' is unknown"):
+        engine.spike_conv2d(x, w, strategy="fast")
+    with pytest.raises(ValueError, match="engine conv='fast' is unknown"):
+        engine.configure(conv="fast")
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(6, 16, 14, 14), (5, 8, 7, 9), (2, 32, 28, 28), (3, 4, 6, 6)])
+def test_batch_norm_max_pool2d_equals_batch_norm_then_max_pool(gen, training, shape):
+    C = shape[1]
+    x = (torch.randn(*shape, generator=gen) * 2 + 0.5).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(C, generator=gen).requires_grad_()
+    b = torch.randn(C, generator=gen).requires_grad_()
+    rm, rv = torch.randn(C, generator=gen) * 0.1, torch.rand(C, generator=gen) + 0.5
+    rm2, rv2 = rm.clone(), rv.clone()
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = engine.batch_norm_max_pool2d(x1, rm, rv, w, b, training, 0.1, 1e-5)
+    ref = F.max_pool2d(F.batch_norm(x2, rm2, rv2, w, b, training, 0.1, 1e-5), 2)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rm, rm2)
+    torch.testing.assert_close(rv, rv2)
+    g = torch.randn(ref.shape, generator=gen)
+    for got, want in zip(torch.autograd.grad(out, [x1, w, b], g), torch.autograd.grad(ref, [x2, w, b], g)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("use_native", BACKENDS)
+def test_scan_keeps_a_channels_last_layout_and_reads_repeated_currents_in_place(gen, use_native):
+    """A channels-last current is scanned in memory order (no copy) and the spikes keep
+    its layout; a current repeated over time (stride 0) gives what its copy gives."""
+    x = torch.randn(5, 3, 8, 4, 4, generator=gen) * 0.6
+    x_cl = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)  # channels-last per step
+    rep = x[0].contiguous(memory_format=torch.channels_last).unsqueeze(0).expand(5, -1, -1, -1, -1)
+    for inp in (x_cl, rep):
+        a, b = inp.clone().requires_grad_(), inp.contiguous().requires_grad_()
+        a.retain_grad()
+        decay = torch.tensor(0.8, requires_grad=True)
+        with engine.using(native=use_native):
+            s1, v1 = lif_scan(a, None, 0.4, decay, "atan", 2.0)
+            s2, v2 = lif_scan(b, None, 0.4, decay, "atan", 2.0)
+        assert torch.equal(s1, s2) and torch.equal(v1, v2)
+        if inp is x_cl:
+            assert s1.stride() == x_cl.stride()
+        w = torch.randn(s1.shape, generator=gen)
+        g1 = torch.autograd.grad((s1 * w).sum() + v1.sum(), [a, decay])
+        g2 = torch.autograd.grad((s2 * w).sum() + v2.sum(), [b, decay])
+        for p, q in zip(g1, g2):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("conv", ["dense", "channels_last", "auto"])
+def test_conv_network_layer_mode_equals_step_mode(gen, tiny_net, mnist_like, conv):
+    """Eval mode (BatchNorm on running statistics): the per-step path and the engine give
+    the same spikes (bit for bit with conv=dense; else within float rounding) and
+    gradients, with Bernoulli and with direct input."""
+    for encoder, neuron in (("bernoulli", "lif"), ("direct", "plif")):
+        nets = {}
+        for mode in ("step", "layer"):
+            net = tiny_net(
+                neuron, encoder=encoder, arch="conv", channels=(8, 16), fc=24, mode=mode, seed=5, weight_scale=1.0
+            )
+            for m in net.modules():  # non-trivial running statistics
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    g = torch.Generator().manual_seed(7)
+                    m.running_mean.uniform_(-0.2, 0.2, generator=g)
+                    m.running_var.uniform_(0.5, 2.0, generator=g)
+            nets[mode] = net
+        images = mnist_like(6)
+        out, rec = {}, {}
+        for mode, net in nets.items():
+            with engine.using(conv=conv, conv_max_density=1.0):
+                out[mode], rec[mode] = net(images, torch.Generator().manual_seed(1), return_record=True)
+                out[mode].sum().backward()
+        spikes = sum(s.numel() for s in rec["step"].spikes)
+        flips = sum(int((a != b).sum()) for a, b in zip(rec["step"].spikes, rec["layer"].spikes))
+        assert flips == 0 if conv == "dense" else flips <= 1e-3 * spikes
+        if flips == 0:
+            torch.testing.assert_close(out["layer"], out["step"])
+            for (n, a), b in zip(nets["step"].named_parameters(), nets["layer"].parameters()):
+                torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5, msg=n)

@@ -4,7 +4,8 @@
 
 1. the synapse once over ``T*B`` rows -- for a ``Linear`` on spikes, :func:`spike_linear`
    (dense BLAS, or gather-accumulate over the spikes, chosen per layer and batch by
-   the spike density; :mod:`.linear`);
+   the spike density; :mod:`.linear`); for a ``Conv2d``, :func:`spike_conv2d`
+   (channels-last, gather-accumulate over the spikes; :mod:`.conv`);
 2. the neuron's ``multi_step`` -- for the LIF family, the fused scan :func:`lif_scan`
    (custom autograd that keeps one float per neuron-step; :mod:`.scan`).
 
@@ -19,21 +20,25 @@ Options (process-wide; ``configure(...)`` or the ``using(...)`` context manager)
 ``matmul``              auto | dense | sparse | bf16x3 (see :mod:`.linear`)
 ``sparse_max_density``  ``auto`` uses the sparse kernels up to this input density
 ``native``              False ignores the compiled kernels (same as ``SNN_LAB_NATIVE=0``)
+``conv``                auto | dense | channels_last | sparse (see :mod:`.conv`)
 """
 
 from __future__ import annotations
 
 from . import native
+from .conv import batch_norm_max_pool2d, spike_conv2d
 from .linear import is_binary, spike_linear
-from .options import STRATEGIES, EngineOptions, configure, options, using
+from .options import CONV_STRATEGIES, STRATEGIES, EngineOptions, configure, options, using
 from .scan import lif_scan, lif_scan_reference
 from .surrogate import SURROGATE_GRADS, SURROGATE_WIDTHS, heaviside, spike, surrogate_grad
 
 __all__ = [
+    "CONV_STRATEGIES",
     "STRATEGIES",
     "SURROGATE_GRADS",
     "SURROGATE_WIDTHS",
     "EngineOptions",
+    "batch_norm_max_pool2d",
     "configure",
     "describe",
     "heaviside",
@@ -43,6 +48,7 @@ __all__ = [
     "native",
     "options",
     "spike",
+    "spike_conv2d",
     "spike_linear",
     "surrogate_grad",
     "using",

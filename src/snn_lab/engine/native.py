@@ -16,7 +16,18 @@ import torch
 
 from .._native import build
 
-__all__ = ["SURROGATE_KINDS", "available", "csr", "lif_bwd", "lif_fwd", "spmm_fwd", "spmm_wgrad", "status"]
+__all__ = [
+    "SURROGATE_KINDS",
+    "available",
+    "conv_fwd",
+    "conv_wgrad",
+    "csr",
+    "lif_bwd",
+    "lif_fwd",
+    "spmm_fwd",
+    "spmm_wgrad",
+    "status",
+]
 
 #: surrogate names the C backward knows (index = kind code)
 SURROGATE_KINDS = {"rectangle": 0, "triangle": 1, "sigmoid": 2, "atan": 3}
@@ -34,8 +45,14 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_pack_tiles_t.argtypes = [p, p, i64, i64, i32]
     lib.snn_spmm_fwd.argtypes = [p, p, p, i64, p, p, i64, i64, i32]
     lib.snn_spmm_wgrad.argtypes = [p, p, p, p, i64, i64, i64, i32]
-    lib.snn_lif_fwd.argtypes = [p, p, p, p, p, i64, i64, f32, f32, i32, i32]
-    lib.snn_lif_bwd.argtypes = [p, p, p, p, i64, i64, f32, f32, i32, i32, i32, f32, i32]
+    lib.snn_lif_fwd.argtypes = [p, p, p, p, p, i64, i64, f32, f32, i32, i64, i32]
+    lib.snn_lif_bwd.argtypes = [p, p, p, p, i64, i64, f32, f32, i32, i32, i32, f32, p, i32]
+    lib.snn_conv_fwd.argtypes = [p, p, p, p, p, i64, p, i32]
+    lib.snn_conv_wgrad.argtypes = [p, p, p, p, p, i64, p, i32]
+    lib.snn_bn_stats.argtypes = [p, i64, i64, p, i32]
+    lib.snn_bn_pool_fwd.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i32]
+    lib.snn_bn_pool_bwd_sums.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, i32]
+    lib.snn_bn_pool_bwd_dy.argtypes = [p, p, p, p, p, p, p, p, i64, i64, i64, i64, i32]
     lib.snn_tm_count.argtypes = [p, i64, i64, i64, p, p, p, i32]
     lib.snn_tm_count.restype = i64
     lib.snn_tm_fill.argtypes = [p, i64, i64, p, p, p, i32]
@@ -53,6 +70,12 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         "snn_spmm_wgrad",
         "snn_lif_fwd",
         "snn_lif_bwd",
+        "snn_conv_fwd",
+        "snn_conv_wgrad",
+        "snn_bn_stats",
+        "snn_bn_pool_fwd",
+        "snn_bn_pool_bwd_sums",
+        "snn_bn_pool_bwd_dy",
     ):
         getattr(lib, f).restype = None
     return lib
@@ -233,15 +256,20 @@ def tm_wgrad(tm, G: torch.Tensor, T: int, B: int, K: int) -> torch.Tensor:
 def lif_fwd(
     x: torch.Tensor, v0: torch.Tensor, vth: float, decay: float, hard: bool, keep_v: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """``(V[T, ...] or None, spikes[T, ...], v_last)`` for currents ``x[T, ...]``."""
-    _check(x, v0)
+    """``(V[T, ...] or None, spikes[T, ...], v_last)`` for currents ``x[T, ...]``. ``x``
+    may be one current repeated over time (stride 0 over ``T``, e.g. ``expand``)."""
     T = x.shape[0]
+    if T > 1 and x.stride(0) == 0:
+        x1, xstride = x[0], 0
+    else:
+        x1, xstride = x, x[0].numel()
+    _check(x1, v0)
     P = x[0].numel()
-    V = torch.empty_like(x) if keep_v else None
-    S = torch.empty_like(x)
+    V = torch.empty(x.shape, dtype=x.dtype) if keep_v else None
+    S = torch.empty(x.shape, dtype=x.dtype)
     vlast = torch.empty_like(v0)
     _lib_or_raise().snn_lif_fwd(
-        _ptr(x), _ptr(v0), _ptr(V), _ptr(S), _ptr(vlast), T, P, vth, decay, int(hard), _nt(T * P * 4, P // 8)
+        _ptr(x1), _ptr(v0), _ptr(V), _ptr(S), _ptr(vlast), T, P, vth, decay, int(hard), xstride, _nt(T * P * 4, P // 8)
     )
     return V, S, vlast
 
@@ -256,12 +284,16 @@ def lif_bwd(
     detach: bool,
     kind: int,
     width: float,
-) -> torch.Tensor:
-    """``dL/dx`` (= ``dL/dV``) of :func:`lif_fwd`."""
+    want_decay: bool = False,
+) -> tuple[torch.Tensor, float | None]:
+    """``(dL/dx, s)`` of :func:`lif_fwd` (``dL/dx`` = ``dL/dV``); with ``want_decay``,
+    ``s`` = the sum over ``t >= 1`` of ``dL/dV_t`` times the previous membrane after its
+    reset (the decay gradient but for the first step's term), else None."""
     _check(V, gS, gvlast)
     T = V.shape[0]
     P = V[0].numel()
     G = torch.empty_like(V)
+    gd = ctypes.c_double(0.0)
     _lib_or_raise().snn_lif_bwd(
         _ptr(V),
         _ptr(gS),
@@ -275,6 +307,90 @@ def lif_bwd(
         int(detach),
         kind,
         width,
+        ctypes.byref(gd) if want_decay else None,
         _nt(T * P * 8, P // 8),
     )
-    return G
+    return G, (gd.value if want_decay else None)
+
+
+def conv_geometry(x_shape, weight_shape, padding) -> tuple[int, ...]:
+    """``(H, W, Ci, Ho, Wo, Co, kh, kw, ph, pw)`` of a stride-1 convolution."""
+    _, Ci, H, W = x_shape
+    Co, _, kh, kw = weight_shape
+    ph, pw = padding
+    return (H, W, Ci, H + 2 * ph - kh + 1, W + 2 * pw - kw + 1, Co, kh, kw, ph, pw)
+
+
+def conv_fwd(index, Wt: torch.Tensor, bias: torch.Tensor | None, N: int, geom: tuple[int, ...]) -> torch.Tensor:
+    """Channels-last output ``[N, Ho, Wo, Co]`` of a stride-1 conv of binary images given
+    as :func:`csr` rows over ``[N, H*W*Ci]`` (channels-last); ``Wt[kh, kw, Ci, Co]``."""
+    _check(Wt, bias)
+    row_ptr, col = index
+    _, _, _, Ho, Wo, Co, kh, kw, _, _ = geom
+    out = torch.empty(N, Ho, Wo, Co, dtype=torch.float32)
+    g = (ctypes.c_int64 * 10)(*geom)
+    work = (col.numel() * kh * kw + N * Ho * Wo) * Co
+    _lib_or_raise().snn_conv_fwd(_ptr(row_ptr), _ptr(col), _ptr(Wt), _ptr(bias), _ptr(out), N, g, _nt(work, N))
+    return out
+
+
+def conv_wgrad(index, G: torch.Tensor, N: int, geom: tuple[int, ...]) -> torch.Tensor:
+    """``dL/dWt`` ``[kh, kw, Ci, Co]`` from the output gradient ``G[N, Ho, Wo, Co]``
+    (contiguous, channels-last) and the input's :func:`csr` rows."""
+    _check(G)
+    row_ptr, col = index
+    _, _, Ci, _, _, Co, kh, kw, _, _ = geom
+    nt = _nt(col.numel() * kh * kw * Co, N)
+    dW = torch.empty(kh, kw, Ci, Co, dtype=torch.float32)
+    parts = torch.zeros(nt, kh, kw, Ci, Co, dtype=torch.float32)
+    g = (ctypes.c_int64 * 10)(*geom)
+    _lib_or_raise().snn_conv_wgrad(_ptr(row_ptr), _ptr(col), _ptr(G), _ptr(dW), _ptr(parts), N, g, nt)
+    return dW
+
+
+def bn_stats(Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(sum, sum of squares)`` (float64) of a channels-last ``Y[..., C]``
+    (contiguous in that order)."""
+    _check(Y)
+    C = Y.shape[-1]
+    rows = Y.numel() // C
+    nt = _nt(Y.numel(), rows)
+    acc = torch.zeros(nt, 2, C, dtype=torch.float64)
+    _lib_or_raise().snn_bn_stats(_ptr(Y), rows, C, _ptr(acc), nt)
+    return acc[0, 0], acc[0, 1]
+
+
+def bn_pool_fwd(Y: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``max_pool2d(Y * alpha + beta, 2)`` and the winning window entry (uint8, 0..3)
+    for ``Y[N, H, W, C]`` (channels-last, contiguous, ``C % 8 == 0``)."""
+    _check(Y, alpha, beta)
+    N, H, W, C = Y.shape
+    out = torch.empty(N, H // 2, W // 2, C, dtype=torch.float32)
+    arg = torch.empty(N, H // 2, W // 2, C, dtype=torch.uint8)
+    _lib_or_raise().snn_bn_pool_fwd(
+        _ptr(Y), _ptr(alpha), _ptr(beta), _ptr(out), _ptr(arg), N, H, W, C, _nt(Y.numel() * 3, N)
+    )
+    return out, arg
+
+
+def bn_pool_bwd_sums(Y, arg, gP, mean, invstd) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(sum g, sum g * xhat)`` (float64) over the pooled gradient ``gP``."""
+    _check(Y, arg, gP, mean, invstd)
+    N, H, W, C = Y.shape
+    nt = _nt(gP.numel() * 4, N)
+    acc = torch.zeros(nt, 2, C, dtype=torch.float64)
+    _lib_or_raise().snn_bn_pool_bwd_sums(
+        _ptr(Y), _ptr(arg), _ptr(gP), _ptr(mean), _ptr(invstd), _ptr(acc), N, H, W, C, nt
+    )
+    return acc[0, 0], acc[0, 1]
+
+
+def bn_pool_bwd_dy(Y, arg, gP, a, b, k, mean) -> torch.Tensor:
+    """``dL/dY`` ``[N, H, W, C]``: ``a * g_full + b + k * (Y - mean)`` per channel."""
+    _check(Y, arg, gP, a, b, k, mean)
+    N, H, W, C = Y.shape
+    dY = torch.empty_like(Y)
+    _lib_or_raise().snn_bn_pool_bwd_dy(
+        _ptr(Y), _ptr(arg), _ptr(gP), _ptr(a), _ptr(b), _ptr(k), _ptr(mean), _ptr(dY), N, H, W, C, _nt(Y.numel() * 3, N)
+    )
+    return dY

@@ -10,6 +10,7 @@ from typing import Any
 from . import native
 
 STRATEGIES = ("auto", "dense", "sparse", "bf16x3")
+CONV_STRATEGIES = ("auto", "dense", "channels_last", "sparse")
 
 
 @dataclasses.dataclass
@@ -20,12 +21,19 @@ class EngineOptions:
     # (on the 2-core AVX2 CPU of docs/BENCHMARKS.md they beat BLAS well past 0.3).
     sparse_max_density: float = 0.5
     native: bool = True
+    conv: str = "auto"
+    # ``conv=auto`` gathers over the spikes up to this input density (the dense input
+    # gradient is needed either way, so the crossover is lower than for Linear layers)
+    conv_max_density: float = 0.25
 
     def __post_init__(self):
         if self.matmul not in STRATEGIES:
             raise ValueError(f"engine matmul={self.matmul!r} is unknown; accepted: {', '.join(STRATEGIES)}")
-        if not 0.0 <= float(self.sparse_max_density) <= 1.0:
-            raise ValueError(f"sparse_max_density={self.sparse_max_density!r} must lie in [0, 1]")
+        if self.conv not in CONV_STRATEGIES:
+            raise ValueError(f"engine conv={self.conv!r} is unknown; accepted: {', '.join(CONV_STRATEGIES)}")
+        for name in ("sparse_max_density", "conv_max_density"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must lie in [0, 1]")
 
 
 _options = EngineOptions()

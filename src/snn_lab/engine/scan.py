@@ -112,10 +112,18 @@ def _use_native(*ts: torch.Tensor) -> bool:
     )
 
 
+def _native_x(x: torch.Tensor) -> torch.Tensor:
+    """``x`` for the native kernel: contiguous, or one contiguous current repeated over
+    time (stride 0, as the time-invariant path gives), which the kernel reads in place."""
+    if x.shape[0] > 1 and x.stride(0) == 0 and x[0].is_contiguous():
+        return x
+    return x.contiguous()
+
+
 def forward_nograd(x, v0, vth, decay, hard: bool):
     """``(spikes, v_last)`` without autograd (inference): native kernel or torch loop."""
     if _use_native(x, v0):
-        _, S, v_last = native.lif_fwd(x.contiguous(), v0.contiguous(), float(vth), float(decay), hard, keep_v=False)
+        _, S, v_last = native.lif_fwd(_native_x(x), v0.contiguous(), float(vth), float(decay), hard, keep_v=False)
         return S, v_last
     _, S, v_last = _scan_forward(x, v0, vth, decay, hard, keep_v=False)
     return S, v_last
@@ -130,7 +138,7 @@ class _LIFScan(torch.autograd.Function):
             v_last = V[-1]
         elif _use_native(x, v0):
             V, spikes, v_last = native.lif_fwd(
-                x.contiguous(), v0.contiguous(), float(vth), float(decay), hard, keep_v=True
+                _native_x(x), v0.contiguous(), float(vth), float(decay), hard, keep_v=True
             )
         else:
             V, spikes, v_last = _scan_forward(x, v0, vth, decay, hard)
@@ -144,7 +152,7 @@ class _LIFScan(torch.autograd.Function):
         sg_name, sg_width, hard, detach = ctx.cfg
         need_x, need_v0, need_vth, need_decay = ctx.needs_input_grad[:4]
         dt = V.dtype
-        G = _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, detach)
+        G, gd_rest = _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, detach, need_decay)
 
         # The first step's reset involves the initial membrane v0.
         grad_v0 = grad_decay = g_vth = None
@@ -159,13 +167,16 @@ class _LIFScan(torch.autograd.Function):
             grad_v0 = G[0] * a0 * decay
         if need_decay:
             # dV_t / d decay: the previous membrane after its reset.
-            if hard:
-                pre0 = v0 * (1 - l0)
-                pre = V[:-1] * torch.le(V[:-1], vth).to(dt)
-            else:
-                pre0 = v0 - l0 * vth
-                pre = V[:-1] - torch.gt(V[:-1], vth).to(dt) * vth
-            grad_decay = ((G[0] * pre0).sum() + (G[1:] * pre).sum()).reshape(decay.shape)
+            pre0 = v0 * (1 - l0) if hard else v0 - l0 * vth
+            if gd_rest is None:
+                if hard:  # noqa: SIM108 - one branch per reset rule
+                    pre = V[:-1] * torch.le(V[:-1], vth).to(dt)
+                else:
+                    pre = V[:-1] - torch.gt(V[:-1], vth).to(dt) * vth
+                rest = (G[1:] * pre).sum()
+            else:  # summed by the native backward scan
+                rest = torch.tensor(gd_rest, dtype=dt, device=V.device)
+            grad_decay = ((G[0] * pre0).sum() + rest).reshape(decay.shape)
         if need_vth:
             SG = surrogate_grad(sg_name, V - vth, sg_width, inplace=True)
             # Through the spikes s_t = H(V_t - vth): -sum gS_t * sg_t.
@@ -183,14 +194,14 @@ class _LIFScan(torch.autograd.Function):
         return (G if need_x else None), grad_v0, g_vth, grad_decay, None, None, None, None
 
 
-def _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, detach):
-    """``G[t] = dL/dV_t`` (= dL/dx_t), the backward scan."""
+def _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, detach, want_decay=False):
+    """``(G, s)``: ``G[t] = dL/dV_t`` (= dL/dx_t), the backward scan; ``s`` the native
+    kernel's part of the decay gradient (``want_decay``; None: not computed)."""
     if sg_name in native.SURROGATE_KINDS and _use_native(V) and (g_spikes is None or g_spikes.dtype == torch.float32):
         gS = None if g_spikes is None else g_spikes.contiguous()
         gv = None if g_vlast is None else g_vlast.contiguous()
-        return native.lif_bwd(
-            V, gS, gv, float(vth), float(decay), hard, detach, native.SURROGATE_KINDS[sg_name], float(sg_width)
-        )
+        kind = native.SURROGATE_KINDS[sg_name]
+        return native.lif_bwd(V, gS, gv, float(vth), float(decay), hard, detach, kind, float(sg_width), want_decay)
     T = V.shape[0]
     SG = surrogate_grad(sg_name, V - vth, sg_width, inplace=True)
     # G starts as the direct term gS_t * sg_t and becomes gV_t in place.
@@ -214,7 +225,24 @@ def _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, de
             G[t].add_(G[t + 1] * decay)
         else:
             G[t].addcmul_(G[t + 1], A[t])
-    return G
+    return G, None
+
+
+def _layout_perm(x: torch.Tensor) -> list[int] | None:
+    """A permutation of ``x``'s dims, time first, under which ``x`` is contiguous when it
+    is dense in another order (a channels-last current; or one current repeated over time
+    with stride 0, laid out channels-last), else None (contiguous, or not dense)."""
+    if x.dim() < 3 or x[0].is_contiguous():
+        return None
+    inner = x[0]
+    strides = [inner.stride(d) for d in range(inner.dim())]
+    order = sorted(range(inner.dim()), key=lambda d: (-strides[d], d))
+    if not inner.permute(order).is_contiguous():
+        return None
+    perm = [0, *(d + 1 for d in order)]
+    if x.stride(0) != 0 and not x.permute(perm).is_contiguous():
+        return None
+    return perm
 
 
 def lif_scan(
@@ -247,6 +275,20 @@ def lif_scan(
     vth_t = vth_t.reshape(()).to(x.dtype)
     decay_t = decay_t.reshape(()).to(x.dtype)
     hard = reset == "hard"
+    perm = _layout_perm(x)
+    if perm is not None:  # e.g. channels-last conv currents: scan in memory order, keep the layout
+        inv = [perm.index(d) for d in range(len(perm))]
+        s, v = lif_scan(
+            x.permute(perm),
+            v0.permute([p - 1 for p in perm[1:]]),
+            vth_t,
+            decay_t,
+            surrogate,
+            width,
+            reset,
+            detach_reset,
+        )
+        return s.permute(inv), v.permute([i - 1 for i in inv[1:]])
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, v0, vth_t, decay_t))
     if not needs_grad:
         return forward_nograd(x, v0, vth_t, decay_t, hard)

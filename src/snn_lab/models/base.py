@@ -64,7 +64,8 @@ class SpikingLayer(nn.Module):
         """
         enabled = engine.options().enabled and not torch.jit.is_tracing()
         if enabled and x_seq.dim() >= 2 and x_seq.shape[0] > 1 and x_seq.stride(0) == 0 and _per_sample(self.synapse):
-            cur = self.synapse(x_seq[0])
+            x0 = x_seq[0]
+            cur = self._conv_synapse(x0, binary) if x0.dim() == 4 and _has_conv(self.synapse) else self.synapse(x0)
             return self.neuron.multi_step(cur.unsqueeze(0).expand(x_seq.shape[0], *cur.shape), state)
         T, B = x_seq.shape[:2]
         linear = _linear_of(self.synapse) if enabled and binary is not False else None
@@ -79,9 +80,85 @@ class SpikingLayer(nn.Module):
                 opts.sparse_max_density,
                 time_steps=T,
             )
+        elif enabled and x_seq.dim() == 5 and _has_conv(self.synapse):
+            cur = self._conv_synapse(x_seq.reshape(T * B, *x_seq.shape[2:]), binary)
         else:
             cur = self.synapse(x_seq.reshape(T * B, *x_seq.shape[2:]))
         return self.neuron.multi_step(cur.reshape(T, B, *cur.shape[1:]), state)
+
+    def _conv_synapse(self, x: torch.Tensor, binary: bool | None) -> torch.Tensor:
+        """A synapse with a ``Conv2d`` over ``T*B`` images: its convs through
+        :func:`snn_lab.engine.spike_conv2d` (channels-last; gather over the spikes while
+        the input is still binary), the other modules as they are."""
+        opts = engine.options()
+        mods = list(self.synapse) if isinstance(self.synapse, nn.Sequential) else [self.synapse]
+        if opts.conv == "dense" or any(len(list(m.children())) for m in mods):
+            return self.synapse(x)
+        i = 0
+        while i < len(mods):
+            m = mods[i]
+            nxt = mods[i + 1] if i + 1 < len(mods) else None
+            if isinstance(m, nn.Conv2d) and m.padding_mode == "zeros":
+                x = engine.spike_conv2d(
+                    x,
+                    m.weight,
+                    m.bias,
+                    m.stride,
+                    m.padding,
+                    m.dilation,
+                    m.groups,
+                    strategy=opts.conv,
+                    binary=binary,
+                    max_density=opts.conv_max_density,
+                )
+                binary = False
+            elif _is_bn_pool(m, nxt):
+                assert isinstance(m, nn.BatchNorm2d) and m.num_batches_tracked is not None and m.momentum is not None
+                if m.training:
+                    m.num_batches_tracked.add_(1)  # as BatchNorm2d.forward does
+                x = engine.batch_norm_max_pool2d(
+                    x, m.running_mean, m.running_var, m.weight, m.bias, m.training, float(m.momentum), m.eps
+                )
+                i += 1  # the pool ran too
+                binary = False
+            else:
+                if x.dim() == 4 and isinstance(m, nn.Conv2d):
+                    x = x.contiguous(memory_format=torch.channels_last)
+                x = m(x)
+                # max-pooling spikes gives spikes; anything else may not
+                if not isinstance(m, (nn.MaxPool2d, nn.Flatten, nn.Identity)) and not (
+                    isinstance(m, nn.Dropout) and (not m.training or m.p == 0)
+                ):
+                    binary = False
+            i += 1
+        return x
+
+
+def _is_bn_pool(m: nn.Module, nxt: nn.Module | None) -> bool:
+    """``BatchNorm2d`` (tracking running statistics with a momentum) followed by a 2x2
+    max-pool: the pair :func:`snn_lab.engine.batch_norm_max_pool2d` fuses."""
+    return (
+        type(m) is nn.BatchNorm2d
+        and m.track_running_stats
+        and m.momentum is not None
+        and m.running_mean is not None
+        and m.num_batches_tracked is not None
+        and type(nxt) is nn.MaxPool2d
+        and _pair(nxt.kernel_size) == (2, 2)
+        and _pair(nxt.stride) == (2, 2)
+        and _pair(nxt.padding) == (0, 0)
+        and _pair(nxt.dilation) == (1, 1)
+        and not nxt.ceil_mode
+        and not nxt.return_indices
+    )
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _has_conv(synapse: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in synapse.modules())
 
 
 def _linear_of(synapse: nn.Module) -> nn.Linear | None:

@@ -7,6 +7,7 @@
  * v * (1 - last) * decay + x.
  */
 #include <math.h>
+#include <stdlib.h>
 
 #include "common.h"
 #ifdef _OPENMP
@@ -347,7 +348,7 @@ static inline float lif_fwd_1(float v, float x, float vth, float decay, int hard
 }
 
 void snn_lif_fwd(const float *x, const float *v0, float *V, float *S, float *vlast,
-                 int64_t T, int64_t P, float vth, float decay, int hard, int nt) {
+                 int64_t T, int64_t P, float vth, float decay, int hard, int64_t xstride, int nt) {
     const v8f VTH = splat(vth), DEC = splat(decay);
     #pragma omp parallel num_threads(nt)
     {
@@ -356,7 +357,7 @@ void snn_lif_fwd(const float *x, const float *v0, float *V, float *S, float *vla
         for (int64_t t = 0; t < T; t++) {
             const float *vp = t == 0 ? v0 : (V ? V + (t - 1) * P : vlast);
             float *vo = V ? V + t * P : vlast;
-            const float *xt = x + t * P;
+            const float *xt = x + t * xstride;  /* xstride 0: the same current every step */
             float *so = S + t * P;
             int64_t i = i0;
             for (; i + 8 <= i1; i += 8) {
@@ -414,10 +415,11 @@ static inline float lif_bwd_1(float v, float gs, float gn, int last, float vth, 
 
 void snn_lif_bwd(const float *V, const float *gS, const float *gvlast, float *G,
                  int64_t T, int64_t P, float vth, float decay, int hard, int detach,
-                 int kind, float w, int nt) {
+                 int kind, float w, double *gdecay, int nt) {
     const v8f VTH = splat(vth), DEC = splat(decay), W = splat(w), ZERO = splat(0.0f);
     const float h = 1.0f / (w * 2.0f);
-    #pragma omp parallel num_threads(nt)
+    double gd = 0.0;
+    #pragma omp parallel num_threads(nt) reduction(+:gd)
     {
         SHARE(P / 8, b0, b1)
         const int64_t i0 = b0 * 8, i1 = (b1 == P / 8) ? P : b1 * 8;
@@ -451,6 +453,259 @@ void snn_lif_bwd(const float *V, const float *gS, const float *gvlast, float *G,
             for (; i < i1; i++)
                 Gt[i] = lif_bwd_1(vt[i], gt ? gt[i] : 0.0f, gn ? gn[i] : 0.0f, last, vth, decay,
                                   hard, detach, kind, w);
+            if (gdecay && t > 0) {
+                /* dL/d decay += G[t] * (the previous membrane after its reset) */
+                const float *vp = V + (t - 1) * P;
+                for (int64_t k = i0; k < i1; k++) {
+                    const float pre = hard ? (vp[k] > vth ? 0.0f : vp[k]) : vp[k] - (vp[k] > vth ? vth : 0.0f);
+                    gd += (double)Gt[k] * (double)pre;
+                }
+            }
         }
+    }
+    if (gdecay) *gdecay = gd;
+}
+
+/* ---- 2-D convolution on binary channels-last inputs (stride 1, no dilation/groups) ----
+   The spikes are a CSR index over pixels (snn_csr_count/fill over X[N*H*W, Ci]): row
+   (n*H + h)*W + w lists the channels c that fire at that pixel. Forward, output-
+   stationary: output pixel (i, j) of image n sums, over the kernel taps (dy, dx) and the
+   spikes c of input pixel (i + dy - ph, j + dx - pw), the weight vectors Wt[dy][dx][c][:]
+   (all Co outputs, contiguous) -- gather-accumulate, no multiplies, a block of up to 64
+   outputs held in registers and written once. Co is a multiple of 8; outputs and
+   gradients are channels-last [N][Ho][Wo][Co]. geom = {H, W, Ci, Ho, Wo, Co, kh, kw, ph,
+   pw}. */
+#define CONV_GEOM(geom) \
+    const int64_t H_ = geom[0], W_ = geom[1], Ci = geom[2], Ho = geom[3], Wo = geom[4], \
+                  Co = geom[5], kh = geom[6], kw = geom[7], ph = geom[8], pw = geom[9]; \
+    (void)Ci;
+
+#define CONV_OUT_BLOCK(NV, cb) do {                                                  \
+        v8f a_[NV];                                                                  \
+        for (int q = 0; q < NV; q++) a_[q] = bias ? ld(bias + (cb) + 8 * q) : splat(0.0f); \
+        for (int64_t dy = dy0; dy < dy1; dy++)                                       \
+            for (int64_t dx = dx0; dx < dx1; dx++) {                                 \
+                const int64_t pix = (n * H_ + i + dy - ph) * W_ + j + dx - pw;       \
+                const float *wtap = Wt + (dy * kw + dx) * Ci * Co + (cb);            \
+                for (int64_t e = row_ptr[pix]; e < row_ptr[pix + 1]; e++) {          \
+                    const float *w_ = wtap + (int64_t)col[e] * Co;                   \
+                    for (int q = 0; q < NV; q++) a_[q] += ld(w_ + 8 * q);            \
+                }                                                                    \
+            }                                                                        \
+        for (int q = 0; q < NV; q++) st(o + (cb) + 8 * q, a_[q]);                    \
+    } while (0)
+
+void snn_conv_fwd(const int64_t *row_ptr, const int32_t *col, const float *Wt, const float *bias,
+                  float *out, int64_t N, const int64_t *geom, int nt) {
+    CONV_GEOM(geom)
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t i = 0; i < Ho; i++) {
+            /* taps whose input row lies inside the image */
+            const int64_t dy0 = ph - i > 0 ? ph - i : 0, dy1 = min64(kh, H_ + ph - i);
+            for (int64_t j = 0; j < Wo; j++) {
+                const int64_t dx0 = pw - j > 0 ? pw - j : 0, dx1 = min64(kw, W_ + pw - j);
+                float *o = out + ((n * Ho + i) * Wo + j) * Co;
+                int64_t cb = 0;
+                for (; cb + 64 <= Co; cb += 64) CONV_OUT_BLOCK(8, cb);
+                for (; cb + 32 <= Co; cb += 32) CONV_OUT_BLOCK(4, cb);
+                for (; cb < Co; cb += 8) CONV_OUT_BLOCK(1, cb);
+            }
+        }
+}
+
+/* the listed rows dtap + col[e] * Co (+ cb) += the NV vectors at g (+ cb) */
+#define CONV_SCATTER_BLOCK(NV, cb) do {                                              \
+        v8f g_[NV];                                                                  \
+        for (int q = 0; q < NV; q++) g_[q] = ld(gp + (cb) + 8 * q);                  \
+        for (int64_t e = e0; e < e1; e++) {                                          \
+            float *d_ = dtap + (int64_t)col[e] * Co + (cb);                          \
+            for (int q = 0; q < NV; q++) st(d_ + 8 * q, ld(d_ + 8 * q) + g_[q]);     \
+        }                                                                            \
+    } while (0)
+
+/* dWt[kh][kw][Ci][Co] = sum over spikes and taps of the output gradient at the tapped
+   pixel: per input pixel and tap, the gradient block is loaded once and added to the
+   rows of the pixel's spiking channels. Each thread sums its share of the images into
+   its own copy (dWt_threads[nt][kh*kw*Ci*Co], zeroed by the caller), then the copies
+   are added into dWt. */
+void snn_conv_wgrad(const int64_t *row_ptr, const int32_t *col, const float *G, float *dWt,
+                    float *dWt_threads, int64_t N, const int64_t *geom, int nt) {
+    CONV_GEOM(geom)
+    const int64_t wsize = kh * kw * Ci * Co;
+    #pragma omp parallel num_threads(nt)
+    {
+        float *d = dWt_threads + omp_get_thread_num() * wsize;
+        SHARE(N, n0, n1)
+        for (int64_t n = n0; n < n1; n++)
+            for (int64_t h = 0; h < H_; h++)
+                for (int64_t w = 0; w < W_; w++) {
+                    const int64_t pix = (n * H_ + h) * W_ + w;
+                    const int64_t e0 = row_ptr[pix], e1 = row_ptr[pix + 1];
+                    if (e0 == e1) continue;
+                    for (int64_t dy = 0; dy < kh; dy++) {
+                        const int64_t i = h + ph - dy;
+                        if (i < 0 || i >= Ho) continue;
+                        for (int64_t dx = 0; dx < kw; dx++) {
+                            const int64_t j = w + pw - dx;
+                            if (j < 0 || j >= Wo) continue;
+                            const float *gp = G + ((n * Ho + i) * Wo + j) * Co;
+                            float *dtap = d + (dy * kw + dx) * Ci * Co;
+                            int64_t cb = 0;
+                            for (; cb + 64 <= Co; cb += 64) CONV_SCATTER_BLOCK(8, cb);
+                            for (; cb + 32 <= Co; cb += 32) CONV_SCATTER_BLOCK(4, cb);
+                            for (; cb < Co; cb += 8) CONV_SCATTER_BLOCK(1, cb);
+                        }
+                    }
+                }
+        #pragma omp barrier
+        SHARE(wsize, q0, q1)
+        for (int64_t e = q0; e < q1; e++) {
+            float s = 0.0f;
+            for (int k = 0; k < omp_get_num_threads(); k++) s += dWt_threads[k * wsize + e];
+            dWt[e] = s;
+        }
+    }
+}
+
+/* ---- BatchNorm followed by a 2x2 max-pool, channels-last ----------------------------
+   Y[N][H][W][C] (a conv output), C % 8 == 0. The normalisation is a per-channel affine
+   map z = y * alpha + beta (BatchNorm's own form, alpha = gamma * invstd, beta = bias -
+   mean * alpha), applied to the four window values before taking their max, so the
+   full-resolution normalised tensor is never written; arg keeps which window entry won
+   (0..3, row-major, the first on ties, like PyTorch's max-pool). Output [N][H/2][W/2][C]. */
+
+/* Per-channel sum and sum of squares over the rows of Y[rows][C], in double. acc holds
+   nt * 2C doubles (zeroed by the caller); on return acc[0..C) = sums, acc[C..2C) = squares. */
+void snn_bn_stats(const float *Y, int64_t rows, int64_t C, double *acc, int nt) {
+    #pragma omp parallel num_threads(nt)
+    {
+        SHARE(rows, r0, r1)
+        double *s = acc + (int64_t)omp_get_thread_num() * 2 * C, *q = s + C;
+        for (int64_t r = r0; r < r1; r++) {
+            const float *y = Y + r * C;
+            for (int64_t c = 0; c < C; c++) {
+                const double v = y[c];
+                s[c] += v;
+                q[c] += v * v;
+            }
+        }
+    }
+    for (int k = 1; k < nt; k++)
+        for (int64_t c = 0; c < 2 * C; c++) acc[c] += acc[(int64_t)k * 2 * C + c];
+}
+
+void snn_bn_pool_fwd(const float *Y, const float *alpha, const float *beta, float *out, uint8_t *arg,
+                     int64_t N, int64_t H, int64_t W, int64_t C, int nt) {
+    const int64_t Ho = H / 2, Wo = W / 2;
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t i = 0; i < Ho; i++)
+            for (int64_t j = 0; j < Wo; j++) {
+                const float *y0 = Y + ((n * H + 2 * i) * W + 2 * j) * C;
+                const float *win[4] = {y0, y0 + C, y0 + W * C, y0 + W * C + C};
+                float *o = out + ((n * Ho + i) * Wo + j) * C;
+                uint8_t *a = arg + ((n * Ho + i) * Wo + j) * C;
+                for (int64_t c = 0; c < C; c += 8) {
+                    const v8f al = ld(alpha + c), be = ld(beta + c);
+                    v8f best = ld(win[0] + c) * al + be;
+                    v8i which = {0, 0, 0, 0, 0, 0, 0, 0};
+                    for (int k = 1; k < 4; k++) {
+                        const v8f z = ld(win[k] + c) * al + be;
+                        const v8i gt = z > best;
+                        best = (v8f)(((v8i)z & gt) | ((v8i)best & ~gt));
+                        which = (which & ~gt) | (gt & (v8i){k, k, k, k, k, k, k, k});
+                    }
+                    st(o + c, best);
+                    for (int q = 0; q < 8; q++) a[c + q] = (uint8_t)which[q];
+                }
+            }
+    }
+}
+
+/* The window entry arg[c..c+8) of a pooled pixel as 8 lanes. */
+static inline v8i arg8(const uint8_t *a) {
+    v8i r;
+    for (int q = 0; q < 8; q++) r[q] = a[q];
+    return r;
+}
+
+/* Backward, pass 1: per-channel sums over the pooled gradient gP of g and of g * xhat at
+   the winning entries, xhat = (y - mean) * invstd (what dgamma and the BatchNorm
+   backward need); float partial sums per image, added up in double. acc as in
+   snn_bn_stats. */
+void snn_bn_pool_bwd_sums(const float *Y, const uint8_t *arg, const float *gP, const float *mean,
+                          const float *invstd, double *acc, int64_t N, int64_t H, int64_t W, int64_t C,
+                          int nt) {
+    const int64_t Ho = H / 2, Wo = W / 2;
+    #pragma omp parallel num_threads(nt)
+    {
+        SHARE(N, n0, n1)
+        double *s = acc + (int64_t)omp_get_thread_num() * 2 * C, *q = s + C;
+        for (int64_t c = 0; c < C; c += 8) {
+            const v8f mu = ld(mean + c), is = ld(invstd + c);
+            for (int64_t n = n0; n < n1; n++) {
+                v8f sg = splat(0.0f), sx = splat(0.0f);
+                for (int64_t i = 0; i < Ho; i++)
+                    for (int64_t j = 0; j < Wo; j++) {
+                        const int64_t pp = ((n * Ho + i) * Wo + j) * C + c;
+                        const float *y0 = Y + ((n * H + 2 * i) * W + 2 * j) * C + c;
+                        const v8i w = arg8(arg + pp);
+                        v8f y = ld(y0);
+                        y = (v8f)(((v8i)ld(y0 + C) & (w == 1)) | ((v8i)y & ~(w == 1)));
+                        y = (v8f)(((v8i)ld(y0 + W * C) & (w == 2)) | ((v8i)y & ~(w == 2)));
+                        y = (v8f)(((v8i)ld(y0 + W * C + C) & (w == 3)) | ((v8i)y & ~(w == 3)));
+                        const v8f g = ld(gP + pp);
+                        sg += g;
+                        sx += g * ((y - mu) * is);
+                    }
+                for (int l = 0; l < 8; l++) {
+                    s[c + l] += sg[l];
+                    q[c + l] += sx[l];
+                }
+            }
+        }
+    }
+    for (int k = 1; k < nt; k++)
+        for (int64_t c = 0; c < 2 * C; c++) acc[c] += acc[(int64_t)k * 2 * C + c];
+}
+
+/* Backward, pass 2: dY = a * g_full + b + k * (y - mean) per channel, g_full = gP at the
+   winning entry of each window, 0 elsewhere (training: a = gamma * invstd, b = -a * sum_g
+   / M, k = -a * invstd * sum_gx / M, the BatchNorm backward; eval: b = k = 0). */
+void snn_bn_pool_bwd_dy(const float *Y, const uint8_t *arg, const float *gP, const float *a,
+                        const float *b, const float *k, const float *mean, float *dY, int64_t N,
+                        int64_t H, int64_t W, int64_t C, int nt) {
+    const int64_t Ho = H / 2, Wo = W / 2;
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *yn = Y + n * H * W * C;
+        float *dn = dY + n * H * W * C;
+        if (H % 2 || W % 2)  /* pixels no window covers: only the statistics' terms */
+            for (int64_t i = 0; i < H; i++)
+                for (int64_t j = 0; j < W; j++) {
+                    if (i < 2 * Ho && j < 2 * Wo) continue;
+                    for (int64_t c = 0; c < C; c += 8) {
+                        const int64_t o = (i * W + j) * C + c;
+                        st(dn + o, ld(b + c) + ld(k + c) * (ld(yn + o) - ld(mean + c)));
+                    }
+                }
+        for (int64_t i = 0; i < Ho; i++)
+            for (int64_t j = 0; j < Wo; j++) {
+                const int64_t pp = ((n * Ho + i) * Wo + j) * C;
+                const int64_t o0 = ((2 * i) * W + 2 * j) * C;
+                const int64_t offs[4] = {o0, o0 + C, o0 + W * C, o0 + W * C + C};
+                for (int64_t c = 0; c < C; c += 8) {
+                    const v8f bb = ld(b + c), kk = ld(k + c), mu = ld(mean + c);
+                    const v8f ag = ld(a + c) * ld(gP + pp + c);
+                    const v8i w = arg8(arg + pp + c);
+                    for (int q = 0; q < 4; q++) {
+                        const int64_t o = offs[q] + c;
+                        const v8f base = bb + kk * (ld(yn + o) - mu);
+                        const v8i hit = w == (v8i){q, q, q, q, q, q, q, q};
+                        st(dn + o, base + (v8f)((v8i)ag & hit));
+                    }
+                }
+            }
     }
 }

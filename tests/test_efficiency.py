@@ -550,3 +550,51 @@ def test_deploy_counts_only_the_real_samples_of_a_padded_last_batch():
         train = source.spike_train(img, ids)[:, :k]
         total += _measure(net, train)["synops"] * k
     assert eff["synops"] == pytest.approx(total / 10)
+
+
+def test_the_best_epoch_is_reported_with_every_epochs_history(tmp_path):
+    """Two epochs that cannot improve (a direct encoder: nothing random; a learning rate
+    that moves nothing): the best checkpoint stays at epoch 0, so metrics.json reports
+    epoch 0's figures, and the history still has both epochs (testing the best
+    checkpoint loads its own, shorter history)."""
+    from helpers import TINY_RUN, train
+
+    tiny = [a for a in TINY_RUN if not a.startswith("trainer.max_epochs")]
+    r = train([*tiny, "trainer.max_epochs=2", "encoder=direct", "optimizer.lr=1e-30", "hydra.run.dir=run"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    eff = m["efficiency"]
+    assert [h["epoch"] for h in m["history"]] == [0, 1] and m["history"][0]["val_acc"] == m["history"][1]["val_acc"]
+    assert eff["epoch"] == 0 and "epoch 0" in eff["measured_on"]
+    assert [h["epoch"] for h in eff["history"]] == [0, 1]
+    assert eff["history"][0]["synops"] == eff["synops"] and eff["effective_macs"] > 0
+
+
+@pytest.mark.slow
+def test_ddp_ranks_add_their_counts(tmp_path):
+    """Two CPU processes each validate half of the 200 images; metrics.json counts all
+    200, equal to one process recounting them from the best checkpoint."""
+    from omegaconf import OmegaConf
+
+    from helpers import TINY_RUN, train
+    from snn_lab.config.build import build_datamodule
+    from snn_lab.models import load_network
+
+    r = train([*TINY_RUN, "trainer=ddp", "encoder=direct", "target.threads=1", "hydra.run.dir=run"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / "run"
+    eff = json.loads((run / "metrics.json").read_text())["efficiency"]
+    dm = build_datamodule(OmegaConf.load(run / ".hydra" / "config.yaml").data)
+    dm.setup("fit")
+    net = load_network(run / "checkpoints" / "best.ckpt")
+    meter = EfficiencyMeter(net)
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            images, _ = dm.on_after_batch_transfer(batch, 0)
+            train_in = net.encode(images)
+            _, rec = net.forward_spikes(train_in, return_record=True)
+            meter.update(train_in, rec)
+    want = meter.summary()
+    assert eff["samples"] == want["samples"] == 200
+    assert eff["synops"] == pytest.approx(want["synops"]) and eff["effective_macs"] > 0
+    assert eff["activation_sparsity"] == pytest.approx(want["activation_sparsity"])

@@ -173,6 +173,8 @@ def run(cfg: DictConfig) -> float | list[float]:
     with quiet_lightning():
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     fit_seconds = time.perf_counter() - t0
+    # every epoch's figures, before testing the best checkpoint loads its own (shorter) history
+    efficiency_history = list(model.efficiency_history)
     if trainer.interrupted:
         raise RunError("training was interrupted; resume with ckpt_path=last in the same run dir")
 
@@ -204,7 +206,7 @@ def run(cfg: DictConfig) -> float | list[float]:
         if not math.isnan(stats.samples_per_second)
         else None,
         "history": stats.history,
-        "efficiency": _efficiency_section(cfg, model, best_path),
+        "efficiency": _efficiency_section(cfg, model, best_path, efficiency_history),
         "checkpoints": {
             "best": best_path,
             "last": str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").exists() else None,
@@ -238,9 +240,12 @@ def run(cfg: DictConfig) -> float | list[float]:
     return _objective(cfg, metrics, best_val)
 
 
-def _efficiency_section(cfg: DictConfig, model: SNNLitModule, best_path: str | None) -> dict[str, Any] | None:
+def _efficiency_section(
+    cfg: DictConfig, model: SNNLitModule, best_path: str | None, history: list[dict]
+) -> dict[str, Any] | None:
     """metrics.json's ``efficiency``: the validation counts of the best checkpoint's
-    weights (its own record, saved with it), else of the last validation epoch's."""
+    weights (its own record, saved with it), else of the last validation epoch's, and
+    every validation epoch's headline figures (``history``)."""
     if not cfg.efficiency.enabled:
         return None
     record, weights = None, "the weights after the last validation epoch (no best checkpoint)"
@@ -255,7 +260,7 @@ def _efficiency_section(cfg: DictConfig, model: SNNLitModule, best_path: str | N
         "measured_on": f"validation set, {record['samples']} samples, epoch {record['epoch']}, {weights}"
     }
     out.update(record)
-    out["history"] = list(model.efficiency_history)
+    out["history"] = history
     return out
 
 

@@ -469,6 +469,18 @@ class LynxiBackendConf(BackendConf):
 
 
 @dataclass
+class NirOptions:
+    dt: float = 1e-4  # the Euler step the graph is written for (docs/INTEROP.md)
+    client: str = "snn_lab"  # who runs step.nir: snn_lab | snntorch | norse
+
+
+@dataclass
+class NirBackendConf(BackendConf):
+    name: str = "nir"
+    options: NirOptions = field(default_factory=NirOptions)
+
+
+@dataclass
 class SpikeDashboardConf:
     """TensorBoard spike raster + membrane traces of one fixed validation sample."""
 
@@ -599,6 +611,7 @@ _GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "aoti": AotiBackendConf,
         "sparse": SparseBackendConf,
         "lynxi": LynxiBackendConf,
+        "nir": NirBackendConf,
     },
 }
 

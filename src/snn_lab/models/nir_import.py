@@ -324,6 +324,8 @@ def nir_network(
     graph's input (the graph's shape is used); ``num_classes`` must equal its output size.
     """
     del out_decay  # the readout layer's leak is the graph's
+    if not path or path == "???":  # "???": the schema's MISSING, as plain data
+        raise ConfigError("model=nir needs the graph's file: model.path=<file.nir>")
     surrogate = getattr(make_neuron(), "spike", None)
     net = from_nir(
         path,

@@ -279,16 +279,15 @@ def test_model_must_fit_the_data():
 # -- training runs, as a user would ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def recipe_runs(data_dir, tmp_path_factory) -> Path:
-    """``experiment=fashion_conv`` and ``experiment=cifar10_conv`` (the recipes), each
-    shrunk to a tiny epoch; only the MD5 check is bypassed (data.verify=false: a key the
-    default data option lacks, so not a multirun, which composes without the swept
-    experiment first)."""
+    """``experiment=fashion_conv,cifar10_conv`` (the recipes) as one multirun, each shrunk
+    to a tiny epoch; only the MD5 check is bypassed. ``data.verify`` is given as a sweep
+    (``choice(false)``): a multirun composes first without the swept experiment, whose
+    data option is the one with that key."""
     out = tmp_path_factory.mktemp("recipes")
-    for job, recipe in enumerate(("fashion_conv", "cifar10_conv")):
-        args = [f"experiment={recipe}", f"paths.data_dir={data_dir}", "data.verify=false", "time_steps=2", *TINY]
-        r = train([*args, f"hydra.run.dir={job}"], out, timeout=600)
-        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    return out
+    args = ["-m", "experiment=fashion_conv,cifar10_conv", "data.verify=choice(false)", f"paths.data_dir={data_dir}"]
+    r = train([*args, "time_steps=2", *TINY, "hydra.sweep.dir=sweep"], out, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return out / "sweep"
 
 
 def test_the_recipes_train_a_tiny_epoch_on_each_layout(recipe_runs):

@@ -32,3 +32,25 @@ def test_anything_else_is_a_bug_and_keeps_its_traceback():
         raise OSError(errno.ECONNRESET, "connection reset")
     with pytest.raises(KeyError), user_errors():
         raise KeyError("a bug")
+
+
+def test_an_error_raised_in_a_dataloader_worker_is_its_cause_in_one_line(capsys):
+    """torch re-raises a worker's exception as 'Caught X in DataLoader worker ...' plus the
+    worker's traceback; the user sees the cause, the traceback's last line."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from snn_lab.errors import DataError
+
+    class Corrupt(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            raise DataError("sample 0 of /data/x.bin is truncated; delete it and download again")
+
+    loader = DataLoader(Corrupt(), num_workers=1)
+    with pytest.raises(SystemExit) as e, user_errors():
+        next(iter(loader))
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err == "error: sample 0 of /data/x.bin is truncated; delete it and download again\n"

@@ -22,6 +22,18 @@ def fail(message: str, code: int = EXIT_REJECTED) -> NoReturn:
     sys.exit(code)
 
 
+def one_line(message: str) -> str:
+    """The user's line of an error message. An error raised in a DataLoader worker comes
+    back re-raised by torch as ``Caught DataError in DataLoader worker process 0.`` plus
+    the worker's traceback; its cause is the traceback's last line."""
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        last = lines[-1].strip()
+        kind, sep, text = last.partition(": ")
+        return text if sep and "Error" in kind else last
+    return lines[0] if lines else message
+
+
 @contextlib.contextmanager
 def user_errors(cleanup: Callable[[], None] | None = None) -> Iterator[None]:
     """Report a user-facing error in one line and exit 2. ``cleanup`` runs first (e.g.
@@ -32,7 +44,7 @@ def user_errors(cleanup: Callable[[], None] | None = None) -> Iterator[None]:
     except SnnLabError as e:
         if cleanup is not None:
             cleanup()
-        fail(str(e))
+        fail(one_line(str(e)))
     except OSError as e:  # the disk, not the code: full, read-only, no permission, over quota
         if e.errno not in DISK_ERRNOS:
             raise

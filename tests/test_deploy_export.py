@@ -346,6 +346,15 @@ def test_backends_that_cannot_lower_recurrence_refuse_naming_those_that_can(back
     assert all(name in msg for name in ("aoti", "eager", "onnxruntime", "torchscript"))
 
 
+def test_sparse_refuses_recurrence_when_called_directly_too(tmp_path):
+    """Past compile_step's check, the kernel itself would drop W_rec s_(t-1) silently."""
+    from snn_lab.deploy import create_backend
+
+    net = rsnn()
+    with pytest.raises(UnsupportedError, match="sparse backend: layer 0 is recurrent"):
+        create_backend("sparse").compile(StepModule(net), StepModule(net).example_inputs(2), str(tmp_path))
+
+
 @pytest.mark.skipif("passthrough" not in ENCODERS, reason="encoder=passthrough is not in this tree")
 def test_event_frames_deploy_when_given_and_are_refused_without_them(tmp_path):
     torch.manual_seed(2)

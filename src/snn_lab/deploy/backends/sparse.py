@@ -128,6 +128,11 @@ def lower(model) -> list[dict]:
     specs = []
     n_layers = len(model.layers)
     for i, layer in enumerate(model.layers):
+        if getattr(layer, "recurrent", False):  # compile_step refuses first; this guards direct use
+            raise UnsupportedError(
+                f"sparse backend: layer {i} is recurrent (W_rec s_(t-1)); the kernel has no recurrent "
+                "synapse; use onnxruntime, aoti or torchscript"
+            )
         mods = list(layer.synapse) if isinstance(layer.synapse, nn.Sequential) else [layer.synapse]
         linears = [m for m in mods if isinstance(m, nn.Linear)]
         others = [m for m in mods if not isinstance(m, (nn.Linear, nn.Flatten, nn.Dropout))]

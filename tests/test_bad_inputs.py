@@ -86,7 +86,7 @@ CASES = [
     ("NaN loss", ["optimizer.lr=1e38"], "non-finite gradient in net.layers.0"),
     ("unwritable output dir", ["hydra.run.dir={file}/run"], "is a file, not a directory"),
     ("finished run dir reused", ["hydra.run.dir={good}"], "already holds a finished run"),
-    ("unknown deploy backend", ["deploy=onnxrntime"], "backend='onnxrntime' is unknown; available: eager"),
+    ("unknown deploy backend", ["deploy=onnxrntime"], "backend='onnxrntime' is unknown; available: aoti, eager"),
     ("missing deploy toolchain", ["target=apu", "deploy=auto"], "needs lyngor (Lynxi SDK)"),
     ("val split too large", ["data.val_split=60000", "data.train_subset=null"], "leaves no training images"),
 ]

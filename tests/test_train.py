@@ -98,3 +98,23 @@ def test_train_then_deploy_in_one_command(backend, tmp_path):
     assert m["deploy"]["agreement"] == report["agreement"] >= 0.999
     assert Path(m["deploy"]["report_path"]).is_file()
     assert abs(report["eager_accuracy"] - m["test_acc"]) < 0.05  # same network, other spikes
+
+
+def test_a_run_validated_on_the_test_set_reports_its_final_epoch(tmp_path):
+    """data.val_split=0 (the reference tutorial's protocol): no checkpoint is selected on
+    the test set; test_acc is the final epoch's weights, metrics.json says so. The direct
+    encoder is deterministic, so the test pass equals the last validation pass."""
+    args = [*TINY_RUN, "data.val_split=0", "trainer.max_epochs=2", "encoder=direct", "hydra.run.dir=run"]
+    r = train(args, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = metrics(tmp_path / "run")
+    assert m["selection"]["weights"] == "final" and m["selection"]["validated_on"] == "test set"
+    assert m["checkpoints"]["selected"] == m["checkpoints"]["last"]
+    assert m["test_acc"] == pytest.approx(m["history"][-1]["val_acc"], abs=1e-6)
+    assert "(final epoch: validated on the test set)" in r.stdout
+
+
+def test_a_run_with_held_out_data_reports_its_best_checkpoint(tiny_run):
+    m = metrics(tiny_run)
+    assert m["selection"]["weights"] == "best" and "200 held-out training samples" in m["selection"]["validated_on"]
+    assert m["checkpoints"]["selected"] == m["checkpoints"]["best"]

@@ -45,7 +45,7 @@ from ..lit.module import SNNLitModule
 from ..models import load_weights, net_diff, read_checkpoint, upgrade_net_config
 from ..models.efficiency import EnergyModel
 from . import CONFIG_DIR
-from .errors import fail, user_errors
+from .errors import fail, one_line, user_errors
 from .sweep import FAILED_FILE, OBJECTIVES, lookup
 
 log = logging.getLogger("snn_lab.train")
@@ -180,10 +180,16 @@ def run(cfg: DictConfig) -> float | list[float]:
 
     ckpt_cb = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
     best_path = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+    last_path = str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").exists() else None
+    selection = _selection(dm, cfg)
+    # validated on the test set: the final epoch's weights are tested, deployed and counted
+    # (picking the best of them would select on the set reported)
+    selected_path = last_path if selection["weights"] == "final" else best_path
     test_acc = None
     if cfg.test and not cfg.trainer.get("fast_dev_run"):
+        test_ckpt = best_path if selection["weights"] == "best" else None  # None: the weights in memory
         with quiet_lightning():
-            res = trainer.test(model, datamodule=dm, ckpt_path=best_path, weights_only=True, verbose=False)
+            res = trainer.test(model, datamodule=dm, ckpt_path=test_ckpt, weights_only=True, verbose=False)
         test_acc = float(res[0]["test/acc"]) if res else None
     final_val = stats.history[-1]["val_acc"] if stats.history else None
     best_val = (
@@ -205,12 +211,12 @@ def run(cfg: DictConfig) -> float | list[float]:
         "train_samples_per_second": round(stats.samples_per_second, 1)
         if not math.isnan(stats.samples_per_second)
         else None,
+        "selection": selection,
         "history": stats.history,
-        "efficiency": _efficiency_section(cfg, model, best_path, efficiency_history),
-        "checkpoints": {
-            "best": best_path,
-            "last": str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").exists() else None,
-        },
+        "efficiency": _efficiency_section(
+            cfg, model, best_path if selection["weights"] == "best" else None, efficiency_history
+        ),
+        "checkpoints": {"best": best_path, "last": last_path, "selected": selected_path},
         "run_dir": str(run_dir),
         "monitor": cfg.monitor,
         "world_size": trainer.world_size,
@@ -218,10 +224,13 @@ def run(cfg: DictConfig) -> float | list[float]:
         "kernels": _native.describe(),
     }
     if cfg.deploy:
-        metrics["deploy"] = _deploy(cfg, best_path or metrics["checkpoints"]["last"], run_dir)
+        metrics["deploy"] = _deploy(cfg, selected_path or last_path, run_dir)
     atomic_write_json(run_dir / "metrics.json", metrics)
     _log_final(trainer, cfg, metrics)
     shown = f"{100 * test_acc:.2f}%" if test_acc is not None else "n/a"
+    if test_acc is not None:
+        final = selection["weights"] == "final"
+        shown += " (final epoch: validated on the test set)" if final else " (best checkpoint)"
     print(
         f"snn_lab: test/acc={shown} best {cfg.monitor}="
         f"{'n/a' if best_val is None else f'{100 * best_val:.2f}%'} "
@@ -238,6 +247,31 @@ def run(cfg: DictConfig) -> float | list[float]:
             "(arithmetic-only estimate)"
         )
     return _objective(cfg, metrics, best_val)
+
+
+def _selection(dm: Any, cfg: DictConfig) -> dict[str, Any]:
+    """metrics.json's ``selection``: which weights ``test_acc`` belongs to, and why. A run
+    that validates on the test set (``data.val_split=0``, the reference tutorial's
+    protocol) reports its final epoch, as the tutorial reports its 97.08%; otherwise the
+    best checkpoint by ``monitor`` on the held-out validation samples."""
+    if getattr(dm, "validates_on_test", False):
+        return {
+            "weights": "final",
+            "validated_on": "test set",
+            "note": f"validation ran on the test set, so no checkpoint was selected on it: test_acc is "
+            f"the final epoch's; best_val_acc is the best test-set {cfg.monitor} over epochs, not a "
+            "held-out figure",
+        }
+    held_out = (
+        f"{dm.val_split} held-out training samples"
+        if hasattr(dm, "validates_on_test")
+        else "the data module's validation set"
+    )
+    return {
+        "weights": "best",
+        "validated_on": held_out,
+        "note": f"test_acc is the checkpoint with the best {cfg.monitor} on {held_out}",
+    }
 
 
 def _efficiency_section(
@@ -450,7 +484,7 @@ def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | list[float] | str:
     try:
         value = run(cfg)
     except SnnLabError as e:
-        error = str(e)
+        error = one_line(str(e))
         log.error("job failed: %s", error)
     except Exception as e:  # a bug: traceback in the log, the sweep goes on
         error = f"{type(e).__name__}: {e}".splitlines()[0]

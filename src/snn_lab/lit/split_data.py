@@ -59,6 +59,13 @@ class SplitDataModule(pl.LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
+    @property
+    def validates_on_test(self) -> bool:
+        """``val_split=0``: validation runs on the test set (the reference tutorial's
+        protocol). Then no checkpoint may be selected on it: a run reports the test
+        accuracy of its final epoch's weights."""
+        return self.val_split <= 0
+
     # -- what a subclass provides --------------------------------------------------------
     #: ``data.name`` of the built-in option (for errors)
     name = "data"

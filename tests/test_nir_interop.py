@@ -167,7 +167,7 @@ SHAPES = {
 def test_recipe_shape_runs_in_both_clients(shape, compose_cfg, tmp_path):
     overrides, scale = SHAPES[shape]
     net = recipe_net(compose_cfg, overrides, scale)
-    x = inputs(net, 6)
+    x = inputs(net, 4)
     graph = written(to_nir(net), tmp_path)
     folded = from_nir(graph, time_steps=net.time_steps, encoder=net.encoder)
     ref, layers = per_step(folded, x)
@@ -550,7 +550,3 @@ def test_model_nir_config_errors_say_what_to_set(tiny_net, tmp_path, compose_cfg
         build_network(net_config(compose_cfg(["model=nir", "model.path=nope.nir", "readout=membrane"])))
     with pytest.raises(ConfigError, match=r"model=nir needs the graph's file: model.path="):
         build_network(net_config(compose_cfg(["model=nir", "readout=membrane"])))
-    # the command line: one line, exit 2, before any data is read or anything written (docs/ERRORS.md)
-    r = train([*base, "hydra.run.dir=run"], tmp_path)
-    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: network config: readout='rate'")
-    assert not (tmp_path / "run" / ".hydra").exists()

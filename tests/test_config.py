@@ -61,6 +61,11 @@ def _companions(group: str, option: str, tmp_path: Path) -> list[str]:
         write_idx_set(tmp_path / "idx", 20, 10, gz=True)
         write_image_folder(tmp_path / "image_folder", per_class=2)
         extra.append(f"paths.data_dir={tmp_path}")
+    if (group, option) == ("model", "nir"):  # a graph to read: the tutorial network's, written here
+        from snn_lab.models import tutorial_network, write_nir
+
+        write_nir(tutorial_network(), str(tmp_path / "g.nir"))
+        extra.append(f"model.path={tmp_path / 'g.nir'}")
     return extra
 
 

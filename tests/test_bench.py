@@ -6,8 +6,11 @@ import pytest
 
 from helpers import bench
 from snn_lab.bench import BenchConfig, run, table
+from snn_lab.bench import convnets as CN
+from snn_lab.bench.runner import ConvBenchConfig
 
 # the smallest bench config that exercises every stage (a BenchConfig's fields)
+TINY_CONV = dict(train_batch=4, train_steps=1, infer_batches=[2], pretrain_steps=1)
 TINY_BENCH = dict(
     time_steps=3,
     train_batch=8,
@@ -19,35 +22,73 @@ TINY_BENCH = dict(
     warmup=0,
     pretrain_steps=1,
     layer_repeats=1,
+    agreement_batch=4,
     dataset="random",
     threads=None,
+    peers=False,
+    conv=ConvBenchConfig(**TINY_CONV),
 )
 
 
 def test_tiny_bench_in_process():
     res = run(BenchConfig(**TINY_BENCH))
-    assert set(res["contestants"]) >= {"reference", "tutorial_code", "engine"}
-    for entry in res["contestants"].values():
-        for metric in ("train", "infer_b1", "infer_b4"):
-            assert entry[metric]["samples_per_s"] > 0
-        assert entry["saved_activation_bytes"] > 0
-    assert res["ratios_vs_reference"]["reference"]["train"] == pytest.approx(1.0)
-    assert res["agreement"]["engine"]["spikes_compared"] > 0
-    assert res["agreement"]["tutorial_code"]["scores_identical"]
-    assert [row["layer"] for row in res["layers"]] == [0, 1, 2]
-    assert res["machine"]["torch"]
-    assert "reference" in table(res) and "engine" in table(res)
+    assert set(res["networks"]) == {"mlp", "conv", "conv_bernoulli"}
+    mlp = res["networks"]["mlp"]
+    assert set(mlp["contestants"]) == {"reference", "tutorial_code", "engine"}
+    assert mlp["agreement"]["tutorial_code"]["scores_identical"]
+    assert [row["layer"] for row in mlp["layers"]] == [0, 1, 2]
+    for name, net in res["networks"].items():
+        for entry in net["contestants"].values():
+            assert entry["train"]["samples_per_s"] > 0
+            assert entry["saved_activation_bytes"] > 0
+        assert net["ratios_vs_reference"]["reference"]["train"] == pytest.approx(1.0)
+        eng = net["agreement"]["engine"]
+        assert eng["spikes_compared"] > 0 and eng["spike_mismatches"] <= 1e-3 * eng["spikes_compared"]
+        assert net["targets"]["train_vs_reference_ge_" + ("5x" if name == "mlp" else "2.5x")]["ratio"] > 0
+        if name != "mlp":
+            assert net["network"]["time_steps"] == CN.NETWORKS[name][0]
+    text = table(res)
+    assert "network conv (T=4" in text and "network conv_bernoulli (T=20" in text and "engine" in text
     json.dumps(res)  # serialisable as is
+
+
+def test_spikingjelly_runs_the_same_conv_network():
+    """The peer's multi-step conv layers reproduce the per-step path's scores (eval mode,
+    the shared weights), with direct and with Bernoulli input."""
+    pytest.importorskip("spikingjelly")
+    res = run(BenchConfig(**{**TINY_BENCH, "networks": ["conv", "conv_bernoulli"], "peers": True}))
+    for net in res["networks"].values():
+        assert "spikingjelly" in net["contestants"], net["skipped"]
+        assert net["agreement"]["spikingjelly"]["max_abs_score_diff"] < 1e-4
+        assert "train_vs_spikingjelly_ge_1x" in net["targets"]
+
+
+def test_bench_conv_network_is_the_conv_mnist_recipe(compose_cfg):
+    """The race's ``conv`` network is what ``experiment=conv_mnist`` trains."""
+    from snn_lab.config.build import net_config
+    from snn_lab.models import build_network
+
+    recipe = build_network(net_config(compose_cfg(["experiment=conv_mnist"])))
+    ours = CN.conv_network("conv", "layer")
+    assert repr(ours) == repr(recipe)
+    assert ours.time_steps == recipe.time_steps and type(ours.encoder) is type(recipe.encoder)
+    assert ours.readout == recipe.readout
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in recipe.state_dict().items()}
 
 
 def test_bench_cli_writes_bench_json(tmp_path):
     args = [
-        f"{k}={json.dumps(v) if isinstance(v, list) else ('null' if v is None else v)}" for k, v in TINY_BENCH.items()
-    ]
-    proc = bench([*args, "contestants=[engine]", "peers=false", f"hydra.run.dir={tmp_path}"], tmp_path)
+        f"{k}={json.dumps(v) if isinstance(v, list) else ('null' if v is None else v)}"
+        for k, v in TINY_BENCH.items()
+        if k != "conv"
+    ] + [f"conv.{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in TINY_CONV.items()]
+    proc = bench(
+        [*args, "contestants=[engine]", "networks=[mlp,conv]", f"hydra.run.dir={tmp_path}"], tmp_path, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads((tmp_path / "bench.json").read_text())
-    assert set(res["contestants"]) == {"reference", "engine"}  # the reference always races
+    assert set(res["networks"]) == {"mlp", "conv"}
+    assert set(res["networks"]["mlp"]["contestants"]) == {"reference", "engine"}  # the reference always races
     assert "x)" in proc.stdout and "wrote" in proc.stdout
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
 
@@ -55,7 +96,11 @@ def test_bench_cli_writes_bench_json(tmp_path):
 def test_bench_rejects_bad_config():
     with pytest.raises(ValueError, match="contestant 'fastest' is unknown"):
         run(BenchConfig(**{**TINY_BENCH, "contestants": ["fastest"]}))
+    with pytest.raises(ValueError, match="network 'resnet' is unknown"):
+        run(BenchConfig(**{**TINY_BENCH, "networks": ["resnet"]}))
     with pytest.raises(ValueError, match="target='tpu' is unknown"):
         run(BenchConfig(**{**TINY_BENCH, "target": "tpu"}))
     with pytest.raises(ValueError, match="rounds=0 is invalid"):
         run(BenchConfig(**{**TINY_BENCH, "rounds": 0}))
+    with pytest.raises(ValueError, match="train_batch=0 is invalid"):
+        run(BenchConfig(**{**TINY_BENCH, "conv": ConvBenchConfig(**{**TINY_CONV, "train_batch": 0})}))

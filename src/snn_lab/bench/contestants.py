@@ -58,6 +58,10 @@ class Contestant:
     def load(self, tutorial_state: dict) -> None:
         raise NotImplementedError
 
+    def state(self) -> dict:
+        """The weights every contestant of the race can ``load`` (the MLP: the tutorial's layout)."""
+        raise NotImplementedError
+
     def train(self, mode: bool = True) -> None:
         self.module.train(mode)
 
@@ -168,6 +172,9 @@ class Engine(Contestant):
 
     def load(self, tutorial_state):
         load_tutorial_state_dict(self.module, tutorial_state)
+
+    def state(self) -> dict:
+        return tutorial_layout(self.module.state_dict())
 
     def scores(self, images, generator):
         return self.module(images, generator=generator)

@@ -8,10 +8,12 @@ the reference are taken within a round, then the median over rounds is reported.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
 import platform
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,9 +24,23 @@ from ..data import load_mnist_arrays
 from ..engine.options import EngineOptions
 from ..errors import ConfigError
 from . import contestants as C
+from . import convnets as CN
 from .measure import layer_strategies, median, saved_activation_bytes, timed
 
 log = logging.getLogger("snn_lab.bench")
+
+
+@dataclasses.dataclass
+class ConvBenchConfig:
+    """Schema of ``conf/bench.yaml``'s ``conv`` section: the conv networks' race (their T
+    is the network's own: 4 for ``conv``, 20 for ``conv_bernoulli``)."""
+
+    train_batch: int = 100
+    train_steps: int = 2
+    infer_batches: list[int] = dataclasses.field(default_factory=lambda: [28])
+    pretrain_steps: int = 30
+    lr: float = 1e-3  # AdamW, as experiment=conv_mnist
+    contestants: list[str] = dataclasses.field(default_factory=lambda: ["reference", "engine"])
 
 
 @dataclasses.dataclass
@@ -34,6 +50,7 @@ class BenchConfig:
     task_name: str = "bench"
     target: Any = "cpu"  # a conf/target option (name, accelerator, ...) or cpu | gpu
     threads: int | None = 2
+    networks: list[str] = dataclasses.field(default_factory=lambda: ["mlp", "conv", "conv_bernoulli"])
     time_steps: int = 20
     train_batch: int = 200
     train_steps: int = 3
@@ -48,9 +65,103 @@ class BenchConfig:
     contestants: list[str] = dataclasses.field(default_factory=lambda: ["reference", "tutorial_code", "engine"])
     peers: bool = True
     layer_repeats: int = 3
+    agreement_batch: int = 64
     dataset: str = "mnist"
+    conv: ConvBenchConfig = dataclasses.field(default_factory=ConvBenchConfig)
     engine: EngineOptions = dataclasses.field(default_factory=EngineOptions)
     output: str | None = None
+
+    def __post_init__(self):
+        if isinstance(self.conv, dict):  # from the composed YAML
+            self.conv = ConvBenchConfig(**self.conv)
+
+
+@dataclasses.dataclass
+class _Race:
+    """One network's race: who runs, on what batches, with which optimizer."""
+
+    network: str
+    time_steps: int
+    train_batch: int
+    train_steps: int
+    infer_batches: list[int]
+    pretrain_steps: int
+    contestants: dict[str, Callable[[], Any]]  # name -> factory, the reference first
+    peers: set[str]
+    optimizer: Callable[[Any], torch.optim.Optimizer]
+    agreement_train: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+    layer_table: bool
+    sizes: list[int]
+
+
+NETWORKS = ("mlp", *CN.NETWORKS)
+
+
+def _sgd(lr: float) -> Callable[[Any], torch.optim.Optimizer]:
+    return lambda c: torch.optim.SGD(c.parameters(), lr=lr, momentum=0.9)
+
+
+def _adamw(lr: float) -> Callable[[Any], torch.optim.Optimizer]:
+    return lambda c: torch.optim.AdamW(c.parameters(), lr=lr)
+
+
+def _bernoulli_train(T: int) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    return lambda x, g: (torch.rand((T, *x.shape), generator=g, device=x.device) < x).float()
+
+
+def _direct_train(T: int) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    return lambda x, g: x.unsqueeze(0).expand(T, *x.shape)
+
+
+def _races(cfg: BenchConfig, device: torch.device) -> tuple[list[_Race], dict[str, dict[str, str]]]:
+    """The races ``cfg`` asks for, and per network the contestants skipped (with why)."""
+    races, skipped = [], {}
+    for net in cfg.networks:
+        if net not in NETWORKS:
+            raise ConfigError(f"network {net!r} is unknown; accepted: {', '.join(NETWORKS)}")
+        factories: dict[str, Callable[[], Any]]
+        if net == "mlp":
+            T = int(cfg.time_steps)
+            names, skip = _select(cfg.contestants, C.ALL, C.BUILTIN, C.PEERS, cfg.peers)
+            factories = {n: functools.partial(C.ALL[n], T, device) for n in names}
+            race = _Race(
+                "mlp",
+                T,
+                int(cfg.train_batch),
+                int(cfg.train_steps),
+                [int(b) for b in cfg.infer_batches],
+                int(cfg.pretrain_steps),
+                factories,
+                set(C.PEERS),
+                _sgd(float(cfg.lr)),
+                _bernoulli_train(T),
+                True,
+                list(C.SIZES),
+            )
+        else:
+            cc = cfg.conv
+            T, encoding = CN.NETWORKS[net]
+            known: dict[str, type[CN.ConvReference] | type[CN.ConvSpikingJelly]] = {**CN.CONV_BUILTIN, **CN.CONV_PEERS}
+            names, skip = _select(cc.contestants, known, CN.CONV_BUILTIN, CN.CONV_PEERS, cfg.peers)
+            factories = {n: functools.partial(known[n], T, device, net) for n in names}
+            race = _Race(
+                net,
+                T,
+                int(cc.train_batch),
+                int(cc.train_steps),
+                [int(b) for b in cc.infer_batches],
+                int(cc.pretrain_steps),
+                factories,
+                set(CN.CONV_PEERS),
+                _adamw(float(cc.lr)),
+                _direct_train(T) if encoding == "direct" else _bernoulli_train(T),
+                False,
+                [1, 28, 28, *CN.CHANNELS, CN.FC, 10],
+            )
+        races.append(race)
+        if skip:
+            skipped[net] = skip
+    return races, skipped
 
 
 def machine_info(device: torch.device) -> dict:
@@ -110,21 +221,22 @@ def _device(target) -> torch.device:
     raise ConfigError(f"target={name!r} is unknown; accepted: cpu, gpu")
 
 
-def _select(cfg: BenchConfig) -> tuple[list[str], dict[str, str]]:
+def _select(wanted, known, builtin, peers, add_peers: bool) -> tuple[list[str], dict[str, str]]:
+    """Contestant names in race order (the reference first, then the ones asked for, then
+    the installed peers) and the peers skipped, with why."""
     names, skipped = [], {}
-    for n in cfg.contestants:
-        if n not in C.ALL:
-            raise ConfigError(f"contestant {n!r} is unknown; accepted: {', '.join(C.ALL)}")
+    for n in wanted:
+        if n not in known:
+            raise ConfigError(f"contestant {n!r} is unknown; accepted: {', '.join(known)}")
         names.append(n)
-    if "reference" not in names:
-        names.insert(0, "reference")
-    if cfg.peers:
-        for n in C.PEERS:
-            if n not in names:
-                names.append(n)
+    if "reference" in names:
+        names.remove("reference")
+    names.insert(0, "reference")
+    if add_peers:
+        names += [n for n in peers if n not in names]
     final = []
     for n in names:
-        if n in C.PEERS:
+        if n in peers and n not in builtin:
             import importlib.util
 
             if importlib.util.find_spec(n) is None:
@@ -153,16 +265,40 @@ def _run(cfg: BenchConfig) -> dict:
     device = _device(cfg.target)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    for key, lo in (("time_steps", 1), ("train_batch", 1), ("train_steps", 1), ("rounds", 1), ("infer_min_batches", 1)):
-        if int(getattr(cfg, key)) < lo:
-            raise ConfigError(f"{key}={getattr(cfg, key)!r} is invalid: must be an integer >= {lo}")
-    if not cfg.infer_batches or any(int(b) < 1 for b in cfg.infer_batches):
-        raise ConfigError(f"infer_batches={list(cfg.infer_batches)} is invalid: batch sizes >= 1")
+    keys = ("time_steps", "train_batch", "train_steps", "rounds", "infer_min_batches", "agreement_batch")
+    checks: list[tuple[Any, str]] = [(cfg, k) for k in keys]
+    checks += [(cfg.conv, k) for k in ("train_batch", "train_steps")]
+    for obj, key in checks:
+        if int(getattr(obj, key)) < 1:
+            raise ConfigError(f"{key}={getattr(obj, key)!r} is invalid: must be an integer >= 1")
+    for batches in (cfg.infer_batches, cfg.conv.infer_batches):
+        if not batches or any(int(b) < 1 for b in batches):
+            raise ConfigError(f"infer_batches={list(batches)} is invalid: batch sizes >= 1")
+    if not cfg.networks:
+        raise ConfigError(f"networks=[] is invalid: name at least one of {', '.join(NETWORKS)}")
     load_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    races, skipped = _races(cfg, device)
     torch.manual_seed(cfg.seed)
     images, labels = _images(cfg, device)
+    results = {}
+    for race in races:
+        log.info("racing the %s network", race.network)
+        results[race.network] = _race(race, cfg, images, labels, device, skipped.get(race.network, {}))
+    machine = machine_info(device)
+    machine["loadavg_at_start"] = load_start
+    return {
+        "machine": machine,
+        "config": dataclasses.asdict(cfg),
+        "engine": engine.describe(),
+        "memory_method": "bytes autograd saves for backward during one training forward "
+        "(saved_tensors_hooks; each storage once; parameters excluded)",
+        "networks": results,
+    }
+
+
+def _race(race: _Race, cfg: BenchConfig, images, labels, device, skipped: dict[str, str]) -> dict:
     n_img = images.shape[0]
-    T = int(cfg.time_steps)
+    T = race.time_steps
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     pick = torch.Generator().manual_seed(cfg.seed + 1)
 
@@ -172,40 +308,42 @@ def _run(cfg: BenchConfig) -> dict:
 
     # Shared starting weights, trained briefly so that firing rates (hence the spike
     # sparsity the engine exploits) are those of a network that learns, not of init.
-    names, skipped = _select(cfg)
-    eng = C.Engine(T, device)
-    opt = torch.optim.SGD(eng.parameters(), lr=cfg.lr, momentum=0.9)
-    for _ in range(int(cfg.pretrain_steps)):
-        _train_step(eng, opt, *batch(cfg.train_batch), gen)
-    start = C.tutorial_layout(eng.module.state_dict())
+    eng = race.contestants["engine"]() if "engine" in race.contestants else race.contestants["reference"]()
+    opt = race.optimizer(eng)
+    eng.train(True)
+    for _ in range(race.pretrain_steps):
+        _train_step(eng, opt, *batch(race.train_batch), gen)
+    start = eng.state()
     with torch.no_grad():
-        x, _ = batch(cfg.train_batch)
+        x, _ = batch(race.train_batch)
         _, rec = eng.module(x, generator=gen, return_record=True)
     rates = [round(r, 4) for r in rec.firing_rates()]
     input_density = float(x.mean())
 
     racers: dict[str, Any] = {}
-    for n in names:
+    for n, make in race.contestants.items():
         try:
-            c = C.ALL[n](T, device)
+            c = make()
             c.load(start)
-            o = torch.optim.SGD(c.parameters(), lr=cfg.lr, momentum=0.9)
+            o = race.optimizer(c)
+            c.train(False)  # (in training mode BatchNorm would update its running statistics)
             with torch.no_grad():
                 c.scores(*batch(2)[:1], gen)  # a dry run: fail here, not mid-race
             racers[n] = (c, o)
         except Exception as e:  # a broken optional peer must not sink the benchmark
-            if n in C.BUILTIN:
+            if n not in race.peers:
                 raise
             skipped[n] = f"{type(e).__name__}: {e}"
 
     # Agreement: every contestant against the per-step path on one fixed input train.
     agreement = {}
     with torch.no_grad():
-        xb, _ = batch(64)
-        train = (torch.rand((T, *xb.shape), generator=gen, device=device) < xb).float()
+        xb, _ = batch(int(cfg.agreement_batch))
+        train = race.agreement_train(xb, gen)
+        for c, _ in racers.values():
+            c.train(False)
         ref_scores = racers["reference"][0].from_train(train)
         for n, (c, _) in racers.items():
-            c.train(False)
             s = c.from_train(train)
             agreement[n] = {
                 "scores_identical": bool(torch.equal(s, ref_scores)),
@@ -214,18 +352,19 @@ def _run(cfg: BenchConfig) -> dict:
         if "engine" in racers:  # and the engine's spikes, layer by layer
             _, r_ref = racers["reference"][0].module.forward_spikes(train, return_record=True, mode="step")
             _, r_eng = racers["engine"][0].module.forward_spikes(train, return_record=True)
+            spiking = [i for i, layer in enumerate(racers["engine"][0].module.layers) if layer.neuron.spiking]
             agreement["engine"]["spike_mismatches"] = sum(
-                int((a != b).sum()) for a, b in zip(r_ref.spikes, r_eng.spikes)
+                int((r_ref.spikes[i] != r_eng.spikes[i]).sum()) for i in spiking
             )
-            agreement["engine"]["spikes_compared"] = sum(a.numel() for a in r_ref.spikes)
+            agreement["engine"]["spikes_compared"] = sum(r_ref.spikes[i].numel() for i in spiking)
 
-    metrics = ["train"] + [f"infer_b{b}" for b in cfg.infer_batches]
+    metrics = ["train"] + [f"infer_b{b}" for b in race.infer_batches]
     per_round: dict[str, dict[str, list[float]]] = {n: {m: [] for m in metrics} for n in racers}
     order = list(racers)
     total_rounds = int(cfg.rounds) + int(cfg.warmup)
     for r in range(total_rounds):
         rot = order[r % len(order) :] + order[: r % len(order)]
-        train_batches = [batch(cfg.train_batch) for _ in range(cfg.train_steps)]
+        train_batches = [batch(race.train_batch) for _ in range(race.train_steps)]
         for m in metrics:
             if m == "train":
                 for n in rot:
@@ -238,7 +377,7 @@ def _run(cfg: BenchConfig) -> dict:
 
                     dt = timed(train_all, device)
                     if r >= cfg.warmup:
-                        per_round[n][m].append(cfg.train_batch * cfg.train_steps / dt)
+                        per_round[n][m].append(race.train_batch * race.train_steps / dt)
             else:
                 b = int(m.split("_b")[1])
                 nb = max(int(cfg.infer_min_batches), math.ceil(cfg.infer_min_samples / b))
@@ -255,12 +394,12 @@ def _run(cfg: BenchConfig) -> dict:
                     dt = timed(infer_all, device)
                     if r >= cfg.warmup:
                         per_round[n][m].append(b * nb / dt)
-        log.info("round %d/%d done", r + 1, total_rounds)
+        log.info("%s: round %d/%d done", race.network, r + 1, total_rounds)
 
     results: dict[str, Any] = {}
     for n, (c, _) in racers.items():
         c.train(True)
-        xb, yb = batch(cfg.train_batch)
+        xb, yb = batch(race.train_batch)
         saved = saved_activation_bytes(c, xb, yb, gen)
         entry = {"description": c.description, "saved_activation_bytes": saved}
         if device.type == "cuda":  # the allocator's peak over one whole training step
@@ -286,40 +425,53 @@ def _run(cfg: BenchConfig) -> dict:
         ratios[n] = rr
 
     layers = []
-    if "engine" in racers and cfg.layer_repeats > 0:
-        xb, _ = batch(cfg.train_batch)
+    if race.layer_table and "engine" in racers and cfg.layer_repeats > 0:
+        xb, _ = batch(race.train_batch)
         layers = layer_strategies(racers["engine"][0].module, xb, gen, int(cfg.layer_repeats), device)
 
-    targets = {}
-    if "engine" in ratios:
-        eng_ratios = ratios["engine"]
-        targets = {
-            "train_ge_3x": eng_ratios["train"] >= 3.0,
-            "infer_b28_ge_3x": (eng_ratios.get("infer_b28") or 0) >= 3.0 if "infer_b28" in eng_ratios else None,
-            "memory_le_0.5x": eng_ratios["saved_activation_memory"] <= 0.5,
-        }
-    machine = machine_info(device)
-    machine["loadavg_at_start"] = load_start
     return {
-        "machine": machine,
-        "config": dataclasses.asdict(cfg),
-        "engine": engine.describe(),
         "network": {
-            "sizes": list(C.SIZES),
+            "sizes": race.sizes,
             "time_steps": T,
-            "pretrain_steps": cfg.pretrain_steps,
+            "train_batch": race.train_batch,
+            "pretrain_steps": race.pretrain_steps,
             "firing_rates": rates,
             "input_density": round(input_density, 4),
         },
-        "memory_method": "bytes autograd saves for backward during one training forward "
-        "(saved_tensors_hooks; each storage once; parameters excluded)",
         "contestants": results,
         "ratios_vs_reference": ratios,
         "skipped": skipped,
         "agreement": agreement,
         "layers": layers,
-        "targets": targets,
+        "targets": _targets(race.network, ratios),
     }
+
+
+#: what the issues ask of the engine, per network: (metric, bound, "ge" | "le", against)
+TARGETS = {
+    "mlp": [
+        ("train", 5.0, "ge", "reference"),
+        ("infer_b28", 3.0, "ge", "reference"),
+        ("saved_activation_memory", 0.5, "le", "reference"),
+    ],
+    "conv": [("train", 2.5, "ge", "reference"), ("train", 1.0, "ge", "spikingjelly")],
+    "conv_bernoulli": [("train", 2.5, "ge", "reference"), ("train", 1.0, "ge", "spikingjelly")],
+}
+
+
+def _targets(network: str, ratios: dict) -> dict:
+    """Each target of :data:`TARGETS` for ``network``: the engine's measured ratio and
+    whether it meets the bound (``None`` when a contestant or metric did not run)."""
+    out = {}
+    eng = ratios.get("engine")
+    for metric, bound, how, against in TARGETS.get(network, []):
+        key = f"{metric}_vs_{against}_{how}_{bound:g}x"
+        if eng is None or eng.get(metric) is None or against not in ratios or ratios[against].get(metric) is None:
+            out[key] = {"ratio": None, "met": None}
+            continue
+        ratio = eng[metric] / ratios[against][metric] if metric != "saved_activation_memory" else eng[metric]
+        out[key] = {"ratio": round(ratio, 3), "met": ratio >= bound if how == "ge" else ratio <= bound}
+    return out
 
 
 def _score_agreement(v: dict) -> str:
@@ -327,6 +479,29 @@ def _score_agreement(v: dict) -> str:
 
 
 def table(res: dict) -> str:
+    """The printed summary: one table per network, then the machine."""
+    parts = [_network_table(name, net) for name, net in res["networks"].items()]
+    m = res["machine"]
+    out = "\n\n".join(parts)
+    out += (
+        f"\nmachine: {m.get('cpu', '?')}, {m['cpu_count']} CPUs, torch {m['torch']} "
+        f"({m['cpu_capability']}), {m['torch_threads']} threads; native kernels "
+        f"{'on' if (res['engine'].get('native_status') or {}).get('available') else 'off'}; "
+        f"load average {m.get('loadavg_at_start')} at start, {m.get('loadavg_1_5_15')} at the end"
+    )
+    load = m.get("loadavg_at_start")
+    if load and m["cpu_count"] and max(load[0], m.get("loadavg_1_5_15", [0])[0]) > m["cpu_count"]:
+        out += (
+            f"\nwarning: load average {load[0]} at start, {m['loadavg_1_5_15'][0]} at the end on "
+            f"{m['cpu_count']} CPUs: other processes competed for the cores, so these numbers "
+            "(multi-threaded ones most) are unreliable; rerun on an idle machine"
+        )
+    return out
+
+
+def _network_table(name: str, res: dict) -> str:
+    net = res["network"]
+    title = f"network {name} (T={net['time_steps']}, training batch {net['train_batch']})"
     metrics = [k for k in next(iter(res["contestants"].values())) if k.startswith(("train", "infer"))]
     head = ["contestant"] + [m.replace("infer_b", "infer b=") + " /s" for m in metrics] + ["saved MB"]
     rows = [head]
@@ -341,7 +516,7 @@ def table(res: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    out = "\n".join(lines)
+    out = title + "\n" + "\n".join(lines)
     if res["skipped"]:
         out += "\nskipped: " + "; ".join(f"{k}: {v}" for k, v in res["skipped"].items())
     if res["layers"]:
@@ -352,19 +527,6 @@ def table(res: dict) -> str:
                 f"\n  layer {L['layer']} {L['in_features']}->{L['out_features']} density "
                 f"{L['input_density']:.3f}: {ms}; fastest {L['fastest']}, auto picks {L['auto_picks']}"
             )
-    m = res["machine"]
-    out += (
-        f"\nmachine: {m.get('cpu', '?')}, {m['cpu_count']} CPUs, torch {m['torch']} "
-        f"({m['cpu_capability']}), {m['torch_threads']} threads; native kernels "
-        f"{'on' if (res['engine'].get('native_status') or {}).get('available') else 'off'}"
-    )
-    load = m.get("loadavg_at_start")
-    if load and m["cpu_count"] and max(load[0], m.get("loadavg_1_5_15", [0])[0]) > m["cpu_count"]:
-        out += (
-            f"\nwarning: load average {load[0]} at start, {m['loadavg_1_5_15'][0]} at the end on "
-            f"{m['cpu_count']} CPUs: other processes competed for the cores, so these numbers "
-            "(multi-threaded ones most) are unreliable; rerun on an idle machine"
-        )
     if res["agreement"]:
         a = res["agreement"]
         same = ", ".join(f"{n} {_score_agreement(v)}" for n, v in a.items() if n != "reference")
@@ -374,4 +536,9 @@ def table(res: dict) -> str:
                 f"\nengine spikes vs per-step: {a['engine']['spike_mismatches']} of "
                 f"{a['engine']['spikes_compared']} differ"
             )
+    if res["targets"]:
+        out += "\ntargets: " + ", ".join(
+            f"{k} {v['ratio']} ({'met' if v['met'] else 'not met' if v['met'] is not None else 'not run'})"
+            for k, v in res["targets"].items()
+        )
     return out

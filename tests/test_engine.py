@@ -445,3 +445,35 @@ def test_conv_network_layer_mode_equals_step_mode(gen, tiny_net, mnist_like, con
             torch.testing.assert_close(out["layer"], out["step"])
             for (n, a), b in zip(nets["step"].named_parameters(), nets["layer"].parameters()):
                 torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5, msg=n)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize(
+    "geometry", [(6, 1, 16, 12, 12, 3, 1, False), (4, 3, 8, 9, 11, 3, 1, True), (3, 2, 24, 8, 8, 5, 2, False)]
+)
+def test_conv_bn_max_pool2d_equals_the_three_layers(gen, training, geometry):
+    """The first-layer fusion (input spikes without gradient, the conv output recomputed
+    instead of stored) equals conv2d -> batch_norm -> max_pool2d: values, running
+    statistics, and the gradients of the conv and BatchNorm parameters."""
+    N, ci, co, H, W, k, p, bias = geometry
+    x = (torch.rand(N, ci, H, W, generator=gen) < 0.3).float()
+    w = torch.randn(co, ci, k, k, generator=gen).requires_grad_()
+    b = torch.randn(co, generator=gen).requires_grad_() if bias else None
+    bw, bb = torch.randn(co, generator=gen).requires_grad_(), torch.randn(co, generator=gen).requires_grad_()
+    rm, rv = torch.randn(co, generator=gen) * 0.1, torch.rand(co, generator=gen) + 0.5
+    rm2, rv2 = rm.clone(), rv.clone()
+    out = engine.conv_bn_max_pool2d(x, w, b, p, rm, rv, bw, bb, training, 0.1, 1e-5)
+    if not NATIVE:
+        assert out is None
+        return
+    assert out is not None and out.is_contiguous(memory_format=torch.channels_last)
+    ref = F.max_pool2d(F.batch_norm(F.conv2d(x, w, b, 1, p), rm2, rv2, bw, bb, training, 0.1, 1e-5), 2)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rm, rm2)
+    torch.testing.assert_close(rv, rv2)
+    g = torch.randn(ref.shape, generator=gen)
+    wrt = [w, bw, bb] + ([b] if bias else [])
+    for got, want in zip(torch.autograd.grad(out, wrt, g), torch.autograd.grad(ref, wrt, g)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert engine.conv_bn_max_pool2d(x * 0.5, w, b, p, rm, rv, bw, bb, training, 0.1, 1e-5) is None  # not spikes
+    assert engine.conv_bn_max_pool2d(x.requires_grad_(), w, b, p, rm, rv, bw, bb, training, 0.1, 1e-5) is None

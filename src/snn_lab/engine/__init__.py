@@ -26,7 +26,7 @@ Options (process-wide; ``configure(...)`` or the ``using(...)`` context manager)
 from __future__ import annotations
 
 from . import native
-from .conv import batch_norm_max_pool2d, spike_conv2d
+from .conv import batch_norm_max_pool2d, conv_bn_max_pool2d, spike_conv2d
 from .linear import is_binary, spike_linear
 from .options import CONV_STRATEGIES, STRATEGIES, EngineOptions, configure, options, using
 from .scan import lif_scan, lif_scan_reference
@@ -40,6 +40,7 @@ __all__ = [
     "EngineOptions",
     "batch_norm_max_pool2d",
     "configure",
+    "conv_bn_max_pool2d",
     "describe",
     "heaviside",
     "is_binary",

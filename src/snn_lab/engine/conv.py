@@ -125,6 +125,40 @@ def spike_conv2d(
     return F.conv2d(x, w_cl, bias, stride, padding, dilation, groups).contiguous(memory_format=torch.channels_last)
 
 
+def _batch_stats(s1: torch.Tensor, s2: torch.Tensor, M: int, eps: float):
+    """``(mean, 1 / sqrt(var + eps), var)`` (float32, float32, float64) from float64 sums
+    over ``M`` values per channel (the biased variance, as BatchNorm normalises with)."""
+    mean = s1 / M
+    var = (s2 / M - mean * mean).clamp_(min=0.0)
+    return mean.float(), torch.rsqrt(var + eps).float(), var
+
+
+def _update_running(running_mean, running_var, mean, var, M: int, training: bool, momentum: float):
+    """BatchNorm's running statistics update (the unbiased variance), in place."""
+    if not training or running_mean is None or running_var is None:
+        return
+    with torch.no_grad():
+        unbiased = var * (M / max(M - 1, 1))
+        running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+        running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+
+
+def _running_stats(running_mean, running_var, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return running_mean.detach().float().contiguous(), torch.rsqrt(running_var.detach().float() + eps).contiguous()
+
+
+def _bn_grad_coefficients(weight, mean, invstd, s_g, s_gx, M: int, training: bool):
+    """``(a, b, k)`` of ``dL/dy = a * g_full + b + k * (y - mean)`` (BatchNorm's backward;
+    with batch statistics the sums over the batch enter through them)."""
+    a = invstd if weight is None else invstd * weight.detach()
+    if training:
+        b = (-a.double() * s_g / M).float()
+        k = (-a.double() * invstd.double() * s_gx / M).float()
+    else:
+        b = k = torch.zeros_like(a)
+    return a.contiguous(), b, k
+
+
 def bn_pool_fits(x: torch.Tensor) -> bool:
     """True when :func:`batch_norm_max_pool2d` runs the native kernel on ``x``."""
     return (
@@ -157,14 +191,8 @@ class _BatchNormMaxPool(torch.autograd.Function):
         Y = x.permute(0, 2, 3, 1)
         gP = g.permute(0, 2, 3, 1).contiguous()
         s_g, s_gx = native.bn_pool_bwd_sums(Y, arg, gP, mean, invstd)
-        a = invstd if weight is None else invstd * weight.detach()
-        if ctx.training:  # the batch statistics depend on x too
-            M = Y.numel() // Y.shape[-1]
-            b = (-a.double() * s_g / M).float()
-            k = (-a.double() * invstd.double() * s_gx / M).float()
-        else:
-            b = k = torch.zeros_like(a)
-        dx = native.bn_pool_bwd_dy(Y, arg, gP, a.contiguous(), b, k, mean).permute(0, 3, 1, 2)
+        a, b, k = _bn_grad_coefficients(weight, mean, invstd, s_g, s_gx, Y.numel() // Y.shape[-1], ctx.training)
+        dx = native.bn_pool_bwd_dy(Y, arg, gP, a, b, k, mean).permute(0, 3, 1, 2)
         gw = s_gx.float() if weight is not None and ctx.needs_input_grad[1] else None
         gb = s_g.float() if ctx.needs_input_grad[2] else None
         return dx, gw, gb, None, None, None
@@ -191,21 +219,87 @@ def batch_norm_max_pool2d(
     if not bn_pool_fits(x) or (not use_batch and running_var is None):
         y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
         return F.max_pool2d(y, 2)
-    C = x.shape[1]
     if use_batch:
-        s1, s2 = native.bn_stats(x.permute(0, 2, 3, 1))
-        M = x.numel() // C
-        mean64 = s1 / M
-        var64 = (s2 / M - mean64 * mean64).clamp_(min=0.0)
-        mean, invstd = mean64.float(), torch.rsqrt(var64 + eps).float()
-        if training and running_mean is not None and running_var is not None:
-            with torch.no_grad():
-                unbiased = var64 * (M / max(M - 1, 1))
-                running_mean.mul_(1 - momentum).add_(mean64.to(running_mean.dtype), alpha=momentum)
-                running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+        M = x.numel() // x.shape[1]
+        mean, invstd, var = _batch_stats(*native.bn_stats(x.permute(0, 2, 3, 1)), M, eps)
+        _update_running(running_mean, running_var, mean, var, M, training, momentum)
     else:
-        assert running_mean is not None and running_var is not None
-        mean = running_mean.detach().float().contiguous()
-        invstd = torch.rsqrt(running_var.detach().float() + eps).contiguous()
+        mean, invstd = _running_stats(running_mean, running_var, eps)
     out: torch.Tensor = _BatchNormMaxPool.apply(x, weight, bias, mean, invstd, use_batch)
+    return out
+
+
+class _ConvBatchNormMaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weight, bias, bn_weight, bn_bias, index, geom, N, bn_state, use_batch: bool):
+        running_mean, running_var, training, momentum, eps = bn_state
+        wt = weight.detach().permute(2, 3, 1, 0).contiguous()  # [kh, kw, Ci, Co]
+        b = None if bias is None else bias.detach().contiguous()
+        M = N * geom[3] * geom[4]
+        if use_batch:
+            mean, invstd, var = _batch_stats(*native.cbp_stats(index, wt, b, N, geom), M, eps)
+            _update_running(running_mean, running_var, mean, var, M, training, momentum)
+        else:
+            mean, invstd = _running_stats(running_mean, running_var, eps)
+        alpha = invstd if bn_weight is None else invstd * bn_weight.detach()
+        beta = -mean * alpha if bn_bias is None else bn_bias.detach() - mean * alpha
+        out, arg = native.cbp_fwd(index, wt, b, N, geom, alpha.contiguous(), beta.contiguous())
+        ctx.save_for_backward(wt, b, bn_weight, mean, invstd, arg, *index)
+        ctx.geom, ctx.N, ctx.use_batch = geom, N, use_batch
+        return out.permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx, g):
+        wt, b, bn_weight, mean, invstd, arg, row_ptr, col = ctx.saved_tensors
+        index, geom, N = (row_ptr, col), ctx.geom, ctx.N
+        gP = g.permute(0, 2, 3, 1).contiguous()
+        s_g, s_gx = native.cbp_bwd_sums(index, wt, b, N, geom, arg, gP, mean, invstd)
+        a, bb, k = _bn_grad_coefficients(bn_weight, mean, invstd, s_g, s_gx, N * geom[3] * geom[4], ctx.use_batch)
+        need_w, need_b, need_bnw, need_bnb = ctx.needs_input_grad[:4]
+        gw = gb = None
+        if need_w or need_b:
+            dwt, gb = native.cbp_wgrad(index, wt, b, N, geom, arg, gP, a, bb, k, mean, b is not None and need_b)
+            gw = dwt.permute(3, 2, 0, 1) if need_w else None
+        gbnw = s_gx.float() if bn_weight is not None and need_bnw else None
+        gbnb = s_g.float() if need_bnb else None
+        return gw, gb, gbnw, gbnb, None, None, None, None, None
+
+
+def conv_bn_max_pool2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    padding,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    bn_weight: torch.Tensor | None,
+    bn_bias: torch.Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+    max_density: float = 1.0,
+) -> torch.Tensor | None:
+    """``max_pool2d(batch_norm(conv2d(x, weight, bias, padding=padding), ...), 2)`` for
+    binary ``x`` that needs no gradient (a first layer's encoded spikes), without ever
+    storing the full-resolution conv output: each native pass recomputes it image by image
+    from the spike index (statistics, pooling; in backward the BatchNorm sums, then
+    ``dL/dy`` and the weight gradient). Returns None when this does not apply (``x`` not
+    binary, denser than ``max_density``, needing a gradient, or a conv the kernel does not
+    run); the caller then runs the layers one by one."""
+    if x.requires_grad or not sparse_fits(x, weight, 1, padding, 1, 1):
+        return None
+    geom = native.conv_geometry(x.shape, weight.shape, _pair(padding))
+    if geom[3] < 2 or geom[4] < 2:
+        return None
+    x = x.contiguous(memory_format=torch.channels_last)
+    index = native.csr(x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]))
+    if index is None or index[1].numel() - 1 > max_density * x.numel():
+        return None
+    use_batch = training or running_mean is None
+    if not use_batch and running_var is None:
+        return None
+    state = (running_mean, running_var, training, momentum, eps)
+    out: torch.Tensor = _ConvBatchNormMaxPool.apply(
+        weight, bias, bn_weight, bn_bias, index, geom, x.shape[0], state, use_batch
+    )
     return out

@@ -53,6 +53,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_bn_pool_fwd.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i32]
     lib.snn_bn_pool_bwd_sums.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, i32]
     lib.snn_bn_pool_bwd_dy.argtypes = [p, p, p, p, p, p, p, p, i64, i64, i64, i64, i32]
+    lib.snn_cbp_stats.argtypes = [p, p, p, p, i64, p, p, i32]
+    lib.snn_cbp_fwd.argtypes = [p, p, p, p, i64, p, p, p, p, p, i32]
+    lib.snn_cbp_bwd_sums.argtypes = [p, p, p, p, i64, p, p, p, p, p, p, i32]
+    lib.snn_cbp_wgrad.argtypes = [p, p, p, p, i64, p, p, p, p, p, p, p, p, p, p, i32]
     lib.snn_tm_count.argtypes = [p, i64, i64, i64, p, p, p, i32]
     lib.snn_tm_count.restype = i64
     lib.snn_tm_fill.argtypes = [p, i64, i64, p, p, p, i32]
@@ -76,6 +80,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         "snn_bn_pool_fwd",
         "snn_bn_pool_bwd_sums",
         "snn_bn_pool_bwd_dy",
+        "snn_cbp_stats",
+        "snn_cbp_fwd",
+        "snn_cbp_bwd_sums",
+        "snn_cbp_wgrad",
     ):
         getattr(lib, f).restype = None
     return lib
@@ -394,3 +402,93 @@ def bn_pool_bwd_dy(Y, arg, gP, a, b, k, mean) -> torch.Tensor:
         _ptr(Y), _ptr(arg), _ptr(gP), _ptr(a), _ptr(b), _ptr(k), _ptr(mean), _ptr(dY), N, H, W, C, _nt(Y.numel() * 3, N)
     )
     return dY
+
+
+# -- conv -> BatchNorm -> max-pool on input spikes that need no gradient (recomputing the conv)
+def _g(geom: tuple[int, ...]):
+    return (ctypes.c_int64 * 10)(*geom)
+
+
+def cbp_stats(index, Wt, bias, N: int, geom) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(sum, sum of squares)`` (float64) of the conv output, not stored."""
+    _check(Wt, bias)
+    Co, nt = geom[5], _nt(index[1].numel() * geom[6] * geom[7] * geom[5], N)
+    acc = torch.zeros(nt, 2, Co, dtype=torch.float64)
+    _lib_or_raise().snn_cbp_stats(_ptr(index[0]), _ptr(index[1]), _ptr(Wt), _ptr(bias), N, _g(geom), _ptr(acc), nt)
+    return acc[0, 0], acc[0, 1]
+
+
+def cbp_fwd(index, Wt, bias, N: int, geom, alpha, beta) -> tuple[torch.Tensor, torch.Tensor]:
+    """``max_pool2d(conv * alpha + beta, 2)`` (channels-last ``[N, Ho/2, Wo/2, Co]``) and
+    the winning window entries."""
+    _check(Wt, bias, alpha, beta)
+    Ho, Wo, Co = geom[3], geom[4], geom[5]
+    out = torch.empty(N, Ho // 2, Wo // 2, Co, dtype=torch.float32)
+    arg = torch.empty(N, Ho // 2, Wo // 2, Co, dtype=torch.uint8)
+    nt = _nt(index[1].numel() * geom[6] * geom[7] * Co + N * Ho * Wo * Co, N)
+    _lib_or_raise().snn_cbp_fwd(
+        _ptr(index[0]),
+        _ptr(index[1]),
+        _ptr(Wt),
+        _ptr(bias),
+        N,
+        _g(geom),
+        _ptr(alpha),
+        _ptr(beta),
+        _ptr(out),
+        _ptr(arg),
+        nt,
+    )
+    return out, arg
+
+
+def cbp_bwd_sums(index, Wt, bias, N: int, geom, arg, gP, mean, invstd) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(sum g, sum g * xhat)`` (float64) at the winning entries."""
+    _check(Wt, bias, arg, gP, mean, invstd)
+    Co = geom[5]
+    nt = _nt(index[1].numel() * geom[6] * geom[7] * Co + gP.numel() * 4, N)
+    acc = torch.zeros(nt, 2, Co, dtype=torch.float64)
+    _lib_or_raise().snn_cbp_bwd_sums(
+        _ptr(index[0]),
+        _ptr(index[1]),
+        _ptr(Wt),
+        _ptr(bias),
+        N,
+        _g(geom),
+        _ptr(arg),
+        _ptr(gP),
+        _ptr(mean),
+        _ptr(invstd),
+        _ptr(acc),
+        nt,
+    )
+    return acc[0, 0], acc[0, 1]
+
+
+def cbp_wgrad(index, Wt, bias, N: int, geom, arg, gP, a, b, k, mean, want_bias: bool):
+    """``(dL/dWt [kh, kw, Ci, Co], dL/dbias [Co] or None)`` of the conv."""
+    _check(Wt, bias, arg, gP, a, b, k, mean)
+    _, _, Ci, Ho, Wo, Co, kh, kw, _, _ = geom
+    nt = _nt(index[1].numel() * kh * kw * Co * 3 + N * Ho * Wo * Co, N)
+    dW = torch.empty(kh, kw, Ci, Co, dtype=torch.float32)
+    db = torch.empty(Co, dtype=torch.float32) if want_bias else None
+    parts = torch.zeros(nt, kh * kw * Ci * Co + Co, dtype=torch.float32)
+    _lib_or_raise().snn_cbp_wgrad(
+        _ptr(index[0]),
+        _ptr(index[1]),
+        _ptr(Wt),
+        _ptr(bias),
+        N,
+        _g(geom),
+        _ptr(arg),
+        _ptr(gP),
+        _ptr(a),
+        _ptr(b),
+        _ptr(k),
+        _ptr(mean),
+        _ptr(dW),
+        _ptr(parts),
+        _ptr(db),
+        nt,
+    )
+    return dW, db

@@ -98,6 +98,43 @@ class SpikingLayer(nn.Module):
         while i < len(mods):
             m = mods[i]
             nxt = mods[i + 1] if i + 1 < len(mods) else None
+            nxt2 = mods[i + 2] if i + 2 < len(mods) else None
+            if (
+                opts.conv in ("auto", "sparse")
+                and type(m) is nn.Conv2d
+                and binary is not False
+                and not x.requires_grad
+                and _is_bn_pool(nxt, nxt2)
+                and _pair(m.stride) == (1, 1)
+                and _pair(m.dilation) == (1, 1)
+                and m.groups == 1
+                and m.padding_mode == "zeros"
+                and not isinstance(m.padding, str)
+            ):
+                # a first conv on encoded spikes: conv, BatchNorm and pool in one, the
+                # full-resolution conv output never stored
+                bn = nxt
+                assert isinstance(bn, nn.BatchNorm2d) and bn.num_batches_tracked is not None and bn.momentum is not None
+                y = engine.conv_bn_max_pool2d(
+                    x,
+                    m.weight,
+                    m.bias,
+                    m.padding,
+                    bn.running_mean,
+                    bn.running_var,
+                    bn.weight,
+                    bn.bias,
+                    bn.training,
+                    float(bn.momentum),
+                    bn.eps,
+                    1.0 if opts.conv == "sparse" else opts.conv_max_density,
+                )
+                if y is not None:
+                    if bn.training:
+                        bn.num_batches_tracked.add_(1)
+                    x, binary = y, False
+                    i += 3
+                    continue
             if isinstance(m, nn.Conv2d) and m.padding_mode == "zeros":
                 x = engine.spike_conv2d(
                     x,
@@ -134,7 +171,7 @@ class SpikingLayer(nn.Module):
         return x
 
 
-def _is_bn_pool(m: nn.Module, nxt: nn.Module | None) -> bool:
+def _is_bn_pool(m: nn.Module | None, nxt: nn.Module | None) -> bool:
     """``BatchNorm2d`` (tracking running statistics with a momentum) followed by a 2x2
     max-pool: the pair :func:`snn_lab.engine.batch_norm_max_pool2d` fuses."""
     return (

@@ -475,97 +475,122 @@ void snn_lif_bwd(const float *V, const float *gS, const float *gvlast, float *G,
    outputs held in registers and written once. Co is a multiple of 8; outputs and
    gradients are channels-last [N][Ho][Wo][Co]. geom = {H, W, Ci, Ho, Wo, Co, kh, kw, ph,
    pw}. */
-#define CONV_GEOM(geom) \
-    const int64_t H_ = geom[0], W_ = geom[1], Ci = geom[2], Ho = geom[3], Wo = geom[4], \
-                  Co = geom[5], kh = geom[6], kw = geom[7], ph = geom[8], pw = geom[9]; \
-    (void)Ci;
+typedef struct {
+    int64_t H, W, Ci, Ho, Wo, Co, kh, kw, ph, pw;
+} conv_geom;
+
+static inline void vadd_n(float *a, const float *b, int64_t n) {
+    for (int64_t q = 0; q < n; q += 8) st(a + q, ld(a + q) + ld(b + q));
+}
+
+static inline conv_geom geom_of(const int64_t *g) {
+    const conv_geom r = {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9]};
+    return r;
+}
 
 #define CONV_OUT_BLOCK(NV, cb) do {                                                  \
         v8f a_[NV];                                                                  \
         for (int q = 0; q < NV; q++) a_[q] = bias ? ld(bias + (cb) + 8 * q) : splat(0.0f); \
         for (int64_t dy = dy0; dy < dy1; dy++)                                       \
             for (int64_t dx = dx0; dx < dx1; dx++) {                                 \
-                const int64_t pix = (n * H_ + i + dy - ph) * W_ + j + dx - pw;       \
-                const float *wtap = Wt + (dy * kw + dx) * Ci * Co + (cb);            \
+                const int64_t pix = (n * g.H + i + dy - g.ph) * g.W + j + dx - g.pw; \
+                const float *wtap = Wt + (dy * g.kw + dx) * g.Ci * g.Co + (cb);      \
                 for (int64_t e = row_ptr[pix]; e < row_ptr[pix + 1]; e++) {          \
-                    const float *w_ = wtap + (int64_t)col[e] * Co;                   \
+                    const float *w_ = wtap + (int64_t)col[e] * g.Co;                 \
                     for (int q = 0; q < NV; q++) a_[q] += ld(w_ + 8 * q);            \
                 }                                                                    \
             }                                                                        \
         for (int q = 0; q < NV; q++) st(o + (cb) + 8 * q, a_[q]);                    \
     } while (0)
 
-void snn_conv_fwd(const int64_t *row_ptr, const int32_t *col, const float *Wt, const float *bias,
-                  float *out, int64_t N, const int64_t *geom, int nt) {
-    CONV_GEOM(geom)
-    #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t i = 0; i < Ho; i++) {
-            /* taps whose input row lies inside the image */
-            const int64_t dy0 = ph - i > 0 ? ph - i : 0, dy1 = min64(kh, H_ + ph - i);
-            for (int64_t j = 0; j < Wo; j++) {
-                const int64_t dx0 = pw - j > 0 ? pw - j : 0, dx1 = min64(kw, W_ + pw - j);
-                float *o = out + ((n * Ho + i) * Wo + j) * Co;
-                int64_t cb = 0;
-                for (; cb + 64 <= Co; cb += 64) CONV_OUT_BLOCK(8, cb);
-                for (; cb + 32 <= Co; cb += 32) CONV_OUT_BLOCK(4, cb);
-                for (; cb < Co; cb += 8) CONV_OUT_BLOCK(1, cb);
-            }
+/* Image n's conv output into on[Ho][Wo][Co]. */
+static void conv_image(const int64_t *row_ptr, const int32_t *col, const float *Wt, const float *bias,
+                       float *on, int64_t n, conv_geom g) {
+    for (int64_t i = 0; i < g.Ho; i++) {
+        /* taps whose input row lies inside the image */
+        const int64_t dy0 = g.ph - i > 0 ? g.ph - i : 0, dy1 = min64(g.kh, g.H + g.ph - i);
+        for (int64_t j = 0; j < g.Wo; j++) {
+            const int64_t dx0 = g.pw - j > 0 ? g.pw - j : 0, dx1 = min64(g.kw, g.W + g.pw - j);
+            float *o = on + (i * g.Wo + j) * g.Co;
+            int64_t cb = 0;
+            for (; cb + 64 <= g.Co; cb += 64) CONV_OUT_BLOCK(8, cb);
+            for (; cb + 32 <= g.Co; cb += 32) CONV_OUT_BLOCK(4, cb);
+            for (; cb < g.Co; cb += 8) CONV_OUT_BLOCK(1, cb);
         }
+    }
 }
 
-/* the listed rows dtap + col[e] * Co (+ cb) += the NV vectors at g (+ cb) */
+void snn_conv_fwd(const int64_t *row_ptr, const int32_t *col, const float *Wt, const float *bias,
+                  float *out, int64_t N, const int64_t *geom, int nt) {
+    const conv_geom g = geom_of(geom);
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t n = 0; n < N; n++) conv_image(row_ptr, col, Wt, bias, out + n * g.Ho * g.Wo * g.Co, n, g);
+}
+
+/* the listed rows dtap + col[e] * Co (+ cb) += the NV vectors at gp (+ cb) */
 #define CONV_SCATTER_BLOCK(NV, cb) do {                                              \
         v8f g_[NV];                                                                  \
         for (int q = 0; q < NV; q++) g_[q] = ld(gp + (cb) + 8 * q);                  \
         for (int64_t e = e0; e < e1; e++) {                                          \
-            float *d_ = dtap + (int64_t)col[e] * Co + (cb);                          \
+            float *d_ = dtap + (int64_t)col[e] * g.Co + (cb);                        \
             for (int q = 0; q < NV; q++) st(d_ + 8 * q, ld(d_ + 8 * q) + g_[q]);     \
         }                                                                            \
     } while (0)
 
+/* d[kh][kw][Ci][Co] += image n's share of the weight gradient, gn[Ho][Wo][Co] its output
+   gradient: per input pixel and tap the gradient block is loaded once and added to the
+   rows of the pixel's spiking channels. */
+static void conv_wgrad_image(const int64_t *row_ptr, const int32_t *col, const float *gn, float *d,
+                             int64_t n, conv_geom g) {
+    for (int64_t h = 0; h < g.H; h++)
+        for (int64_t w = 0; w < g.W; w++) {
+            const int64_t pix = (n * g.H + h) * g.W + w;
+            const int64_t e0 = row_ptr[pix], e1 = row_ptr[pix + 1];
+            if (e0 == e1) continue;
+            for (int64_t dy = 0; dy < g.kh; dy++) {
+                const int64_t i = h + g.ph - dy;
+                if (i < 0 || i >= g.Ho) continue;
+                for (int64_t dx = 0; dx < g.kw; dx++) {
+                    const int64_t j = w + g.pw - dx;
+                    if (j < 0 || j >= g.Wo) continue;
+                    const float *gp = gn + (i * g.Wo + j) * g.Co;
+                    float *dtap = d + (dy * g.kw + dx) * g.Ci * g.Co;
+                    int64_t cb = 0;
+                    for (; cb + 64 <= g.Co; cb += 64) CONV_SCATTER_BLOCK(8, cb);
+                    for (; cb + 32 <= g.Co; cb += 32) CONV_SCATTER_BLOCK(4, cb);
+                    for (; cb < g.Co; cb += 8) CONV_SCATTER_BLOCK(1, cb);
+                }
+            }
+        }
+}
+
+/* dWt = the sum of the per-thread copies dWt_threads[nt][wsize] (one thread's share each). */
+static void sum_thread_copies(float *dWt, const float *dWt_threads, int64_t wsize, int nt) {
+    #pragma omp parallel num_threads(nt)
+    {
+        SHARE(wsize, q0, q1)
+        for (int64_t e = q0; e < q1; e++) {
+            float s = 0.0f;
+            for (int k = 0; k < nt; k++) s += dWt_threads[k * wsize + e];
+            dWt[e] = s;
+        }
+    }
+}
+
 /* dWt[kh][kw][Ci][Co] = sum over spikes and taps of the output gradient at the tapped
-   pixel: per input pixel and tap, the gradient block is loaded once and added to the
-   rows of the pixel's spiking channels. Each thread sums its share of the images into
-   its own copy (dWt_threads[nt][kh*kw*Ci*Co], zeroed by the caller), then the copies
-   are added into dWt. */
+   pixel. Each thread sums its share of the images into its own copy (dWt_threads[nt]
+   [kh*kw*Ci*Co], zeroed by the caller), then the copies are added into dWt. */
 void snn_conv_wgrad(const int64_t *row_ptr, const int32_t *col, const float *G, float *dWt,
                     float *dWt_threads, int64_t N, const int64_t *geom, int nt) {
-    CONV_GEOM(geom)
-    const int64_t wsize = kh * kw * Ci * Co;
+    const conv_geom g = geom_of(geom);
+    const int64_t wsize = g.kh * g.kw * g.Ci * g.Co;
     #pragma omp parallel num_threads(nt)
     {
         float *d = dWt_threads + omp_get_thread_num() * wsize;
         SHARE(N, n0, n1)
-        for (int64_t n = n0; n < n1; n++)
-            for (int64_t h = 0; h < H_; h++)
-                for (int64_t w = 0; w < W_; w++) {
-                    const int64_t pix = (n * H_ + h) * W_ + w;
-                    const int64_t e0 = row_ptr[pix], e1 = row_ptr[pix + 1];
-                    if (e0 == e1) continue;
-                    for (int64_t dy = 0; dy < kh; dy++) {
-                        const int64_t i = h + ph - dy;
-                        if (i < 0 || i >= Ho) continue;
-                        for (int64_t dx = 0; dx < kw; dx++) {
-                            const int64_t j = w + pw - dx;
-                            if (j < 0 || j >= Wo) continue;
-                            const float *gp = G + ((n * Ho + i) * Wo + j) * Co;
-                            float *dtap = d + (dy * kw + dx) * Ci * Co;
-                            int64_t cb = 0;
-                            for (; cb + 64 <= Co; cb += 64) CONV_SCATTER_BLOCK(8, cb);
-                            for (; cb + 32 <= Co; cb += 32) CONV_SCATTER_BLOCK(4, cb);
-                            for (; cb < Co; cb += 8) CONV_SCATTER_BLOCK(1, cb);
-                        }
-                    }
-                }
-        #pragma omp barrier
-        SHARE(wsize, q0, q1)
-        for (int64_t e = q0; e < q1; e++) {
-            float s = 0.0f;
-            for (int k = 0; k < omp_get_num_threads(); k++) s += dWt_threads[k * wsize + e];
-            dWt[e] = s;
-        }
+        for (int64_t n = n0; n < n1; n++) conv_wgrad_image(row_ptr, col, G + n * g.Ho * g.Wo * g.Co, d, n, g);
     }
+    sum_thread_copies(dWt, dWt_threads, wsize, nt);
 }
 
 /* ---- BatchNorm followed by a 2x2 max-pool, channels-last ----------------------------
@@ -575,52 +600,70 @@ void snn_conv_wgrad(const int64_t *row_ptr, const int32_t *col, const float *G, 
    full-resolution normalised tensor is never written; arg keeps which window entry won
    (0..3, row-major, the first on ties, like PyTorch's max-pool). Output [N][H/2][W/2][C]. */
 
-/* Per-channel sum and sum of squares over the rows of Y[rows][C], in double. acc holds
-   nt * 2C doubles (zeroed by the caller); on return acc[0..C) = sums, acc[C..2C) = squares. */
+/* s[c] += sum, q[c] += sum of squares of the rows of Y[rows][C] (float per row block,
+   double across blocks) */
+static void stats_rows(const float *Y, int64_t rows, int64_t C, double *s, double *q) {
+    for (int64_t c = 0; c < C; c += 8) {
+        v8f a = splat(0.0f), b = splat(0.0f);
+        for (int64_t r = 0; r < rows; r++) {
+            const v8f v = ld(Y + r * C + c);
+            a += v;
+            b += v * v;
+        }
+        for (int l = 0; l < 8; l++) {
+            s[c + l] += a[l];
+            q[c + l] += b[l];
+        }
+    }
+}
+
+/* Per-channel sum and sum of squares over the rows of Y[rows][C] (float within blocks of
+   `block` rows, double across). acc holds nt * 2C doubles (zeroed by the caller); on
+   return acc[0..C) = sums, acc[C..2C) = squares. */
 void snn_bn_stats(const float *Y, int64_t rows, int64_t C, double *acc, int nt) {
+    const int64_t block = 64;
     #pragma omp parallel num_threads(nt)
     {
-        SHARE(rows, r0, r1)
+        SHARE((rows + block - 1) / block, k0, k1)
         double *s = acc + (int64_t)omp_get_thread_num() * 2 * C, *q = s + C;
-        for (int64_t r = r0; r < r1; r++) {
-            const float *y = Y + r * C;
-            for (int64_t c = 0; c < C; c++) {
-                const double v = y[c];
-                s[c] += v;
-                q[c] += v * v;
-            }
-        }
+        for (int64_t k = k0; k < k1; k++)
+            stats_rows(Y + k * block * C, min64(block, rows - k * block), C, s, q);
     }
     for (int k = 1; k < nt; k++)
         for (int64_t c = 0; c < 2 * C; c++) acc[c] += acc[(int64_t)k * 2 * C + c];
 }
 
+/* One image: yn[H][W][C] -> on[H/2][W/2][C], an[...] the winning entries. */
+static void bn_pool_image(const float *yn, const float *alpha, const float *beta, float *on, uint8_t *an,
+                          int64_t H, int64_t W, int64_t C) {
+    const int64_t Ho = H / 2, Wo = W / 2;
+    for (int64_t i = 0; i < Ho; i++)
+        for (int64_t j = 0; j < Wo; j++) {
+            const float *y0 = yn + ((2 * i) * W + 2 * j) * C;
+            const float *win[4] = {y0, y0 + C, y0 + W * C, y0 + W * C + C};
+            float *o = on + (i * Wo + j) * C;
+            uint8_t *a = an + (i * Wo + j) * C;
+            for (int64_t c = 0; c < C; c += 8) {
+                const v8f al = ld(alpha + c), be = ld(beta + c);
+                v8f best = ld(win[0] + c) * al + be;
+                v8i which = {0, 0, 0, 0, 0, 0, 0, 0};
+                for (int k = 1; k < 4; k++) {
+                    const v8f z = ld(win[k] + c) * al + be;
+                    const v8i gt = z > best;
+                    best = (v8f)(((v8i)z & gt) | ((v8i)best & ~gt));
+                    which = (which & ~gt) | (gt & (v8i){k, k, k, k, k, k, k, k});
+                }
+                st(o + c, best);
+                for (int q = 0; q < 8; q++) a[c + q] = (uint8_t)which[q];
+            }
+        }
+}
+
 void snn_bn_pool_fwd(const float *Y, const float *alpha, const float *beta, float *out, uint8_t *arg,
                      int64_t N, int64_t H, int64_t W, int64_t C, int nt) {
-    const int64_t Ho = H / 2, Wo = W / 2;
+    const int64_t po = (H / 2) * (W / 2) * C;
     #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        for (int64_t i = 0; i < Ho; i++)
-            for (int64_t j = 0; j < Wo; j++) {
-                const float *y0 = Y + ((n * H + 2 * i) * W + 2 * j) * C;
-                const float *win[4] = {y0, y0 + C, y0 + W * C, y0 + W * C + C};
-                float *o = out + ((n * Ho + i) * Wo + j) * C;
-                uint8_t *a = arg + ((n * Ho + i) * Wo + j) * C;
-                for (int64_t c = 0; c < C; c += 8) {
-                    const v8f al = ld(alpha + c), be = ld(beta + c);
-                    v8f best = ld(win[0] + c) * al + be;
-                    v8i which = {0, 0, 0, 0, 0, 0, 0, 0};
-                    for (int k = 1; k < 4; k++) {
-                        const v8f z = ld(win[k] + c) * al + be;
-                        const v8i gt = z > best;
-                        best = (v8f)(((v8i)z & gt) | ((v8i)best & ~gt));
-                        which = (which & ~gt) | (gt & (v8i){k, k, k, k, k, k, k, k});
-                    }
-                    st(o + c, best);
-                    for (int q = 0; q < 8; q++) a[c + q] = (uint8_t)which[q];
-                }
-            }
-    }
+    for (int64_t n = 0; n < N; n++) bn_pool_image(Y + n * H * W * C, alpha, beta, out + n * po, arg + n * po, H, W, C);
 }
 
 /* The window entry arg[c..c+8) of a pooled pixel as 8 lanes. */
@@ -630,44 +673,83 @@ static inline v8i arg8(const uint8_t *a) {
     return r;
 }
 
+/* One image's share of backward pass 1: s[c] += sum of g, q[c] += sum of g * xhat at the
+   winning entries (xhat = (y - mean) * invstd). */
+static void bn_pool_sums_image(const float *yn, const uint8_t *an, const float *gn, const float *mean,
+                               const float *invstd, double *s, double *q, int64_t H, int64_t W, int64_t C) {
+    const int64_t Ho = H / 2, Wo = W / 2;
+    for (int64_t c = 0; c < C; c += 8) {
+        const v8f mu = ld(mean + c), is = ld(invstd + c);
+        v8f sg = splat(0.0f), sx = splat(0.0f);
+        for (int64_t i = 0; i < Ho; i++)
+            for (int64_t j = 0; j < Wo; j++) {
+                const int64_t pp = (i * Wo + j) * C + c;
+                const float *y0 = yn + ((2 * i) * W + 2 * j) * C + c;
+                const v8i w = arg8(an + pp);
+                v8f y = ld(y0);
+                y = (v8f)(((v8i)ld(y0 + C) & (w == 1)) | ((v8i)y & ~(w == 1)));
+                y = (v8f)(((v8i)ld(y0 + W * C) & (w == 2)) | ((v8i)y & ~(w == 2)));
+                y = (v8f)(((v8i)ld(y0 + W * C + C) & (w == 3)) | ((v8i)y & ~(w == 3)));
+                const v8f g = ld(gn + pp);
+                sg += g;
+                sx += g * ((y - mu) * is);
+            }
+        for (int l = 0; l < 8; l++) {
+            s[c + l] += sg[l];
+            q[c + l] += sx[l];
+        }
+    }
+}
+
 /* Backward, pass 1: per-channel sums over the pooled gradient gP of g and of g * xhat at
-   the winning entries, xhat = (y - mean) * invstd (what dgamma and the BatchNorm
-   backward need); float partial sums per image, added up in double. acc as in
-   snn_bn_stats. */
+   the winning entries (what dgamma and the BatchNorm backward need); float per image,
+   double across images. acc as in snn_bn_stats. */
 void snn_bn_pool_bwd_sums(const float *Y, const uint8_t *arg, const float *gP, const float *mean,
                           const float *invstd, double *acc, int64_t N, int64_t H, int64_t W, int64_t C,
                           int nt) {
-    const int64_t Ho = H / 2, Wo = W / 2;
+    const int64_t po = (H / 2) * (W / 2) * C;
     #pragma omp parallel num_threads(nt)
     {
         SHARE(N, n0, n1)
         double *s = acc + (int64_t)omp_get_thread_num() * 2 * C, *q = s + C;
-        for (int64_t c = 0; c < C; c += 8) {
-            const v8f mu = ld(mean + c), is = ld(invstd + c);
-            for (int64_t n = n0; n < n1; n++) {
-                v8f sg = splat(0.0f), sx = splat(0.0f);
-                for (int64_t i = 0; i < Ho; i++)
-                    for (int64_t j = 0; j < Wo; j++) {
-                        const int64_t pp = ((n * Ho + i) * Wo + j) * C + c;
-                        const float *y0 = Y + ((n * H + 2 * i) * W + 2 * j) * C + c;
-                        const v8i w = arg8(arg + pp);
-                        v8f y = ld(y0);
-                        y = (v8f)(((v8i)ld(y0 + C) & (w == 1)) | ((v8i)y & ~(w == 1)));
-                        y = (v8f)(((v8i)ld(y0 + W * C) & (w == 2)) | ((v8i)y & ~(w == 2)));
-                        y = (v8f)(((v8i)ld(y0 + W * C + C) & (w == 3)) | ((v8i)y & ~(w == 3)));
-                        const v8f g = ld(gP + pp);
-                        sg += g;
-                        sx += g * ((y - mu) * is);
-                    }
-                for (int l = 0; l < 8; l++) {
-                    s[c + l] += sg[l];
-                    q[c + l] += sx[l];
-                }
-            }
-        }
+        for (int64_t n = n0; n < n1; n++)
+            bn_pool_sums_image(Y + n * H * W * C, arg + n * po, gP + n * po, mean, invstd, s, q, H, W, C);
     }
     for (int k = 1; k < nt; k++)
         for (int64_t c = 0; c < 2 * C; c++) acc[c] += acc[(int64_t)k * 2 * C + c];
+}
+
+/* One image of backward pass 2: dn = a * g_full + b + k * (y - mean). */
+static void bn_pool_dy_image(const float *yn, const uint8_t *an, const float *gn, const float *a,
+                             const float *b, const float *k, const float *mean, float *dn, int64_t H,
+                             int64_t W, int64_t C) {
+    const int64_t Ho = H / 2, Wo = W / 2;
+    if (H % 2 || W % 2)  /* pixels no window covers: only the statistics' terms */
+        for (int64_t i = 0; i < H; i++)
+            for (int64_t j = 0; j < W; j++) {
+                if (i < 2 * Ho && j < 2 * Wo) continue;
+                for (int64_t c = 0; c < C; c += 8) {
+                    const int64_t o = (i * W + j) * C + c;
+                    st(dn + o, ld(b + c) + ld(k + c) * (ld(yn + o) - ld(mean + c)));
+                }
+            }
+    for (int64_t i = 0; i < Ho; i++)
+        for (int64_t j = 0; j < Wo; j++) {
+            const int64_t pp = (i * Wo + j) * C;
+            const int64_t o0 = ((2 * i) * W + 2 * j) * C;
+            const int64_t offs[4] = {o0, o0 + C, o0 + W * C, o0 + W * C + C};
+            for (int64_t c = 0; c < C; c += 8) {
+                const v8f bb = ld(b + c), kk = ld(k + c), mu = ld(mean + c);
+                const v8f ag = ld(a + c) * ld(gn + pp + c);
+                const v8i w = arg8(an + pp + c);
+                for (int q = 0; q < 4; q++) {
+                    const int64_t o = offs[q] + c;
+                    const v8f base = bb + kk * (ld(yn + o) - mu);
+                    const v8i hit = w == (v8i){q, q, q, q, q, q, q, q};
+                    st(dn + o, base + (v8f)((v8i)ag & hit));
+                }
+            }
+        }
 }
 
 /* Backward, pass 2: dY = a * g_full + b + k * (y - mean) per channel, g_full = gP at the
@@ -676,36 +758,106 @@ void snn_bn_pool_bwd_sums(const float *Y, const uint8_t *arg, const float *gP, c
 void snn_bn_pool_bwd_dy(const float *Y, const uint8_t *arg, const float *gP, const float *a,
                         const float *b, const float *k, const float *mean, float *dY, int64_t N,
                         int64_t H, int64_t W, int64_t C, int nt) {
-    const int64_t Ho = H / 2, Wo = W / 2;
+    const int64_t po = (H / 2) * (W / 2) * C;
     #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        const float *yn = Y + n * H * W * C;
-        float *dn = dY + n * H * W * C;
-        if (H % 2 || W % 2)  /* pixels no window covers: only the statistics' terms */
-            for (int64_t i = 0; i < H; i++)
-                for (int64_t j = 0; j < W; j++) {
-                    if (i < 2 * Ho && j < 2 * Wo) continue;
-                    for (int64_t c = 0; c < C; c += 8) {
-                        const int64_t o = (i * W + j) * C + c;
-                        st(dn + o, ld(b + c) + ld(k + c) * (ld(yn + o) - ld(mean + c)));
-                    }
-                }
-        for (int64_t i = 0; i < Ho; i++)
-            for (int64_t j = 0; j < Wo; j++) {
-                const int64_t pp = ((n * Ho + i) * Wo + j) * C;
-                const int64_t o0 = ((2 * i) * W + 2 * j) * C;
-                const int64_t offs[4] = {o0, o0 + C, o0 + W * C, o0 + W * C + C};
-                for (int64_t c = 0; c < C; c += 8) {
-                    const v8f bb = ld(b + c), kk = ld(k + c), mu = ld(mean + c);
-                    const v8f ag = ld(a + c) * ld(gP + pp + c);
-                    const v8i w = arg8(arg + pp + c);
-                    for (int q = 0; q < 4; q++) {
-                        const int64_t o = offs[q] + c;
-                        const v8f base = bb + kk * (ld(yn + o) - mu);
-                        const v8i hit = w == (v8i){q, q, q, q, q, q, q, q};
-                        st(dn + o, base + (v8f)((v8i)ag & hit));
-                    }
-                }
-            }
+    for (int64_t n = 0; n < N; n++)
+        bn_pool_dy_image(Y + n * H * W * C, arg + n * po, gP + n * po, a, b, k, mean, dY + n * H * W * C, H, W, C);
+}
+
+/* ---- conv -> BatchNorm -> 2x2 max-pool on binary inputs that need no gradient --------
+   (a network's first conv on encoded spikes). The conv output is never stored: each
+   pass recomputes it image by image into a thread-local buffer (a sparse conv is cheap
+   next to writing and re-reading a full-resolution tensor). */
+
+/* Per-channel sum and sum of squares of the conv output (acc as in snn_bn_stats). */
+void snn_cbp_stats(const int64_t *row_ptr, const int32_t *col, const float *Wt, const float *bias, int64_t N,
+                   const int64_t *geom, double *acc, int nt) {
+    const conv_geom g = geom_of(geom);
+    const int64_t opix = g.Ho * g.Wo;
+    #pragma omp parallel num_threads(nt)
+    {
+        SHARE(N, n0, n1)
+        double *s = acc + (int64_t)omp_get_thread_num() * 2 * g.Co, *q = s + g.Co;
+        float *buf = (float *)malloc(sizeof(float) * (size_t)(opix * g.Co));
+        for (int64_t n = n0; n < n1 && buf; n++) {
+            conv_image(row_ptr, col, Wt, bias, buf, n, g);
+            stats_rows(buf, opix, g.Co, s, q);
+        }
+        free(buf);
+    }
+    for (int k = 1; k < nt; k++)
+        for (int64_t c = 0; c < 2 * g.Co; c++) acc[c] += acc[(int64_t)k * 2 * g.Co + c];
+}
+
+void snn_cbp_fwd(const int64_t *row_ptr, const int32_t *col, const float *Wt, const float *bias, int64_t N,
+                 const int64_t *geom, const float *alpha, const float *beta, float *out, uint8_t *arg, int nt) {
+    const conv_geom g = geom_of(geom);
+    const int64_t opix = g.Ho * g.Wo, po = (g.Ho / 2) * (g.Wo / 2) * g.Co;
+    #pragma omp parallel num_threads(nt)
+    {
+        float *buf = (float *)malloc(sizeof(float) * (size_t)(opix * g.Co));
+        #pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            if (!buf) continue;
+            conv_image(row_ptr, col, Wt, bias, buf, n, g);
+            bn_pool_image(buf, alpha, beta, out + n * po, arg + n * po, g.Ho, g.Wo, g.Co);
+        }
+        free(buf);
+    }
+}
+
+/* Backward pass 1 (as snn_bn_pool_bwd_sums, the conv output recomputed). */
+void snn_cbp_bwd_sums(const int64_t *row_ptr, const int32_t *col, const float *Wt, const float *bias, int64_t N,
+                      const int64_t *geom, const uint8_t *arg, const float *gP, const float *mean,
+                      const float *invstd, double *acc, int nt) {
+    const conv_geom g = geom_of(geom);
+    const int64_t opix = g.Ho * g.Wo, po = (g.Ho / 2) * (g.Wo / 2) * g.Co;
+    #pragma omp parallel num_threads(nt)
+    {
+        SHARE(N, n0, n1)
+        double *s = acc + (int64_t)omp_get_thread_num() * 2 * g.Co, *q = s + g.Co;
+        float *buf = (float *)malloc(sizeof(float) * (size_t)(opix * g.Co));
+        for (int64_t n = n0; n < n1 && buf; n++) {
+            conv_image(row_ptr, col, Wt, bias, buf, n, g);
+            bn_pool_sums_image(buf, arg + n * po, gP + n * po, mean, invstd, s, q, g.Ho, g.Wo, g.Co);
+        }
+        free(buf);
+    }
+    for (int k = 1; k < nt; k++)
+        for (int64_t c = 0; c < 2 * g.Co; c++) acc[c] += acc[(int64_t)k * 2 * g.Co + c];
+}
+
+/* Backward pass 2 and the conv's weight gradient: per image the conv output is recomputed,
+   its gradient dY formed (as snn_bn_pool_bwd_dy) and scattered into the weight gradient
+   (per-thread copies dWt_threads, zeroed by the caller, summed into dWt). */
+void snn_cbp_wgrad(const int64_t *row_ptr, const int32_t *col, const float *Wt, const float *bias, int64_t N,
+                   const int64_t *geom, const uint8_t *arg, const float *gP, const float *a, const float *b,
+                   const float *k, const float *mean, float *dWt, float *dWt_threads, float *dbias, int nt) {
+    const conv_geom g = geom_of(geom);
+    const int64_t opix = g.Ho * g.Wo, po = (g.Ho / 2) * (g.Wo / 2) * g.Co;
+    const int64_t wsize = g.kh * g.kw * g.Ci * g.Co;
+    #pragma omp parallel num_threads(nt)
+    {
+        SHARE(N, n0, n1)
+        float *d = dWt_threads + omp_get_thread_num() * (wsize + g.Co), *db = d + wsize;
+        float *buf = (float *)malloc(sizeof(float) * (size_t)(2 * opix * g.Co)), *dy = buf + opix * g.Co;
+        for (int64_t n = n0; n < n1 && buf; n++) {
+            conv_image(row_ptr, col, Wt, bias, buf, n, g);
+            bn_pool_dy_image(buf, arg + n * po, gP + n * po, a, b, k, mean, dy, g.Ho, g.Wo, g.Co);
+            conv_wgrad_image(row_ptr, col, dy, d, n, g);
+            if (dbias)
+                for (int64_t p = 0; p < opix; p++) vadd_n(db, dy + p * g.Co, g.Co);
+        }
+        free(buf);
+    }
+    #pragma omp parallel num_threads(nt)
+    {
+        SHARE(wsize + g.Co, q0, q1)
+        for (int64_t e = q0; e < q1; e++) {
+            float s = 0.0f;
+            for (int t = 0; t < nt; t++) s += dWt_threads[t * (wsize + g.Co) + e];
+            if (e < wsize) dWt[e] = s;
+            else if (dbias) dbias[e - wsize] = s;
+        }
     }
 }

@@ -256,6 +256,7 @@ def test_the_recipes_train_a_tiny_epoch_on_nmnist_and_shd(data_dir, tmp_path):
     assert {"nmnist-train", "nmnist-test", "shd-train", "shd-test"} <= set(names)
 
 
+@pytest.mark.slow  # a CLI run (tens of seconds); lighter tests cover the same code in the default run
 def test_dvs_gesture_trains_a_tiny_epoch(data_dir, tmp_path):
     args = [
         "data=dvs_gesture",
@@ -278,6 +279,7 @@ def test_dvs_gesture_trains_a_tiny_epoch(data_dir, tmp_path):
     assert len(list((tmp_path / "cache").iterdir())) == 2  # train, test
 
 
+@pytest.mark.slow  # a CLI run (tens of seconds); lighter tests cover the same code in the default run
 def test_missing_event_data_fails_in_one_line(tmp_path):
     r = train(["experiment=nmnist_conv", f"paths.data_dir={tmp_path}", *TINY, "hydra.run.dir=run"], tmp_path)
     assert r.returncode == 2, (r.stdout + r.stderr)[-2000:]

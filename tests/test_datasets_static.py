@@ -298,6 +298,7 @@ def test_the_recipes_train_a_tiny_epoch_on_each_layout(recipe_runs):
         assert list(cfg.model.input_shape) == shape and cfg.data.verify is False
 
 
+@pytest.mark.slow  # a CLI run (tens of seconds); lighter tests cover the same code in the default run
 def test_a_users_idx_files_and_image_folder_train_a_tiny_epoch(data_dir, tmp_path):
     r = train(
         [

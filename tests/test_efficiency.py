@@ -552,6 +552,7 @@ def test_deploy_counts_only_the_real_samples_of_a_padded_last_batch():
     assert eff["synops"] == pytest.approx(total / 10)
 
 
+@pytest.mark.slow  # a CLI run (tens of seconds); lighter tests cover the same code in the default run
 def test_the_best_epoch_is_reported_with_every_epochs_history(tmp_path):
     """Two epochs that cannot improve (a direct encoder: nothing random; a learning rate
     that moves nothing): the best checkpoint stays at epoch 0, so metrics.json reports

@@ -187,6 +187,7 @@ def test_conv_bad_input_shape():
         SpikingConvNet(LIF, input_shape=(784,))
 
 
+@pytest.mark.slow  # a CLI run (tens of seconds); lighter tests cover the same code in the default run
 def test_conv_pool_bench_script_prints_side_by_side_ratio():
     args = ["--rounds", "2", "--steps", "1", "--batch", "4", "--threads", "1", "model.channels=[2,4]", "model.fc=8"]
     r = run_script("experiments/bench_conv_pool.py", args)

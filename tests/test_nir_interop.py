@@ -537,6 +537,7 @@ def test_model_nir_fine_tunes_an_imported_graph_and_deploys(tiny_net, tmp_path):
     assert rep["agreement"] == 1.0
 
 
+@pytest.mark.slow  # a CLI run (tens of seconds); lighter tests cover the same code in the default run
 def test_model_nir_config_errors_say_what_to_set(tiny_net, tmp_path, compose_cfg):
     write_nir(tiny_net(readout="membrane"), str(tmp_path / "g.nir"))
     base = ["model=nir", f"model.path={tmp_path / 'g.nir'}"]

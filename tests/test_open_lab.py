@@ -136,7 +136,10 @@ def test_snn_eval_gives_the_test_metrics_of_a_checkpoint(tiny_run, tmp_path):
     # training run's final test (its generator had advanced), the accuracy barely
     assert abs(m["test_acc"] - trained["test_acc"]) <= 0.1
     # time_steps on the command line changes the network's T
-    r = snn_eval([f"ckpt_path={ckpt}", "time_steps=6", "logger=none", *QUIET, "hydra.run.dir=t6"], tmp_path)
+    r = snn_eval(
+        [f"ckpt_path={ckpt}", "time_steps=6", "data.eval_subset=200", "logger=none", *QUIET, "hydra.run.dir=t6"],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert metrics(tmp_path / "t6")["time_steps"] == 6
 

@@ -92,14 +92,14 @@ def _compose_and_validate(compose, override: str, key: str) -> None:
 
 
 @pytest.mark.parametrize("key", KEYS)
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_value_of_a_checked_key_validates_or_fails_naming_it(compose_fast, key, data):
     value = data.draw(hidden_values if key == "model.hidden" else values, label="value")
     _compose_and_validate(compose_fast, f"{key}={value}", key)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(vth=floats, decay=floats, lr=floats, neuron=st.sampled_from(["lif", "if", "plif", "alif"]))
 def test_neuron_and_optimizer_numbers_together(compose_fast, vth, decay, lr, neuron):
     """Several keys at once, on each neuron group option: the first bad key is named."""

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 
 from helpers import step_loop
 from snn_lab import engine
+from snn_lab.encoders import build_encoder
 from snn_lab.engine import lif_scan, lif_scan_reference, native, spike_linear
 from snn_lab.models import tutorial_network
 from snn_lab.neurons import ALIF, LIF, Surrogate
@@ -477,3 +478,71 @@ def test_conv_bn_max_pool2d_equals_the_three_layers(gen, training, geometry):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     assert engine.conv_bn_max_pool2d(x * 0.5, w, b, p, rm, rv, bw, bb, training, 0.1, 1e-5) is None  # not spikes
     assert engine.conv_bn_max_pool2d(x.requires_grad_(), w, b, p, rm, rv, bw, bb, training, 0.1, 1e-5) is None
+
+
+# -- Bernoulli encoding inside the first layer's kernel ---------------------------------------
+def _train_of(tm, T: int, B: int, K: int) -> torch.Tensor:
+    """The spike train ``[T, B, K]`` a temporal index stands for."""
+    row_ptr, cols, masks, _ = tm
+    x = torch.zeros(T, B, K)
+    for b in range(B):
+        for j in range(int(row_ptr[b]), int(row_ptr[b + 1])):
+            m = int(masks[j]) & (2**64 - 1)
+            for t in range(T):
+                if m >> t & 1:
+                    x[t, b, int(cols[j])] = 1.0
+    return x
+
+
+@pytest.mark.skipif(not NATIVE, reason="native kernels unavailable")
+def test_bernoulli_first_layer_draws_the_encoders_spikes(gen, mnist_like):
+    """engine.bernoulli=torch: the first layer's current comes from the encoder's own
+    draws without forming the train -- the same spikes, scores and gradients as encoding
+    first, in layer mode as in step mode."""
+    nets = {m: tutorial_network(encoder=build_encoder("bernoulli"), mode=m, time_steps=7) for m in ("step", "layer")}
+    nets["layer"].load_state_dict(nets["step"].state_dict())
+    images = mnist_like(12)
+    y = torch.randint(0, 10, (12,), generator=gen)
+    got = {}
+    for mode, net in nets.items():
+        out, rec = net(images, torch.Generator().manual_seed(3), return_record=True)
+        F.cross_entropy(out, y).backward()
+        got[mode] = (out, rec.spikes, [p.grad for p in net.parameters()])
+    ref_out, ref_rec = nets["layer"].forward_spikes(
+        nets["layer"].encode(images, generator=torch.Generator().manual_seed(3)), return_record=True
+    )
+    assert torch.equal(got["layer"][0], ref_out) and torch.equal(got["layer"][0], got["step"][0])
+    assert all(torch.equal(a, b) for a, b in zip(got["layer"][1], ref_rec.spikes))
+    for a, b in zip(got["layer"][2], got["step"][2]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not NATIVE, reason="native kernels unavailable")
+def test_kernel_bernoulli_draws(gen):
+    """engine.bernoulli=kernel: per step a fresh Bernoulli(p) draw from a key the generator
+    gives (reproducible, p = 0 never fires, rates match p), and the layer's values and
+    weight gradient are those of the train the draws stand for."""
+    B, K, T = 6, 300, 20
+    p = torch.rand(B, K, generator=gen) * (torch.rand(B, K, generator=gen) < 0.5)
+    W = torch.randn(40, K, generator=gen, requires_grad=True)
+    b = torch.randn(40, generator=gen, requires_grad=True)
+    tm = native.bernoulli_tmask(p, T, key=99)
+    x = _train_of(tm, T, B, K)
+    assert not x[:, p == 0].any() and tm[3] == int(x.sum())
+    assert torch.equal(x, _train_of(native.bernoulli_tmask(p, T, key=99), T, B, K))
+    assert not torch.equal(x, _train_of(native.bernoulli_tmask(p, T, key=100), T, B, K))
+    big = native.bernoulli_tmask(torch.full((50, 400), 0.3), 40, key=7)
+    assert abs(big[3] / (50 * 400 * 40) - 0.3) < 0.005  # 800k draws: 5 sigma is 0.0026
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    out = engine.bernoulli_linear(p, W, b, T, g1, rng="kernel")
+    key = int(torch.randint(0, 2**62, (1,), generator=g2))  # the key the call drew
+    xk = _train_of(native.bernoulli_tmask(p.contiguous(), T, key=key), T, B, K).reshape(T * B, K)
+    ref = F.linear(xk, W, b)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    go = torch.randn(ref.shape, generator=gen)
+    for a, c in zip(torch.autograd.grad(out, [W, b], go), torch.autograd.grad(ref, [W, b], go)):
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="bernoulli='quantum' is unknown"):
+        engine.bernoulli_linear(p, W, b, T, g1, rng="quantum")
+    with pytest.raises(ValueError, match="engine bernoulli='quantum' is unknown"):
+        engine.configure(bernoulli="quantum")

@@ -21,13 +21,16 @@ Options (process-wide; ``configure(...)`` or the ``using(...)`` context manager)
 ``sparse_max_density``  ``auto`` uses the sparse kernels up to this input density
 ``native``              False ignores the compiled kernels (same as ``SNN_LAB_NATIVE=0``)
 ``conv``                auto | dense | channels_last | sparse (see :mod:`.conv`)
+``conv_max_density``    ``conv=auto`` gathers over the spikes up to this input density
+``bernoulli``           torch | kernel: where a first Linear layer's Bernoulli draws come
+                        from (see :func:`bernoulli_linear`)
 """
 
 from __future__ import annotations
 
 from . import native
 from .conv import batch_norm_max_pool2d, conv_bn_max_pool2d, spike_conv2d
-from .linear import is_binary, spike_linear
+from .linear import bernoulli_linear, is_binary, spike_linear
 from .options import CONV_STRATEGIES, STRATEGIES, EngineOptions, configure, options, using
 from .scan import lif_scan, lif_scan_reference
 from .surrogate import SURROGATE_GRADS, SURROGATE_WIDTHS, heaviside, spike, surrogate_grad
@@ -39,6 +42,7 @@ __all__ = [
     "SURROGATE_WIDTHS",
     "EngineOptions",
     "batch_norm_max_pool2d",
+    "bernoulli_linear",
     "configure",
     "conv_bn_max_pool2d",
     "describe",

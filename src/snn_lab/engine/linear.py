@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from . import native
-from .options import STRATEGIES, native_enabled
+from .options import BERNOULLI_RNGS, STRATEGIES, native_enabled
 
 
 def is_binary(x: torch.Tensor) -> bool:
@@ -198,3 +198,70 @@ def spike_linear(
     if torch.compiler.is_compiling():
         return F.linear(x, weight, bias)
     return _SpikeLinear.apply(x, weight, bias, strategy, binary, float(max_density), time_steps)
+
+
+class _IndexedSpikeLinear(torch.autograd.Function):
+    """``X @ W^T + b`` for a spike train given only as its temporal index (the input needs
+    no gradient): forward and weight gradient by the native temporal kernels."""
+
+    @staticmethod
+    def forward(ctx, weight, bias, tm, T: int, B: int):
+        K = weight.shape[1]
+        out = native.tm_fwd(
+            tm, packed_weight(weight), None if bias is None else bias.detach().contiguous(), T, B, weight.shape[0]
+        )
+        ctx.save_for_backward(*tm[:3])
+        ctx.shape = (T, B, K)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        row_ptr, cols, masks = ctx.saved_tensors
+        T, B, K = ctx.shape
+        g = g.contiguous()
+        gw = native.tm_wgrad((row_ptr, cols, masks), g, T, B, K).t() if ctx.needs_input_grad[0] else None
+        gb = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[1] else None
+        return gw, gb, None, None, None
+
+
+def bernoulli_linear(
+    p: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    time_steps: int,
+    generator: torch.Generator | None = None,
+    rng: str = "torch",
+) -> torch.Tensor | None:
+    """``x @ W^T + b`` over ``T*B`` rows (time-major) of the Bernoulli rate code of the
+    intensities ``p[B, K]`` (``x[t, b] = u < p``, a fresh draw per step), without forming
+    ``x``: the draws go straight into the temporal index of the sparse kernels.
+
+    ``rng="torch"``: ``u = torch.rand((T, *p.shape), generator)`` -- the draws (and so the
+    spikes) of :class:`~snn_lab.encoders.BernoulliEncoder`. ``rng="kernel"``: the kernel
+    hashes one 62-bit key drawn from ``generator`` with (sample, step, input), only where
+    ``p > 0``: other random numbers than the encoder's (same distribution), no ``[T, B,
+    K]`` uniforms. Returns None when the native kernels cannot run it (the caller encodes
+    first)."""
+    if rng not in BERNOULLI_RNGS:
+        raise ValueError(f"bernoulli={rng!r} is unknown; accepted: {', '.join(BERNOULLI_RNGS)}")
+    if not (
+        p.dim() == 2
+        and p.device.type == "cpu"
+        and p.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and 1 <= time_steps <= native.MAX_T
+        and not torch.compiler.is_compiling()
+        and native_enabled()
+    ):
+        return None
+    B = p.shape[0]
+    pc = p.contiguous()
+    if rng == "torch":
+        u = torch.rand((time_steps, *p.shape), generator=generator, dtype=p.dtype)
+        tm = native.bernoulli_tmask(pc, time_steps, U=u)
+    else:
+        key = int(torch.randint(0, 2**62, (1,), generator=generator))
+        tm = native.bernoulli_tmask(pc, time_steps, key=key)
+    out: torch.Tensor = _IndexedSpikeLinear.apply(weight, bias, tm, time_steps, B)
+    return out

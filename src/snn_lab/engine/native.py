@@ -58,6 +58,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_cbp_bwd_sums.argtypes = [p, p, p, p, i64, p, p, p, p, p, p, i32]
     lib.snn_cbp_wgrad.argtypes = [p, p, p, p, i64, p, p, p, p, p, p, p, p, p, p, i32]
     lib.snn_tm_count.argtypes = [p, i64, i64, i64, p, p, p, i32]
+    lib.snn_bern_tm_count.argtypes = [p, p, ctypes.c_uint64, i64, i64, i64, p, p, p, i32]
+    lib.snn_bern_tm_count.restype = i64
     lib.snn_tm_count.restype = i64
     lib.snn_tm_fill.argtypes = [p, i64, i64, p, p, p, i32]
     lib.snn_tm_fwd.argtypes = [p, p, p, p, i64, p, p, i64, i64, i64, i32]
@@ -210,6 +212,31 @@ def tmask(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, in
     npairs = _lib_or_raise().snn_tm_count(_ptr(X), T, B, K, _ptr(Mk), _ptr(row_ptr), ctypes.byref(nspk), nt)
     if npairs < 0:
         return None
+    cols = torch.empty(max(int(npairs), 1), dtype=torch.int32)
+    masks = torch.empty(max(int(npairs), 1), dtype=torch.int64)
+    _lib_or_raise().snn_tm_fill(_ptr(Mk), B, K, _ptr(row_ptr), _ptr(cols), _ptr(masks), nt)
+    return row_ptr, cols, masks, int(nspk.value)
+
+
+def bernoulli_tmask(
+    P: torch.Tensor, T: int, U: torch.Tensor | None = None, key: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """:func:`tmask` of the Bernoulli train ``X[t, b, k] = u[t, b, k] < P[b, k]`` without
+    forming it: ``u`` from ``U[T, B, K]`` (uniforms in [0, 1)), or when ``U`` is None from
+    the kernel's counter-based hash of ``(key, b, t, k)`` (only where ``P > 0``)."""
+    _check(P, U)
+    B, K = P.shape
+    if not 1 <= T <= MAX_T:
+        raise ValueError(f"temporal masks hold 1 to {MAX_T} steps, got T={T}")
+    if U is not None and tuple(U.shape) != (T, B, K):
+        raise ValueError(f"uniforms of shape {tuple(U.shape)} for T={T} and P of shape {tuple(P.shape)}")
+    Mk = torch.empty(B, K, dtype=torch.int64)
+    row_ptr = torch.empty(B + 1, dtype=torch.int64)
+    nspk = ctypes.c_int64(0)
+    nt = _nt(T * B * K, B)
+    npairs = _lib_or_raise().snn_bern_tm_count(
+        _ptr(U), _ptr(P), int(key) & 0xFFFFFFFFFFFFFFFF, T, B, K, _ptr(Mk), _ptr(row_ptr), ctypes.byref(nspk), nt
+    )
     cols = torch.empty(max(int(npairs), 1), dtype=torch.int32)
     masks = torch.empty(max(int(npairs), 1), dtype=torch.int64)
     _lib_or_raise().snn_tm_fill(_ptr(Mk), B, K, _ptr(row_ptr), _ptr(cols), _ptr(masks), nt)

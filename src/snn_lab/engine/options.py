@@ -11,6 +11,7 @@ from . import native
 
 STRATEGIES = ("auto", "dense", "sparse", "bf16x3")
 CONV_STRATEGIES = ("auto", "dense", "channels_last", "sparse")
+BERNOULLI_RNGS = ("torch", "kernel")
 
 
 @dataclasses.dataclass
@@ -25,10 +26,15 @@ class EngineOptions:
     # ``conv=auto`` gathers over the spikes up to this input density (the dense input
     # gradient is needed either way, so the crossover is lower than for Linear layers)
     conv_max_density: float = 0.25
+    # Bernoulli-encoded input into a first Linear layer: "torch" draws like the encoder
+    # (the per-step path's spikes), "kernel" hashes a key in the native kernel (other draws)
+    bernoulli: str = "torch"
 
     def __post_init__(self):
         if self.matmul not in STRATEGIES:
             raise ValueError(f"engine matmul={self.matmul!r} is unknown; accepted: {', '.join(STRATEGIES)}")
+        if self.bernoulli not in BERNOULLI_RNGS:
+            raise ValueError(f"engine bernoulli={self.bernoulli!r} is unknown; accepted: {', '.join(BERNOULLI_RNGS)}")
         if self.conv not in CONV_STRATEGIES:
             raise ValueError(f"engine conv={self.conv!r} is unknown; accepted: {', '.join(CONV_STRATEGIES)}")
         for name in ("sparse_max_density", "conv_max_density"):

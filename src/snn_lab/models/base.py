@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .. import engine
-from ..encoders import Encoder
+from ..encoders import BernoulliEncoder, Encoder
 from ..neurons import Neuron
 from ..readouts import check_readout, reduce_outputs
 
@@ -331,12 +331,7 @@ class SNNModel(nn.Module):
         state = self.init_state(B, device=x.device, dtype=x.dtype)
         rec = Record()
         if mode == "layer":
-            binary: bool | None = None  # the input train: checked by the engine where it matters
-            for layer, s in zip(self.spiking_layers, state):
-                x, _ = layer.multi_step(x, s, binary)
-                binary = bool(layer.neuron.spiking)
-                rec.spikes.append(x)
-            outputs = x
+            outputs = self._layer_by_layer(x, state, 0, None, rec)
         elif mode == "step":
             per_step: list[list[torch.Tensor]] = []
             outs: list[torch.Tensor] = []
@@ -350,6 +345,18 @@ class SNNModel(nn.Module):
             rec.spikes = [torch.stack(seq) for seq in zip(*per_step)]
         else:
             raise ValueError(f"mode={mode!r} is unknown; accepted: {', '.join(MODES)}")
+        return self._read_out(outputs, rec, return_record)
+
+    def _layer_by_layer(self, x: torch.Tensor, state: tuple, start: int, binary: bool | None, rec: Record):
+        """Layers ``start..`` over the whole sequence ``x`` (layer mode); ``binary``: what is
+        known of ``x`` (None: the engine checks where it matters)."""
+        for layer, s in zip(list(self.spiking_layers)[start:], state[start:]):
+            x, _ = layer.multi_step(x, s, binary)
+            binary = bool(layer.neuron.spiking)
+            rec.spikes.append(x)
+        return x
+
+    def _read_out(self, outputs: torch.Tensor, rec: Record, return_record: bool):
         scores = reduce_outputs(outputs)
         if return_record:
             rec.spikes = [s.detach() for s in rec.spikes]
@@ -365,5 +372,43 @@ class SNNModel(nn.Module):
         return self.encoder(images, self.time_steps if time_steps is None else time_steps, generator)
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None, return_record: bool = False):
-        """Encode ``images`` ``[B, ...]`` over ``time_steps`` and run the network."""
-        return self.forward_spikes(self.encode(images, generator=generator), return_record)
+        """Encode ``images`` ``[B, ...]`` over ``time_steps`` and run the network.
+
+        In layer mode a Bernoulli encoder feeding a ``Linear`` first layer hands its draws
+        straight to the engine's sparse kernel (:func:`snn_lab.engine.bernoulli_linear`):
+        the input train is never formed. With the engine's default ``bernoulli="torch"``
+        the draws, hence the spikes, are the encoder's."""
+        cur = self._bernoulli_first_current(images, generator)
+        if cur is None:
+            return self.forward_spikes(self.encode(images, generator=generator), return_record)
+        T, B = self.time_steps, images.shape[0]
+        state = self.init_state(B, device=images.device, dtype=images.dtype)
+        first = next(iter(self.spiking_layers))
+        x, _ = first.neuron.multi_step(cur.reshape(T, B, *cur.shape[1:]), state[0])
+        rec = Record(spikes=[x])
+        outputs = self._layer_by_layer(x, state, 1, bool(first.neuron.spiking), rec)
+        return self._read_out(outputs, rec, return_record)
+
+    def _bernoulli_first_current(self, images: torch.Tensor, generator: torch.Generator | None):
+        """The first layer's input current ``[T*B, N]`` by :func:`engine.bernoulli_linear`,
+        or None when that path does not apply (then the encoder runs as usual)."""
+        opts = engine.options()
+        if (
+            self.mode != "layer"
+            or not opts.enabled
+            or torch.jit.is_tracing()
+            or type(self.encoder) is not BernoulliEncoder
+        ):
+            return None
+        if opts.matmul not in ("auto", "sparse") or not torch.is_floating_point(images) or images.dim() < 2:
+            return None
+        first = next(iter(self.spiking_layers))
+        linear = _linear_of(first.synapse) if type(first) is SpikingLayer else None  # (not a recurrent layer)
+        if linear is None or linear.in_features != self.in_features:
+            return None
+        if images[0].numel() != self.in_features:
+            return None  # (the encoder's path raises the error)
+        p = images.reshape(images.shape[0], -1)
+        if opts.matmul == "auto" and float(p.mean()) > opts.sparse_max_density:  # the expected spike density
+            return None
+        return engine.bernoulli_linear(p, linear.weight, linear.bias, self.time_steps, generator, opts.bernoulli)

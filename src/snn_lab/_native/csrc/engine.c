@@ -24,6 +24,12 @@ static int omp_get_num_threads(void) { return 1; }
     const int64_t lo = (int64_t)(n) * omp_get_thread_num() / omp_get_num_threads(); \
     const int64_t hi = (int64_t)(n) * (omp_get_thread_num() + 1) / omp_get_num_threads();
 
+static inline int lane_any(v8i m) {
+    int any = 0;
+    for (int q = 0; q < 8; q++) any |= m[q] != 0;
+    return any;
+}
+
 /* ---- compressed rows of a binary float32 matrix X[M, K] ----------------------------
    snn_csr_count: row_ptr[m + 1] = number of non-zeros of row m, then a prefix sum.
    Returns the total, or -1 when some entry is neither 0 nor 1 (not a spike matrix). */
@@ -860,4 +866,75 @@ void snn_cbp_wgrad(const int64_t *row_ptr, const int32_t *col, const float *Wt, 
             else if (dbias) dbias[e - wsize] = s;
         }
     }
+}
+
+/* ---- Bernoulli rate coding straight into the temporal layout -----------------------
+   A spike train X[t, b, k] = (u[t, b, k] < P[b, k]) grouped per sample as in snn_tm_count
+   (Mk[b, k]: bit t set when the pixel fires at step t), without writing X. The uniforms
+   u come from U[T, B, K] (the encoder's own draws: the same spikes as encoding first), or,
+   with U = NULL, from a counter-based hash of (key, b, t, k), drawn only for P > 0:
+     u = (mix(mix(mix(key_lo ^ mix(key_hi + b * 0x9E3779B9)) ^ (t * 0x85EBCA6B +
+          0xC2B2AE35)) + k * 0x27D4EB2F) >> 8) / 2^24     (24 random bits, like torch.rand).
+   Returns the number of (sample, input) pairs that fire; *nspikes = the spike count. */
+static inline uint32_t mix32(uint32_t x) {
+    x ^= x >> 16; x *= 0x21F0AAADu; x ^= x >> 15; x *= 0x735A2D97u; x ^= x >> 15;
+    return x;
+}
+
+static inline v8u mix32v(v8u x) {
+    x ^= x >> 16; x *= 0x21F0AAADu; x ^= x >> 15; x *= 0x735A2D97u; x ^= x >> 15;
+    return x;
+}
+
+int64_t snn_bern_tm_count(const float *U, const float *P, uint64_t key, int64_t T, int64_t B, int64_t K,
+                          uint64_t *Mk, int64_t *row_ptr, int64_t *nspikes, int nt) {
+    int64_t spikes = 0;
+    const uint32_t klo = (uint32_t)key, khi = (uint32_t)(key >> 32);
+    #pragma omp parallel num_threads(nt) reduction(+:spikes)
+    {
+        SHARE(B, b0, b1)
+        for (int64_t b = b0; b < b1; b++) {
+            uint64_t *mb = Mk + b * K;
+            const float *p = P + b * K;
+            for (int64_t k = 0; k < K; k++) mb[k] = 0;
+            if (U) {
+                for (int64_t t = 0; t < T; t++) {
+                    const float *u = U + (t * B + b) * K;
+                    const uint64_t bit = (uint64_t)1 << t;
+                    for (int64_t k = 0; k < K; k++) mb[k] |= u[k] < p[k] ? bit : 0;
+                }
+            } else {
+                const uint32_t kb = mix32(klo ^ mix32(khi + (uint32_t)b * 0x9E3779B9u));
+                const v8f scale = splat(1.0f / 16777216.0f);
+                const v8u lane = {0, 1, 2, 3, 4, 5, 6, 7};
+                for (int64_t k0 = 0; k0 < K; k0 += 8) {
+                    const int64_t nk = min64(8, K - k0);
+                    float pv[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                    for (int64_t q = 0; q < nk; q++) pv[q] = p[k0 + q];
+                    const v8f pp = ld(pv);
+                    if (!lane_any(pp > splat(0.0f))) continue;  /* P <= 0 never fires: no draws */
+                    const v8u kk = (lane + (uint32_t)k0) * 0x27D4EB2Fu;
+                    uint64_t m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                    for (int64_t t = 0; t < T; t++) {
+                        const uint32_t kt = mix32(kb ^ ((uint32_t)t * 0x85EBCA6Bu + 0xC2B2AE35u));
+                        const v8u h = mix32v(kk + kt) >> 8;
+                        const v8f u = __builtin_convertvector((v8i)h, v8f) * scale;  /* exact: h < 2^24 */
+                        const v8i fire = u < pp;
+                        for (int q = 0; q < 8; q++) m[q] |= fire[q] ? (uint64_t)1 << t : 0;
+                    }
+                    for (int64_t q = 0; q < nk; q++) mb[k0 + q] = m[q];
+                }
+            }
+            int64_t c = 0;
+            for (int64_t k = 0; k < K; k++) {
+                c += mb[k] != 0;
+                spikes += __builtin_popcountll(mb[k]);
+            }
+            row_ptr[b + 1] = c;
+        }
+    }
+    *nspikes = spikes;
+    row_ptr[0] = 0;
+    for (int64_t b = 0; b < B; b++) row_ptr[b + 1] += row_ptr[b];
+    return row_ptr[B];
 }

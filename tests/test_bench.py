@@ -34,7 +34,7 @@ def test_tiny_bench_in_process():
     res = run(BenchConfig(**TINY_BENCH))
     assert set(res["networks"]) == {"mlp", "conv", "conv_bernoulli"}
     mlp = res["networks"]["mlp"]
-    assert set(mlp["contestants"]) == {"reference", "tutorial_code", "engine"}
+    assert set(mlp["contestants"]) == {"reference", "tutorial_code", "engine", "engine_kernel_rng"}
     assert mlp["agreement"]["tutorial_code"]["scores_identical"]
     assert [row["layer"] for row in mlp["layers"]] == [0, 1, 2]
     for name, net in res["networks"].items():
@@ -44,7 +44,7 @@ def test_tiny_bench_in_process():
         assert net["ratios_vs_reference"]["reference"]["train"] == pytest.approx(1.0)
         eng = net["agreement"]["engine"]
         assert eng["spikes_compared"] > 0 and eng["spike_mismatches"] <= 1e-3 * eng["spikes_compared"]
-        assert net["targets"]["train_vs_reference_ge_" + ("5x" if name == "mlp" else "2.5x")]["ratio"] > 0
+        assert net["targets"]["engine_train_vs_reference_ge_" + ("5x" if name == "mlp" else "2.5x")]["ratio"] > 0
         if name != "mlp":
             assert net["network"]["time_steps"] == CN.NETWORKS[name][0]
     text = table(res)
@@ -60,7 +60,7 @@ def test_spikingjelly_runs_the_same_conv_network():
     for net in res["networks"].values():
         assert "spikingjelly" in net["contestants"], net["skipped"]
         assert net["agreement"]["spikingjelly"]["max_abs_score_diff"] < 1e-4
-        assert "train_vs_spikingjelly_ge_1x" in net["targets"]
+        assert net["targets"]["engine_train_vs_spikingjelly_ge_1x"]["ratio"] > 0
 
 
 def test_bench_conv_network_is_the_conv_mnist_recipe(compose_cfg):

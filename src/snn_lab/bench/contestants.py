@@ -13,6 +13,10 @@ start equal).
                description (own ``autograd.Function`` rectangle surrogate, membranes as
                module state, ``torch.bernoulli`` encoding each step).
 ``engine``     ``tutorial_network(mode="layer")``: the fast multi-step engine.
+``engine_kernel_rng``  the same with ``engine.bernoulli=kernel``: the Bernoulli draws are
+               hashed inside the first layer's kernel (other random numbers than the
+               encoder's ``torch.rand``; the agreement check feeds every contestant the
+               same train, so it is unaffected).
 ``snntorch`` / ``spikingjelly`` / ``norse``
                the peer libraries with the parameters that reproduce the tutorial's spikes
                (``pip install -e ".[bench]"``; skipped when not installed).
@@ -25,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import engine
 from ..encoders import BernoulliEncoder
 from ..models import TUTORIAL_KEYS, SpikingMLP, load_tutorial_state_dict, tutorial_network
 
@@ -183,6 +188,15 @@ class Engine(Contestant):
         return self.module.forward_spikes(train)
 
 
+class EngineKernelDraws(Engine):
+    name = "engine_kernel_rng"
+    description = "the engine with engine.bernoulli=kernel: Bernoulli draws hashed in the first layer's kernel"
+
+    def scores(self, images, generator):
+        with engine.using(bernoulli="kernel"):
+            return self.module(images, generator=generator)
+
+
 # -- peer libraries (optional) ---------------------------------------------------------
 class _PeerMLP(nn.Module):
     def __init__(self):
@@ -296,6 +310,11 @@ class Norse(_Peer):
         return total / x_seq.shape[0]
 
 
-BUILTIN = {"reference": Reference, "tutorial_code": TutorialCode, "engine": Engine}
+BUILTIN = {
+    "reference": Reference,
+    "tutorial_code": TutorialCode,
+    "engine": Engine,
+    "engine_kernel_rng": EngineKernelDraws,
+}
 PEERS = {"snntorch": SnnTorch, "spikingjelly": SpikingJelly, "norse": Norse}
 ALL = {**BUILTIN, **PEERS}

@@ -206,6 +206,7 @@ def test_output_dir_turning_read_only_mid_run_fails_in_one_line(tiny_run_copy, t
     assert _digest(tiny_run_copy) == before
 
 
+@pytest.mark.slow  # about a minute of CLI runs on 2 cores; runs with -m slow
 def test_checkpoint_of_an_older_version_loads_and_rebuilds_as_trained(tiny_run_copy, tmp_path, mnist_like):
     """Row 31: a checkpoint written before `model.mode` was stored (its net config lacks
     the key; today's default is `layer`) rebuilds the network it was trained as (`step`,
@@ -298,6 +299,7 @@ def test_reused_sweep_dir_leaves_the_finished_jobs_byte_identical(finished_sweep
     assert all("already holds a finished run" in r["error"] for r in rows)
 
 
+@pytest.mark.slow  # about a minute of CLI runs on 2 cores; runs with -m slow
 def test_reused_sweep_dir_fails_in_one_line_per_job(finished_sweep):
     """Row 33: each finished job is refused with one `error:` line, no traceback."""
     root, args = finished_sweep

@@ -46,6 +46,7 @@ def test_deploy_cli_writes_a_verified_report(ckpt, tmp_path):
     assert "target" not in r.stdout and "target" not in rep  # no built-in project goal in user output
 
 
+@pytest.mark.slow  # about a minute of CLI runs on 2 cores; runs with -m slow
 def test_deploy_cli_sparse_backend_options_from_the_command_line(ckpt, tmp_path):
     r = deploy(
         [

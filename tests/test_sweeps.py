@@ -32,6 +32,7 @@ def _hparams_tags(job_dir: Path) -> set:
     return {t for t in tags if t.startswith("hparams/")}
 
 
+@pytest.mark.slow  # about a minute of CLI runs on 2 cores; runs with -m slow
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     r = train(
         [
@@ -178,6 +179,7 @@ def _job_overrides(job: Path) -> list:
     return json.loads((job / "failed.json").read_text())["overrides"]
 
 
+@pytest.mark.slow  # about a minute of CLI runs on 2 cores; runs with -m slow
 def test_optuna_study_is_persisted_and_a_rerun_continues_it(tmp_path):
     """The study lives in outputs/optuna/optuna.db, outside the timestamped sweep dirs; a
     failed trial (neuron.vth=-1) is marked FAIL and the search goes on."""

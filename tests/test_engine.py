@@ -546,3 +546,28 @@ def test_kernel_bernoulli_draws(gen):
         engine.bernoulli_linear(p, W, b, T, g1, rng="quantum")
     with pytest.raises(ValueError, match="engine bernoulli='quantum' is unknown"):
         engine.configure(bernoulli="quantum")
+
+
+@pytest.mark.slow
+def test_compiled_scan_equals_the_native_scan(gen):
+    """engine.scan=compile (the GPU default, runnable on CPU): the torch.compile'd scan and
+    its backward give the native scan's spikes (within float rounding: inductor may fuse
+    the multiply-add) and gradients, with and without autograd."""
+    x = (torch.randn(12, 6, 40, generator=gen) * 0.6).requires_grad_()
+    decay = torch.tensor(0.8, requires_grad=True)
+    w = torch.randn(x.shape, generator=gen)
+    out = {}
+    for scan in ("compile", "auto"):
+        with engine.using(scan=scan):
+            s, v = lif_scan(x, None, 0.4, decay, "rectangle", 0.5)
+            g = torch.autograd.grad((s * w).sum() + v.sum(), [x, decay])
+            with torch.no_grad():
+                s_ng, _ = lif_scan(x, None, 0.4, decay, "rectangle", 0.5)
+        out[scan] = (s, v, g, s_ng)
+    flips = int((out["compile"][0] != out["auto"][0]).sum())
+    assert flips <= 1e-4 * x.numel() and torch.equal(out["compile"][3], out["compile"][0])
+    if flips == 0:
+        for a, b in zip(out["compile"][2], out["auto"][2]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="engine scan='jit' is unknown"):
+        engine.configure(scan="jit")

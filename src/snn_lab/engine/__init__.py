@@ -10,7 +10,8 @@
    (custom autograd that keeps one float per neuron-step; :mod:`.scan`).
 
 On CPU both use small C kernels compiled on first use (:mod:`.native`) when a C compiler
-is present, else pure PyTorch; on GPU the PyTorch path runs as is. Every path gives the
+is present, else pure PyTorch; on GPU the scan runs ``torch.compile``d (one fused kernel
+for the whole time loop) and the synapses as cuBLAS/cuDNN calls. Every path gives the
 spikes of the per-step path (bit-identical for the dense matmul) and its gradients
 within float tolerance.
 
@@ -24,6 +25,9 @@ Options (process-wide; ``configure(...)`` or the ``using(...)`` context manager)
 ``conv_max_density``    ``conv=auto`` gathers over the spikes up to this input density
 ``bernoulli``           torch | kernel: where a first Linear layer's Bernoulli draws come
                         from (see :func:`bernoulli_linear`)
+``scan``                auto | compile | eager: the LIF scan by the native kernels on CPU
+                        and ``torch.compile`` on CUDA (auto), ``torch.compile`` everywhere,
+                        or the plain PyTorch loop
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from . import native
 STRATEGIES = ("auto", "dense", "sparse", "bf16x3")
 CONV_STRATEGIES = ("auto", "dense", "channels_last", "sparse")
 BERNOULLI_RNGS = ("torch", "kernel")
+SCANS = ("auto", "compile", "eager")
 
 
 @dataclasses.dataclass
@@ -29,10 +30,14 @@ class EngineOptions:
     # Bernoulli-encoded input into a first Linear layer: "torch" draws like the encoder
     # (the per-step path's spikes), "kernel" hashes a key in the native kernel (other draws)
     bernoulli: str = "torch"
+    # the LIF scan: auto (native kernels on CPU, torch.compile on CUDA), compile, eager
+    scan: str = "auto"
 
     def __post_init__(self):
         if self.matmul not in STRATEGIES:
             raise ValueError(f"engine matmul={self.matmul!r} is unknown; accepted: {', '.join(STRATEGIES)}")
+        if self.scan not in SCANS:
+            raise ValueError(f"engine scan={self.scan!r} is unknown; accepted: {', '.join(SCANS)}")
         if self.bernoulli not in BERNOULLI_RNGS:
             raise ValueError(f"engine bernoulli={self.bernoulli!r} is unknown; accepted: {', '.join(BERNOULLI_RNGS)}")
         if self.conv not in CONV_STRATEGIES:

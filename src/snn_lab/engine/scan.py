@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from . import native
-from .options import native_enabled
+from .options import native_enabled, options
 from .surrogate import SURROGATE_GRADS, SURROGATE_WIDTHS, surrogate_grad
 
 __all__ = ["lif_scan", "lif_scan_reference"]
@@ -104,9 +104,38 @@ def _scan_forward_functional(x, v0, vth, decay, hard: bool):
     return torch.stack(vs), torch.stack(ss)
 
 
+def _compiled_forward(x, v0, vth, decay, hard: bool):
+    V, S = _scan_forward_functional(x, v0, vth, decay, hard)
+    return V, S.to(x.dtype)
+
+
+def _compiled_backward(V, g_spikes, g_vlast, vth, decay, sg_name: str, sg_width: float, hard: bool, detach: bool):
+    G, _ = _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, detach)
+    return G
+
+
+_COMPILED: dict[str, object] = {}  # "forward" / "backward": the torch.compile'd scans, made on first use
+
+
+def _compiled(name: str):
+    """The ``torch.compile``d forward or backward scan (inductor fuses the whole time loop
+    into one pointwise kernel over the neurons; on CUDA a Triton kernel)."""
+    if name not in _COMPILED:
+        fn = _compiled_forward if name == "forward" else _compiled_backward
+        _COMPILED[name] = torch.compile(fn, fullgraph=True)
+    return _COMPILED[name]
+
+
+def _use_compiled(x: torch.Tensor) -> bool:
+    """``engine.scan``: compile -- always; auto -- on CUDA (where no native kernel runs)."""
+    scan = options().scan
+    return not torch.compiler.is_compiling() and (scan == "compile" or (scan == "auto" and x.is_cuda))
+
+
 def _use_native(*ts: torch.Tensor) -> bool:
     return (
         not torch.compiler.is_compiling()
+        and options().scan == "auto"
         and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in ts)
         and native_enabled()
     )
@@ -121,7 +150,10 @@ def _native_x(x: torch.Tensor) -> torch.Tensor:
 
 
 def forward_nograd(x, v0, vth, decay, hard: bool):
-    """``(spikes, v_last)`` without autograd (inference): native kernel or torch loop."""
+    """``(spikes, v_last)`` without autograd (inference): compiled scan, native kernel or torch loop."""
+    if _use_compiled(x):
+        V, S = _compiled("forward")(x, v0, vth, decay, hard)
+        return S, V[-1].clone()
     if _use_native(x, v0):
         _, S, v_last = native.lif_fwd(_native_x(x), v0.contiguous(), float(vth), float(decay), hard, keep_v=False)
         return S, v_last
@@ -136,6 +168,9 @@ class _LIFScan(torch.autograd.Function):
             V, S = _scan_forward_functional(x, v0, vth, decay, hard)
             spikes = S.to(x.dtype)
             v_last = V[-1]
+        elif _use_compiled(x):
+            V, spikes = _compiled("forward")(x, v0, vth, decay, hard)
+            v_last = V[-1].clone()
         elif _use_native(x, v0):
             V, spikes, v_last = native.lif_fwd(
                 _native_x(x), v0.contiguous(), float(vth), float(decay), hard, keep_v=True
@@ -144,6 +179,7 @@ class _LIFScan(torch.autograd.Function):
             V, spikes, v_last = _scan_forward(x, v0, vth, decay, hard)
         ctx.save_for_backward(V, v0, vth, decay)
         ctx.cfg = (sg_name, sg_width, hard, detach)
+        ctx.compiled = _use_compiled(x)
         return spikes, v_last
 
     @staticmethod
@@ -152,7 +188,11 @@ class _LIFScan(torch.autograd.Function):
         sg_name, sg_width, hard, detach = ctx.cfg
         need_x, need_v0, need_vth, need_decay = ctx.needs_input_grad[:4]
         dt = V.dtype
-        G, gd_rest = _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, detach, need_decay)
+        if ctx.compiled:
+            G = _compiled("backward")(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, detach)
+            gd_rest = None
+        else:
+            G, gd_rest = _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, detach, need_decay)
 
         # The first step's reset involves the initial membrane v0.
         grad_v0 = grad_decay = g_vth = None

@@ -23,7 +23,9 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "common.h"
 #if defined(__x86_64__) || defined(__i386__)
@@ -74,7 +76,7 @@ static inline uint32_t mix32(uint32_t x) {
     return x;
 }
 
-int snn_abi_version(void) { return 6; }
+int snn_abi_version(void) { return 7; }
 
 /* W[N, K] (a Linear weight) -> the tiles of W^T that snn_step reads, npad columns. */
 void snn_pack_weights(const float *W, float *Ap, int64_t K, int64_t N, int64_t npad) {
@@ -100,9 +102,11 @@ void snn_reset(const net_t *net) {
     }
 }
 
-static void encode_sample(const net_t *net, int b, uint32_t t, const uint8_t *x) {
+/* Sample b's input spikes at step t as ascending indices into out; returns their count.
+   x_row: the sample's uint8 spikes at t (host encoding), unused with device encoding. */
+static int encode_into(const net_t *net, int b, uint32_t t, const uint8_t *x_row, int32_t *out) {
     const int n0 = net->n_in[0];
-    int32_t *out = net->list[0] + (size_t)b * n0, c = 0;
+    int c = 0;
     if (net->encode == ENC_DEVICE) {
         const int32_t *nz = net->nz + (size_t)b * (n0 + 8);
         const float *nzp = net->nzp + (size_t)b * (n0 + 8);
@@ -123,7 +127,7 @@ static void encode_sample(const net_t *net, int b, uint32_t t, const uint8_t *x)
             }
         }
     } else {
-        const uint8_t *row = x + (size_t)b * n0;
+        const uint8_t *row = x_row;
         int j = 0;
         for (; j + 8 <= n0; j += 8) {
             uint64_t w;
@@ -135,7 +139,12 @@ static void encode_sample(const net_t *net, int b, uint32_t t, const uint8_t *x)
         for (; j < n0; ++j)
             if (row[j]) out[c++] = j;
     }
-    net->count[0][b] = c;
+    return c;
+}
+
+static void encode_sample(const net_t *net, int b, uint32_t t, const uint8_t *x) {
+    const int n0 = net->n_in[0];
+    net->count[0][b] = encode_into(net, b, t, x ? x + (size_t)b * n0 : NULL, net->list[0] + (size_t)b * n0);
 }
 
 #ifndef PREFETCH
@@ -214,6 +223,236 @@ static void run_samples(const net_t *net, int b0, int b1, uint32_t t, const uint
     }
 }
 
+typedef float v16f __attribute__((vector_size(64)));
+static inline v16f ld16(const float *p) { v16f v; memcpy(&v, p, 64); return v; }
+
+/* -- whole sequences ----------------------------------------------------------------------
+ * snn_run: all T steps of a sample batch in one call. A chunk of samples runs layer by
+ * layer over the whole sequence: per 64-column weight tile (kept in L2), per sample, the
+ * time loop is innermost, so the tile's 64 membranes stay in registers across the T steps
+ * and each tile is read from memory once per chunk instead of once per step; a layer's
+ * output spikes become the next layer's per-step index lists. The arithmetic per step
+ * and neuron is exactly snn_step's (the same sums in the same order, the same update),
+ * so the outputs are the same floats; the last layer's outputs are summed over T in step
+ * order, as the runtime's per-step loop sums them. */
+typedef struct {
+    int32_t *idx; /* [samples][T][cap] */
+    int32_t *cnt; /* [samples][T] */
+} seq_lists;
+
+typedef struct {
+    int32_t *bright; /* [samples][cap]: inputs firing at more than half of the steps */
+    int32_t *nb;     /* [samples] */
+    seq_lists sub;   /* per step: the bright inputs that stay silent */
+} comp_lists;
+
+/* Sum of the rows listed in idx[0..m) into NV 8-float vectors a (16-float ones for a full
+   tile: twice the adds per instruction on AVX-512); SIGN += or -=. */
+#define GATHER(NV, a, idx, m, SIGN)                                                        \
+    {                                                                                      \
+        if (NV == 8) {                                                                     \
+            v16f a16[4];                                                                   \
+            memcpy(a16, a, sizeof a16);                                                    \
+            for (int k = 0; k < (m); ++k) {                                                \
+                if (k + PREFETCH < (m)) {                                                  \
+                    const char *nx = (const char *)(wb + (size_t)(idx)[k + PREFETCH] * TILE); \
+                    __builtin_prefetch(nx);                                                \
+                    __builtin_prefetch(nx + 64);                                           \
+                    __builtin_prefetch(nx + 128);                                          \
+                    __builtin_prefetch(nx + 192);                                          \
+                }                                                                          \
+                const float *row = wb + (size_t)(idx)[k] * TILE;                           \
+                for (int q = 0; q < 4; ++q) a16[q] SIGN ld16(row + 16 * q);                \
+            }                                                                              \
+            memcpy(a, a16, sizeof a16);                                                    \
+        } else {                                                                           \
+            for (int k = 0; k < (m); ++k) {                                                \
+                const float *row = wb + (size_t)(idx)[k] * (8 * NV);                       \
+                for (int q = 0; q < NV; ++q) a[q] SIGN ld(row + 8 * q);                    \
+            }                                                                              \
+        }                                                                                  \
+    }
+
+/* COMP (layer 0 with comp != NULL): inputs firing at most of the steps ("bright") are
+   summed once per tile into `base`; a step then subtracts the bright ones that stay silent
+   and adds the other ones that fire (fewer rows than all that fire). */
+#define RUN_BLOCK(NV, COMP)                                                                \
+    {                                                                                      \
+        v8f v[NV], osum[NV], base[NV];                                                     \
+        for (int q = 0; q < NV; ++q) v[q] = osum[q] = base[q] = splat(0.0f); /* v = 0 */  \
+        const float *wb = w + (size_t)c0 * n_in;                                           \
+        if (COMP) GATHER(NV, base, comp->bright + (size_t)s * cap, comp->nb[s], +=)        \
+        for (int t = 0; t < T; ++t) {                                                      \
+            v8f acc[NV];                                                                   \
+            memcpy(acc, base, sizeof acc);                                                 \
+            const int32_t *idx = in.idx + ((size_t)s * T + t) * cap;                       \
+            GATHER(NV, acc, idx, in.cnt[s * T + t], +=)                                    \
+            if (COMP)                                                                      \
+                GATHER(NV, acc, comp->sub.idx + ((size_t)s * T + t) * cap, comp->sub.cnt[s * T + t], -=) \
+            for (int q = 0; q < NV; ++q) {                                                 \
+                const v8f cur = acc[q] + ld(bias + c0 + 8 * q);                            \
+                v8f nv;                                                                    \
+                if (kind == KIND_LIF) {                                                    \
+                    const v8i fired = v[q] > vthv;                                         \
+                    const v8f leak = v[q] * decv + cur;                                    \
+                    nv = (v8f)(((v8i)cur & fired) | ((v8i)leak & ~fired));                 \
+                } else {                                                                   \
+                    nv = v[q] * decv + cur;                                                \
+                }                                                                          \
+                v[q] = nv;                                                                 \
+                const int base = c0 + 8 * q;                                               \
+                if (last) {                                                                \
+                    osum[q] += (kind == KIND_LIF) ? mask_to(nv > vthv, 1.0f) : nv;         \
+                } else {                                                                   \
+                    unsigned bits = lane_mask(nv > vthv);                                  \
+                    if (base + 8 > n_out) bits &= (1u << (n_out - base)) - 1u;             \
+                    if (bits) {                                                            \
+                        int32_t *nxt = out_l.idx + ((size_t)s * T + t) * cap;              \
+                        int32_t c = out_l.cnt[s * T + t];                                  \
+                        do {                                                               \
+                            nxt[c++] = base + __builtin_ctz(bits);                         \
+                            bits &= bits - 1u;                                             \
+                        } while (bits);                                                    \
+                        out_l.cnt[s * T + t] = c;                                          \
+                    }                                                                      \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+        if (last)                                                                          \
+            for (int q = 0; q < NV; ++q)                                                   \
+                for (int i = 0; i < 8 && c0 + 8 * q + i < n_out; ++i)                      \
+                    out[(size_t)(b0 + s) * n_out + c0 + 8 * q + i] = osum[q][i];           \
+    }
+
+static int64_t count_all(seq_lists in, size_t n_cnt) {
+    int64_t n = 0;
+    for (size_t i = 0; i < n_cnt; ++i) n += in.cnt[i];
+    return n;
+}
+
+/* Split a layer's input: per sample the inputs firing at more than half of the T steps
+   ("bright") into cl->bright, per step the bright ones that stay silent into cl->sub; the
+   step lists of `in` keep the other inputs (in place, still ascending). Returns the weight
+   rows the layer then adds (the bright ones once, plus the step lists). */
+static int64_t split_bright(seq_lists in, comp_lists *cl, int S, int T, int cap, int n_in) {
+    uint64_t *fm = (uint64_t *)(((uintptr_t)(cl->sub.cnt + (size_t)S * T) + 7) & ~(uintptr_t)7);
+    const uint64_t all = ((uint64_t)1 << (T - 1) << 1) - 1;
+    int64_t rows = 0;
+    for (int s = 0; s < S; ++s) {
+        memset(fm, 0, sizeof(uint64_t) * (size_t)n_in);
+        for (int t = 0; t < T; ++t) {
+            const int32_t *li = in.idx + ((size_t)s * T + t) * cap;
+            for (int k = 0; k < in.cnt[s * T + t]; ++k) fm[li[k]] |= (uint64_t)1 << t;
+        }
+        int32_t *br = cl->bright + (size_t)s * cap, nb = 0;
+        for (int t = 0; t < T; ++t) cl->sub.cnt[s * T + t] = 0;
+        for (int j = 0; j < n_in; ++j) {
+            if (2 * __builtin_popcountll(fm[j]) <= T) continue;
+            br[nb++] = j;
+            for (uint64_t off = ~fm[j] & all; off; off &= off - 1) {
+                const int t = __builtin_ctzll(off);
+                cl->sub.idx[((size_t)s * T + t) * cap + cl->sub.cnt[s * T + t]++] = j;
+            }
+        }
+        cl->nb[s] = nb;
+        rows += nb;
+        for (int t = 0; t < T; ++t) {
+            int32_t *li = in.idx + ((size_t)s * T + t) * cap, c = 0;
+            for (int k = 0; k < in.cnt[s * T + t]; ++k)
+                if (2 * __builtin_popcountll(fm[li[k]]) <= T) li[c++] = li[k];
+            in.cnt[s * T + t] = c;
+            rows += c + cl->sub.cnt[s * T + t];
+        }
+    }
+    return rows;
+}
+
+/* Samples [b0, b1) over T steps; out[b][j] = sum over t of the last layer's output j;
+   spk[l] += the input spikes layer l received (for the adds-per-sample count). */
+static void run_chunk(const net_t *net, int b0, int b1, int T, const uint8_t *x, float *out, int64_t *spk,
+                      int complement) {
+    const int S = b1 - b0, L = net->n_layers;
+    int cap = 1;
+    for (int l = 0; l < L; ++l) cap = net->n_in[l] > cap ? net->n_in[l] : cap;
+    const size_t n_idx = (size_t)S * T * cap, n_cnt = (size_t)S * T;
+    int32_t *mem = (int32_t *)malloc(sizeof(int32_t) * 2 * (n_idx + n_cnt));
+    if (!mem) return;  /* (out keeps zeros; cannot happen for MNIST-sized networks) */
+    seq_lists bufs[2] = {{mem, mem + n_idx}, {mem + n_idx + n_cnt, mem + 2 * n_idx + n_cnt}};
+    const int n0 = net->n_in[0], B = net->batch;
+    for (int s = 0; s < S; ++s)
+        for (int t = 0; t < T; ++t)
+            bufs[0].cnt[s * T + t] = encode_into(net, b0 + s, (uint32_t)t, x ? x + ((size_t)t * B + b0 + s) * n0 : NULL,
+                                                 bufs[0].idx + ((size_t)s * T + t) * cap);
+    comp_lists cl = {NULL, NULL, {NULL, NULL}};
+    const int have_comp = complement && T >= 2 && T <= 64;
+    int32_t *cmem = NULL;
+    if (have_comp) {
+        cmem = (int32_t *)malloc(sizeof(int32_t) * ((size_t)S * cap + S + n_idx + n_cnt) + sizeof(uint64_t) * (size_t)(cap + 1));
+        if (!cmem) { free(mem); return; }
+        cl.bright = cmem;
+        cl.nb = cmem + (size_t)S * cap;
+        cl.sub.idx = cl.nb + S;
+        cl.sub.cnt = cl.sub.idx + n_idx;
+    }
+    for (int l = 0; l < L; ++l) {
+        /* the complement pays for the rate-coded input (most pixels of a digit are bright);
+           hidden layers fire sparsely, where splitting would only cost */
+        const int comp_l = have_comp && l == 0;
+        const seq_lists in = bufs[l % 2], out_l = bufs[(l + 1) % 2];
+        const int n_in = net->n_in[l], n_out = net->n_out[l], n_pad = net->n_pad[l];
+        const int kind = net->kind[l], last = (l == L - 1);
+        const float vth = net->vth[l], dec = net->decay[l];
+        const v8f vthv = splat(vth), decv = splat(dec);
+        const float *w = net->wt[l], *bias = net->bias[l];
+        /* weight rows this layer adds: its input spikes, or fewer with the complement */
+        const int64_t received = comp_l ? split_bright(in, &cl, S, T, cap, n_in) : count_all(in, n_cnt);
+        __atomic_fetch_add(&spk[l], received, __ATOMIC_RELAXED);
+        if (!last) memset(out_l.cnt, 0, sizeof(int32_t) * n_cnt);
+        const comp_lists *comp = comp_l ? &cl : NULL;
+        int c0 = 0;
+        if (comp) {
+            for (; c0 + TILE <= n_pad; c0 += TILE)  /* the tiles of snn_pack_weights */
+                for (int s = 0; s < S; ++s) RUN_BLOCK(8, 1)
+            for (; c0 < n_pad; c0 += VEC)
+                for (int s = 0; s < S; ++s) RUN_BLOCK(1, 1)
+        } else {
+            for (; c0 + TILE <= n_pad; c0 += TILE)
+                for (int s = 0; s < S; ++s) RUN_BLOCK(8, 0)
+            for (; c0 < n_pad; c0 += VEC)
+                for (int s = 0; s < S; ++s) RUN_BLOCK(1, 0)
+        }
+        (void)vth;
+    }
+    free(cmem);
+    free(mem);
+}
+
+/* Register-resident vector float adds (16 independent chains of `width`-float vectors,
+   8 or 16): the machine's add rate. Start values and increment are opaque to the
+   compiler (from `iters`), so it cannot fold chains away. */
+static double add_loop(int64_t iters, int width) {
+    volatile float seed = (float)(iters & 7) * 0.25f, step = 1e-7f;
+    const float s0 = seed, st = step;
+    double r = 0.0;
+    if (width == 16) {
+        v16f a[16], inc;
+        for (int l = 0; l < 16; ++l) inc[l] = st;
+        for (int q = 0; q < 16; ++q)
+            for (int l = 0; l < 16; ++l) a[q][l] = s0 + (float)q;
+        for (int64_t i = 0; i < iters; ++i)
+            for (int q = 0; q < 16; ++q) a[q] += inc;
+        for (int q = 0; q < 16; ++q) r += a[q][0];
+    } else {
+        v8f a[16];
+        const v8f inc = splat(st);
+        for (int q = 0; q < 16; ++q) a[q] = splat(s0 + (float)q);
+        for (int64_t i = 0; i < iters; ++i)
+            for (int q = 0; q < 16; ++q) a[q] += inc;
+        for (int q = 0; q < 16; ++q) r += a[q][0];
+    }
+    return r;
+}
+
 /* -- thread pool ------------------------------------------------------------------------
  * The batch is cut into chunks that threads claim from an atomic counter, so a step never
  * waits for a worker that the OS has not scheduled (a busy machine): whoever runs takes
@@ -235,7 +474,16 @@ typedef struct pool {
     const uint8_t *x;
     float *out;
     int chunk, chunks;
+    int mode;          /* JOB_STEP, JOB_RUN (whole sequences, T steps) or JOB_ADDS */
+    int T;
+    int64_t *spk;
+    int64_t iters;
+    int width;
+    int complement;
+    double sink;
 } pool_t;
+
+enum { JOB_STEP = 0, JOB_RUN = 1, JOB_ADDS = 2 };
 
 /* Claim and run chunks until none is left; returns how many this thread ran. */
 static int drain(pool_t *p) {
@@ -243,9 +491,15 @@ static int drain(pool_t *p) {
     for (;;) {
         const int c = atomic_fetch_add_explicit(&p->next, 1, memory_order_acq_rel);
         if (c >= p->chunks) return ran;
-        const int B = p->net->batch, b0 = c * p->chunk;
-        const int b1 = b0 + p->chunk < B ? b0 + p->chunk : B;
-        run_samples(p->net, b0, b1, p->t, p->x, p->out);
+        if (p->mode == JOB_ADDS) {
+            const double r = add_loop(p->iters, p->width);
+            if (r == 12345.678) p->sink = r;  /* keeps the loop */
+        } else {
+            const int B = p->net->batch, b0 = c * p->chunk;
+            const int b1 = b0 + p->chunk < B ? b0 + p->chunk : B;
+            if (p->mode == JOB_RUN) run_chunk(p->net, b0, b1, p->T, p->x, p->out, p->spk, p->complement);
+            else run_samples(p->net, b0, b1, p->t, p->x, p->out);
+        }
         ++ran;
         if (atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel) + 1 == p->chunks) {
             pthread_mutex_lock(&p->mu);
@@ -312,21 +566,8 @@ void snn_pool_destroy(void *handle) {
 
 int snn_pool_threads(void *handle) { return handle ? ((pool_t *)handle)->workers + 1 : 1; }
 
-/* One time step for the whole batch. x: uint8 spikes [batch, n_in0] (host encoding) or
- * NULL (device encoding, step index t). out: [batch, n_out_last]. pool: NULL = this thread. */
-void snn_step(const net_t *net, void *pool, uint32_t t, const uint8_t *x, float *out) {
-    pool_t *p = (pool_t *)pool;
-    if (!p || p->workers == 0 || net->batch < 2) {
-        run_samples(net, 0, net->batch, t, x, out);
-        return;
-    }
-    const int threads = p->workers + 1;
-    p->net = net;
-    p->t = t;
-    p->x = x;
-    p->out = out;
-    p->chunk = (net->batch + 4 * threads - 1) / (4 * threads);
-    p->chunks = (net->batch + p->chunk - 1) / p->chunk;
+/* Hand a job of `chunks` pieces to the pool and take part; returns when all are done. */
+static void pool_run(pool_t *p) {
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
     atomic_store_explicit(&p->next, 0, memory_order_release);
     pthread_mutex_lock(&p->mu);
@@ -342,4 +583,72 @@ void snn_step(const net_t *net, void *pool, uint32_t t, const uint8_t *x, float 
         pthread_mutex_unlock(&p->mu);
         break;
     }
+}
+
+/* One time step for the whole batch. x: uint8 spikes [batch, n_in0] (host encoding) or
+ * NULL (device encoding, step index t). out: [batch, n_out_last]. pool: NULL = this thread. */
+void snn_step(const net_t *net, void *pool, uint32_t t, const uint8_t *x, float *out) {
+    pool_t *p = (pool_t *)pool;
+    if (!p || p->workers == 0 || net->batch < 2) {
+        run_samples(net, 0, net->batch, t, x, out);
+        return;
+    }
+    const int threads = p->workers + 1;
+    p->net = net;
+    p->t = t;
+    p->x = x;
+    p->out = out;
+    p->mode = JOB_STEP;
+    p->chunk = (net->batch + 4 * threads - 1) / (4 * threads);
+    p->chunks = (net->batch + p->chunk - 1) / p->chunk;
+    pool_run(p);
+}
+
+/* All T steps of the batch from the reset state (snn_reset first): out[b][j] = the sum
+ * over the steps of the last layer's output j. x: uint8 spikes [T, batch, n_in0] (host
+ * encoding) or NULL (device encoding). spk[l] += the weight rows layer l added. The
+ * membranes in net->v are not touched. complement (2 <= T <= 64): layer 0 adds its
+ * bright inputs once per tile and subtracts them where silent -- fewer rows, the same
+ * sums in another order; 0: exactly snn_step's arithmetic. */
+void snn_run(const net_t *net, void *pool, int T, const uint8_t *x, float *out, int64_t *spk, int complement) {
+    pool_t *p = (pool_t *)pool;
+    const int B = net->batch;
+    if (!p || p->workers == 0 || B < 2) {
+        for (int b0 = 0; b0 < B; b0 += 8) run_chunk(net, b0, b0 + 8 < B ? b0 + 8 : B, T, x, out, spk, complement);
+        return;
+    }
+    const int threads = p->workers + 1;
+    p->net = net;
+    p->x = x;
+    p->out = out;
+    p->mode = JOB_RUN;
+    p->T = T;
+    p->spk = spk;
+    p->complement = complement;
+    p->chunk = (B + 2 * threads - 1) / (2 * threads);
+    p->chunks = (B + p->chunk - 1) / p->chunk;
+    pool_run(p);
+}
+
+/* Float adds per second on all the pool's threads at once, each running `iters` x 16
+ * register-resident adds of `width`-float vectors (8: the kernels' vectors; 16: AVX-512). */
+double snn_add_rate(void *pool, int64_t iters, int width) {
+    pool_t *p = (pool_t *)pool;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int threads = 1;
+    if (!p || p->workers == 0) {
+        volatile double r = add_loop(iters, width);
+        (void)r;
+    } else {
+        threads = p->workers + 1;
+        p->mode = JOB_ADDS;
+        p->iters = iters;
+        p->width = width;
+        p->chunks = threads;
+        pool_run(p);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double dt = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    return dt > 0 ? (double)threads * (double)iters * 16.0 * (double)width / dt : 0.0;
 }

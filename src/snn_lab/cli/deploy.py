@@ -85,6 +85,14 @@ def summary(r: dict) -> str:
         )
     else:
         parts.append(f"  accuracy deployed {100 * r['deployed_accuracy']:.2f}% (eager check skipped)")
+    info = r.get("backend_info") or {}
+    if info.get("adds_per_sample") and info.get("machine_adds_per_s"):  # the sparse kernel counts its adds
+        rate = r["throughput"] * info["adds_per_sample"]
+        parts.append(
+            f"  work: {info['adds_per_sample']:,} adds/sample; at this throughput {rate / 1e9:.1f} G adds/s = "
+            f"{100 * rate / info['machine_adds_per_s']:.1f}% of this machine's add rate "
+            f"({info['machine_adds_per_s'] / 1e9:.1f} G adds/s, measured in this run, {info.get('threads', 1)} threads)"
+        )
     others = r["host"].get("cpu_share_used_by_other_processes")
     if others is not None and others > 0.1:
         parts.append(

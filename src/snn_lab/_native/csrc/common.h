@@ -15,7 +15,13 @@ typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef uint32_t v8u __attribute__((vector_size(32)));
 
+/* 16-float vectors: one AVX-512 register (two AVX2 ones elsewhere) -- twice the adds per
+   instruction where the machine has the full-width units. */
+typedef float v16f __attribute__((vector_size(64)));
+
 static inline v8f ld(const float *p) { v8f v; memcpy(&v, p, 32); return v; }
+static inline v16f ld16(const float *p) { v16f v; memcpy(&v, p, 64); return v; }
+static inline void st16(float *p, v16f v) { memcpy(p, &v, 64); }
 static inline void st(float *p, v8f v) { memcpy(p, &v, 32); }
 static inline v8f splat(float x) { v8f v = {x, x, x, x, x, x, x, x}; return v; }
 static inline v8f mask_to(v8i m, float x) { return (v8f)(m & (v8i)splat(x)); } /* m ? x : 0 */

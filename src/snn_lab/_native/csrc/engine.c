@@ -225,14 +225,10 @@ void snn_tm_fill(const uint64_t *Mk, int64_t B, int64_t K, const int64_t *row_pt
     }
 }
 
-#define V8_LOAD8(r, p) v8f r##0 = ld(p), r##1 = ld((p) + 8), r##2 = ld((p) + 16), \
-    r##3 = ld((p) + 24), r##4 = ld((p) + 32), r##5 = ld((p) + 40), r##6 = ld((p) + 48), \
-    r##7 = ld((p) + 56)
-#define V8_ACC(p, OP, r) do { float *q_ = (p); \
-    st(q_, ld(q_) OP r##0); st(q_ + 8, ld(q_ + 8) OP r##1); \
-    st(q_ + 16, ld(q_ + 16) OP r##2); st(q_ + 24, ld(q_ + 24) OP r##3); \
-    st(q_ + 32, ld(q_ + 32) OP r##4); st(q_ + 40, ld(q_ + 40) OP r##5); \
-    st(q_ + 48, ld(q_ + 48) OP r##6); st(q_ + 56, ld(q_ + 56) OP r##7); } while (0)
+#define V16_LOAD4(r, p) v16f r##0 = ld16(p), r##1 = ld16((p) + 16), r##2 = ld16((p) + 32), r##3 = ld16((p) + 48)
+#define V16_ACC(p, OP, r) do { float *q_ = (p); \
+    st16(q_, ld16(q_) OP r##0); st16(q_ + 16, ld16(q_ + 16) OP r##1); \
+    st16(q_ + 32, ld16(q_ + 32) OP r##2); st16(q_ + 48, ld16(q_ + 48) OP r##3); } while (0)
 
 /* out[T*B, N] (rows t-major, like X) = X @ W^T + bias from the pairs; Wp = packed W^T. */
 void snn_tm_fwd(const int64_t *row_ptr, const int32_t *cols, const uint64_t *masks,
@@ -251,31 +247,28 @@ void snn_tm_fwd(const int64_t *row_ptr, const int32_t *cols, const uint64_t *mas
             for (int j = 0; j < TILE; j++) bt[j] = (bias && j < nb) ? bias[n0 + j] : 0.0f;
             for (int64_t b = b0; b < b1; b++) {
                 memset(acc, 0, sizeof(float) * (size_t)(T * TILE));
-                v8f s0 = splat(0), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+                v16f s0 = {0}, s1 = s0, s2 = s0, s3 = s0;
                 for (int64_t p = row_ptr[b]; p < row_ptr[b + 1]; p++) {
                     const float *w = Wt + (int64_t)cols[p] * TILE;
-                    V8_LOAD8(w, w);
+                    V16_LOAD4(w, w);
                     uint64_t m = masks[p];
                     if (2 * __builtin_popcountll(m) > T) {
                         s0 += w0; s1 += w1; s2 += w2; s3 += w3;
-                        s4 += w4; s5 += w5; s6 += w6; s7 += w7;
                         for (m = ~m & full; m; m &= m - 1)
-                            V8_ACC(acc + __builtin_ctzll(m) * TILE, -, w);
+                            V16_ACC(acc + __builtin_ctzll(m) * TILE, -, w);
                     } else {
                         for (; m; m &= m - 1)
-                            V8_ACC(acc + __builtin_ctzll(m) * TILE, +, w);
+                            V16_ACC(acc + __builtin_ctzll(m) * TILE, +, w);
                     }
                 }
                 float base[TILE];
-                st(base, ld(bt) + s0); st(base + 8, ld(bt + 8) + s1);
-                st(base + 16, ld(bt + 16) + s2); st(base + 24, ld(bt + 24) + s3);
-                st(base + 32, ld(bt + 32) + s4); st(base + 40, ld(bt + 40) + s5);
-                st(base + 48, ld(bt + 48) + s6); st(base + 56, ld(bt + 56) + s7);
+                st16(base, ld16(bt) + s0); st16(base + 16, ld16(bt + 16) + s1);
+                st16(base + 32, ld16(bt + 32) + s2); st16(base + 48, ld16(bt + 48) + s3);
                 for (int64_t t = 0; t < T; t++) {
                     float *o = out + (t * B + b) * N + n0;
                     const float *a = acc + t * TILE;
                     if (nb == TILE) {
-                        for (int j = 0; j < TILE; j += 8) st(o + j, ld(base + j) + ld(a + j));
+                        for (int j = 0; j < TILE; j += 16) st16(o + j, ld16(base + j) + ld16(a + j));
                     } else {
                         for (int64_t j = 0; j < nb; j++) o[j] = base[j] + a[j];
                     }
@@ -308,34 +301,31 @@ void snn_tm_wgrad(const int64_t *row_ptr, const int32_t *cols, const uint64_t *m
                 else for (int j = 0; j < TILE; j++) d[j] = j < nb ? g[j] : 0.0f;
             }
             int have_sum = 0;
-            v8f s0 = splat(0), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+            v16f s0 = {0}, s1 = s0, s2 = s0, s3 = s0;
             for (int64_t p = p0; p < p1; p++) {
                 uint64_t m = masks[p];
-                v8f a0, a1, a2, a3, a4, a5, a6, a7;
+                v16f a0, a1, a2, a3;
                 if (2 * __builtin_popcountll(m) > T) {
                     if (!have_sum) {
                         for (int64_t t = 0; t < T; t++) {
                             const float *g = gb + t * TILE;
-                            s0 += ld(g); s1 += ld(g + 8); s2 += ld(g + 16); s3 += ld(g + 24);
-                            s4 += ld(g + 32); s5 += ld(g + 40); s6 += ld(g + 48); s7 += ld(g + 56);
+                            s0 += ld16(g); s1 += ld16(g + 16); s2 += ld16(g + 32); s3 += ld16(g + 48);
                         }
                         have_sum = 1;
                     }
-                    a0 = s0; a1 = s1; a2 = s2; a3 = s3; a4 = s4; a5 = s5; a6 = s6; a7 = s7;
+                    a0 = s0; a1 = s1; a2 = s2; a3 = s3;
                     for (m = ~m & full; m; m &= m - 1) {
                         const float *g = gb + __builtin_ctzll(m) * TILE;
-                        a0 -= ld(g); a1 -= ld(g + 8); a2 -= ld(g + 16); a3 -= ld(g + 24);
-                        a4 -= ld(g + 32); a5 -= ld(g + 40); a6 -= ld(g + 48); a7 -= ld(g + 56);
+                        a0 -= ld16(g); a1 -= ld16(g + 16); a2 -= ld16(g + 32); a3 -= ld16(g + 48);
                     }
                 } else {
-                    a0 = splat(0); a1 = a0; a2 = a0; a3 = a0; a4 = a0; a5 = a0; a6 = a0; a7 = a0;
+                    a0 = (v16f){0}; a1 = a0; a2 = a0; a3 = a0;
                     for (; m; m &= m - 1) {
                         const float *g = gb + __builtin_ctzll(m) * TILE;
-                        a0 += ld(g); a1 += ld(g + 8); a2 += ld(g + 16); a3 += ld(g + 24);
-                        a4 += ld(g + 32); a5 += ld(g + 40); a6 += ld(g + 48); a7 += ld(g + 56);
+                        a0 += ld16(g); a1 += ld16(g + 16); a2 += ld16(g + 32); a3 += ld16(g + 48);
                     }
                 }
-                V8_ACC(Dt + (int64_t)cols[p] * TILE, +, a);
+                V16_ACC(Dt + (int64_t)cols[p] * TILE, +, a);
             }
         }
     }

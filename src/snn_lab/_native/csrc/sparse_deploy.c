@@ -223,8 +223,6 @@ static void run_samples(const net_t *net, int b0, int b1, uint32_t t, const uint
     }
 }
 
-typedef float v16f __attribute__((vector_size(64)));
-static inline v16f ld16(const float *p) { v16f v; memcpy(&v, p, 64); return v; }
 
 /* -- whole sequences ----------------------------------------------------------------------
  * snn_run: all T steps of a sample batch in one call. A chunk of samples runs layer by

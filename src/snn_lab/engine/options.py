@@ -26,7 +26,7 @@ class EngineOptions:
     conv: str = "auto"
     # ``conv=auto`` gathers over the spikes up to this input density (the dense input
     # gradient is needed either way, so the crossover is lower than for Linear layers)
-    conv_max_density: float = 0.25
+    conv_max_density: float = 0.3
     # Bernoulli-encoded input into a first Linear layer: "torch" draws like the encoder
     # (the per-step path's spikes), "kernel" hashes a key in the native kernel (other draws)
     bernoulli: str = "torch"

@@ -475,8 +475,12 @@ typedef struct {
     int64_t H, W, Ci, Ho, Wo, Co, kh, kw, ph, pw;
 } conv_geom;
 
+typedef uint8_t v8c __attribute__((vector_size(8)));
+
 static inline void vadd_n(float *a, const float *b, int64_t n) {
-    for (int64_t q = 0; q < n; q += 8) st(a + q, ld(a + q) + ld(b + q));
+    int64_t q = 0;
+    for (; q + 16 <= n; q += 16) st16(a + q, ld16(a + q) + ld16(b + q));
+    for (; q < n; q += 8) st(a + q, ld(a + q) + ld(b + q));
 }
 
 static inline conv_geom geom_of(const int64_t *g) {
@@ -499,9 +503,70 @@ static inline conv_geom geom_of(const int64_t *g) {
         for (int q = 0; q < NV; q++) st(o + (cb) + 8 * q, a_[q]);                    \
     } while (0)
 
-/* Image n's conv output into on[Ho][Wo][Co]. */
+/* The same for a 64-output block as 16-float vectors (AVX-512: half the instructions). */
+#define CONV_OUT_BLOCK16(cb) do {                                                    \
+        v16f a_[4];                                                                  \
+        for (int q = 0; q < 4; q++) a_[q] = bias ? ld16(bias + (cb) + 16 * q) : (v16f){0}; \
+        for (int64_t dy = dy0; dy < dy1; dy++)                                       \
+            for (int64_t dx = dx0; dx < dx1; dx++) {                                 \
+                const int64_t pix = (n * g.H + i + dy - g.ph) * g.W + j + dx - g.pw; \
+                const float *wtap = Wt + (dy * g.kw + dx) * g.Ci * g.Co + (cb);      \
+                for (int64_t e = row_ptr[pix]; e < row_ptr[pix + 1]; e++) {          \
+                    const float *w_ = wtap + (int64_t)col[e] * g.Co;                 \
+                    for (int q = 0; q < 4; q++) a_[q] += ld16(w_ + 16 * q);          \
+                }                                                                    \
+            }                                                                        \
+        for (int q = 0; q < 4; q++) st16(o + (cb) + 16 * q, a_[q]);                  \
+    } while (0)
+
+/* Image n's conv output by scattering from the pixels that fire (few of them): zero (or
+   bias) the output, then per spiking input pixel and kernel tap add the sum of its
+   channels' weight vectors to the tapped output pixel. */
+static void conv_image_scatter(const int64_t *row_ptr, const int32_t *col, const float *Wt, const float *bias,
+                               float *on, int64_t n, conv_geom g) {
+    const int64_t opix = g.Ho * g.Wo;
+    if (bias)
+        for (int64_t p = 0; p < opix; p++) memcpy(on + p * g.Co, bias, sizeof(float) * (size_t)g.Co);
+    else
+        memset(on, 0, sizeof(float) * (size_t)(opix * g.Co));
+    for (int64_t h = 0; h < g.H; h++)
+        for (int64_t w = 0; w < g.W; w++) {
+            const int64_t pix = (n * g.H + h) * g.W + w;
+            const int64_t e0 = row_ptr[pix], e1 = row_ptr[pix + 1];
+            if (e0 == e1) continue;
+            for (int64_t dy = 0; dy < g.kh; dy++) {
+                const int64_t i = h + g.ph - dy;
+                if (i < 0 || i >= g.Ho) continue;
+                for (int64_t dx = 0; dx < g.kw; dx++) {
+                    const int64_t j = w + g.pw - dx;
+                    if (j < 0 || j >= g.Wo) continue;
+                    float *o = on + (i * g.Wo + j) * g.Co;
+                    const float *wtap = Wt + (dy * g.kw + dx) * g.Ci * g.Co;
+                    if (e1 - e0 == 1) {  /* one spiking channel (always, for one input channel) */
+                        vadd_n(o, wtap + (int64_t)col[e0] * g.Co, g.Co);
+                        continue;
+                    }
+                    for (int64_t cb = 0; cb < g.Co; cb += 8) {
+                        v8f a = ld(o + cb);
+                        for (int64_t e = e0; e < e1; e++) a += ld(wtap + (int64_t)col[e] * g.Co + cb);
+                        st(o + cb, a);
+                    }
+                }
+            }
+        }
+}
+
+/* Image n's conv output into on[Ho][Wo][Co]: output-stationary, or scattering from the
+   spiking pixels when under a quarter of the pixels fire. (Both add the same terms; the
+   order of the additions per output differs.) */
 static void conv_image(const int64_t *row_ptr, const int32_t *col, const float *Wt, const float *bias,
                        float *on, int64_t n, conv_geom g) {
+    int64_t firing = 0;
+    for (int64_t p = n * g.H * g.W; p < (n + 1) * g.H * g.W; p++) firing += row_ptr[p + 1] > row_ptr[p];
+    if (4 * firing < g.H * g.W) {
+        conv_image_scatter(row_ptr, col, Wt, bias, on, n, g);
+        return;
+    }
     for (int64_t i = 0; i < g.Ho; i++) {
         /* taps whose input row lies inside the image */
         const int64_t dy0 = g.ph - i > 0 ? g.ph - i : 0, dy1 = min64(g.kh, g.H + g.ph - i);
@@ -509,7 +574,7 @@ static void conv_image(const int64_t *row_ptr, const int32_t *col, const float *
             const int64_t dx0 = g.pw - j > 0 ? g.pw - j : 0, dx1 = min64(g.kw, g.W + g.pw - j);
             float *o = on + (i * g.Wo + j) * g.Co;
             int64_t cb = 0;
-            for (; cb + 64 <= g.Co; cb += 64) CONV_OUT_BLOCK(8, cb);
+            for (; cb + 64 <= g.Co; cb += 64) CONV_OUT_BLOCK16(cb);
             for (; cb + 32 <= g.Co; cb += 32) CONV_OUT_BLOCK(4, cb);
             for (; cb < g.Co; cb += 8) CONV_OUT_BLOCK(1, cb);
         }
@@ -533,6 +598,15 @@ void snn_conv_fwd(const int64_t *row_ptr, const int32_t *col, const float *Wt, c
         }                                                                            \
     } while (0)
 
+#define CONV_SCATTER_BLOCK16(cb) do {                                                \
+        v16f g_[4];                                                                  \
+        for (int q = 0; q < 4; q++) g_[q] = ld16(gp + (cb) + 16 * q);                \
+        for (int64_t e = e0; e < e1; e++) {                                          \
+            float *d_ = dtap + (int64_t)col[e] * g.Co + (cb);                        \
+            for (int q = 0; q < 4; q++) st16(d_ + 16 * q, ld16(d_ + 16 * q) + g_[q]); \
+        }                                                                            \
+    } while (0)
+
 /* d[kh][kw][Ci][Co] += image n's share of the weight gradient, gn[Ho][Wo][Co] its output
    gradient: per input pixel and tap the gradient block is loaded once and added to the
    rows of the pixel's spiking channels. */
@@ -552,7 +626,7 @@ static void conv_wgrad_image(const int64_t *row_ptr, const int32_t *col, const f
                     const float *gp = gn + (i * g.Wo + j) * g.Co;
                     float *dtap = d + (dy * g.kw + dx) * g.Ci * g.Co;
                     int64_t cb = 0;
-                    for (; cb + 64 <= g.Co; cb += 64) CONV_SCATTER_BLOCK(8, cb);
+                    for (; cb + 64 <= g.Co; cb += 64) CONV_SCATTER_BLOCK16(cb);
                     for (; cb + 32 <= g.Co; cb += 32) CONV_SCATTER_BLOCK(4, cb);
                     for (; cb < g.Co; cb += 8) CONV_SCATTER_BLOCK(1, cb);
                 }
@@ -650,7 +724,8 @@ static void bn_pool_image(const float *yn, const float *alpha, const float *beta
                     which = (which & ~gt) | (gt & (v8i){k, k, k, k, k, k, k, k});
                 }
                 st(o + c, best);
-                for (int q = 0; q < 8; q++) a[c + q] = (uint8_t)which[q];
+                const v8c w8 = __builtin_convertvector(which, v8c);
+                memcpy(a + c, &w8, 8);
             }
         }
 }
@@ -664,9 +739,9 @@ void snn_bn_pool_fwd(const float *Y, const float *alpha, const float *beta, floa
 
 /* The window entry arg[c..c+8) of a pooled pixel as 8 lanes. */
 static inline v8i arg8(const uint8_t *a) {
-    v8i r;
-    for (int q = 0; q < 8; q++) r[q] = a[q];
-    return r;
+    v8c w8;
+    memcpy(&w8, a, 8);
+    return __builtin_convertvector(w8, v8i);
 }
 
 /* One image's share of backward pass 1: s[c] += sum of g, q[c] += sum of g * xhat at the

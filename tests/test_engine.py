@@ -571,3 +571,22 @@ def test_compiled_scan_equals_the_native_scan(gen):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="engine scan='jit' is unknown"):
         engine.configure(scan="jit")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_one_channel_analog_conv_on_the_native_kernel(gen, bias):
+    """A first conv on pixels (one analog channel, no input gradient): the native kernel's
+    values and weight gradient equal F.conv2d's within rounding, channels-last output."""
+    x = torch.rand(5, 1, 11, 9, generator=gen) * (torch.rand(5, 1, 11, 9, generator=gen) < 0.5)
+    w = torch.randn(16, 1, 3, 3, generator=gen, requires_grad=True)
+    b = torch.randn(16, generator=gen, requires_grad=True) if bias else None
+    out = engine.spike_conv2d(x, w, b, 1, 1, strategy="auto")
+    ref = F.conv2d(x, w, b, 1, 1)
+    if NATIVE:
+        assert type(out.grad_fn).__name__ == "_OneChannelConv2dBackward"
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn(ref.shape, generator=gen)
+    wrt = [w] + ([b] if bias else [])
+    for a, c in zip(torch.autograd.grad(out, wrt, g), torch.autograd.grad(ref, wrt, g)):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4)

@@ -87,6 +87,29 @@ class _SpikeConv2d(torch.autograd.Function):
         return gx, gw, gb, None, None
 
 
+class _OneChannelConv2d(torch.autograd.Function):
+    """A stride-1 conv of one-channel analog images that need no gradient (a first layer on
+    pixels), native: oneDNN's kernels are slow for a single input channel."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding):
+        geom = native.conv_geometry(x.shape, weight.shape, padding)
+        X = x.reshape(x.shape[0], x.shape[2], x.shape[3]).contiguous()
+        wt = weight.detach().reshape(weight.shape[0], -1).t().contiguous()  # [kh*kw, Co]
+        out = native.conv1_fwd(X, wt, None if bias is None else bias.detach().contiguous(), geom)
+        ctx.save_for_backward(X)
+        ctx.geom, ctx.wshape, ctx.has_bias = geom, weight.shape, bias is not None
+        return out.permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx, g):
+        (X,) = ctx.saved_tensors
+        G = g.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+        gw = native.conv1_wgrad(X, G, ctx.geom).reshape(-1, ctx.wshape[0]).t().reshape(ctx.wshape)
+        gb = G.sum((0, 1, 2)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return None, gw if ctx.needs_input_grad[1] else None, gb, None
+
+
 def spike_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -110,16 +133,17 @@ def spike_conv2d(
     if strategy == "dense":
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     x = x.contiguous(memory_format=torch.channels_last)
-    if (
-        strategy in ("auto", "sparse")
-        and binary is not False
-        and sparse_fits(x, weight, stride, padding, dilation, groups)
-    ):
+    fits = sparse_fits(x, weight, stride, padding, dilation, groups)
+    if strategy in ("auto", "sparse") and binary is not False and fits:
         flat = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # [pixels, channels], a view
         index = native.csr(flat)
         if index is not None and (strategy == "sparse" or index[1].numel() - 1 <= max_density * flat.numel()):
             out: torch.Tensor = _SpikeConv2d.apply(x, weight, bias, _pair(padding), index)
             return out
+    if x.shape[1] == 1 and not x.requires_grad and fits:
+        # one analog input channel (a first layer on pixels), where oneDNN is slow
+        one: torch.Tensor = _OneChannelConv2d.apply(x, weight, bias, _pair(padding))
+        return one
     w_cl = weight.contiguous(memory_format=torch.channels_last)
     # (with one input channel oneDNN still answers NCHW: the layers after expect channels-last)
     return F.conv2d(x, w_cl, bias, stride, padding, dilation, groups).contiguous(memory_format=torch.channels_last)

@@ -53,6 +53,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_bn_pool_fwd.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i32]
     lib.snn_bn_pool_bwd_sums.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, i32]
     lib.snn_bn_pool_bwd_dy.argtypes = [p, p, p, p, p, p, p, p, i64, i64, i64, i64, i32]
+    lib.snn_conv1_fwd.argtypes = [p, p, p, p, i64, p, i32]
+    lib.snn_conv1_wgrad.argtypes = [p, p, p, p, i64, p, i32]
     lib.snn_cbp_stats.argtypes = [p, p, p, p, i64, p, p, i32]
     lib.snn_cbp_fwd.argtypes = [p, p, p, p, i64, p, p, p, p, p, i32]
     lib.snn_cbp_bwd_sums.argtypes = [p, p, p, p, i64, p, p, p, p, p, p, i32]
@@ -82,6 +84,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         "snn_bn_pool_fwd",
         "snn_bn_pool_bwd_sums",
         "snn_bn_pool_bwd_dy",
+        "snn_conv1_fwd",
+        "snn_conv1_wgrad",
         "snn_cbp_stats",
         "snn_cbp_fwd",
         "snn_cbp_bwd_sums",
@@ -519,3 +523,27 @@ def cbp_wgrad(index, Wt, bias, N: int, geom, arg, gP, a, b, k, mean, want_bias: 
         nt,
     )
     return dW, db
+
+
+def conv1_fwd(X: torch.Tensor, Wt: torch.Tensor, bias: torch.Tensor | None, geom) -> torch.Tensor:
+    """Channels-last ``[N, Ho, Wo, Co]`` conv of one-channel images ``X[N, H, W]``;
+    ``Wt[kh, kw, Co]``."""
+    _check(X, Wt, bias)
+    N = X.shape[0]
+    Ho, Wo, Co = geom[3], geom[4], geom[5]
+    out = torch.empty(N, Ho, Wo, Co, dtype=torch.float32)
+    nt = _nt(N * Ho * Wo * Co * geom[6] * geom[7], N)
+    _lib_or_raise().snn_conv1_fwd(_ptr(X), _ptr(Wt), _ptr(bias), _ptr(out), N, _g(geom), nt)
+    return out
+
+
+def conv1_wgrad(X: torch.Tensor, G: torch.Tensor, geom) -> torch.Tensor:
+    """``dL/dWt`` ``[kh, kw, Co]`` of :func:`conv1_fwd` from ``G[N, Ho, Wo, Co]``."""
+    _check(X, G)
+    N = X.shape[0]
+    kh, kw, Co = geom[6], geom[7], geom[5]
+    nt = _nt(G.numel() * kh * kw, N)
+    dW = torch.empty(kh, kw, Co, dtype=torch.float32)
+    parts = torch.zeros(nt, kh * kw * Co, dtype=torch.float32)
+    _lib_or_raise().snn_conv1_wgrad(_ptr(X), _ptr(G), _ptr(dW), _ptr(parts), N, _g(geom), nt)
+    return dW

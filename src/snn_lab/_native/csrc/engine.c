@@ -1003,3 +1003,66 @@ int64_t snn_bern_tm_count(const float *U, const float *P, uint64_t key, int64_t 
     for (int64_t b = 0; b < B; b++) row_ptr[b + 1] += row_ptr[b];
     return row_ptr[B];
 }
+
+/* ---- 2-D convolution of one-channel analog images (a first layer on pixels) -------------
+   oneDNN handles a single input channel poorly; here each output pixel is the bias plus
+   x * Wt[dy][dx][:] over the kernel taps (Co-float vectors, Co % 8 == 0), channels-last.
+   Stride 1; geom as for the spike convolution (Ci = 1). */
+void snn_conv1_fwd(const float *X, const float *Wt, const float *bias, float *out, int64_t N,
+                   const int64_t *geom, int nt) {
+    const conv_geom g = geom_of(geom);
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *xn = X + n * g.H * g.W;
+        for (int64_t i = 0; i < g.Ho; i++)
+            for (int64_t j = 0; j < g.Wo; j++) {
+                float *o = out + ((n * g.Ho + i) * g.Wo + j) * g.Co;
+                for (int64_t cb = 0; cb < g.Co; cb += 8) {
+                    v8f a = bias ? ld(bias + cb) : splat(0.0f);
+                    for (int64_t dy = 0; dy < g.kh; dy++) {
+                        const int64_t h = i + dy - g.ph;
+                        if (h < 0 || h >= g.H) continue;
+                        for (int64_t dx = 0; dx < g.kw; dx++) {
+                            const int64_t w = j + dx - g.pw;
+                            if (w < 0 || w >= g.W) continue;
+                            a += splat(xn[h * g.W + w]) * ld(Wt + (dy * g.kw + dx) * g.Co + cb);
+                        }
+                    }
+                    st(o + cb, a);
+                }
+            }
+    }
+}
+
+/* dWt[kh][kw][Co] = sum over images and output pixels of x(tapped) * G; per-thread copies
+   (dWt_threads[nt][kh*kw*Co], zeroed by the caller) summed into dWt. */
+void snn_conv1_wgrad(const float *X, const float *G, float *dWt, float *dWt_threads, int64_t N,
+                     const int64_t *geom, int nt) {
+    const conv_geom g = geom_of(geom);
+    const int64_t wsize = g.kh * g.kw * g.Co;
+    #pragma omp parallel num_threads(nt)
+    {
+        float *d = dWt_threads + omp_get_thread_num() * wsize;
+        SHARE(N, n0, n1)
+        for (int64_t n = n0; n < n1; n++) {
+            const float *xn = X + n * g.H * g.W;
+            for (int64_t i = 0; i < g.Ho; i++)
+                for (int64_t j = 0; j < g.Wo; j++) {
+                    const float *gp = G + ((n * g.Ho + i) * g.Wo + j) * g.Co;
+                    for (int64_t dy = 0; dy < g.kh; dy++) {
+                        const int64_t h = i + dy - g.ph;
+                        if (h < 0 || h >= g.H) continue;
+                        for (int64_t dx = 0; dx < g.kw; dx++) {
+                            const int64_t w = j + dx - g.pw;
+                            if (w < 0 || w >= g.W) continue;
+                            const float xv = xn[h * g.W + w];
+                            if (xv == 0.0f) continue;
+                            float *dt = d + (dy * g.kw + dx) * g.Co;
+                            for (int64_t cb = 0; cb < g.Co; cb += 8) st(dt + cb, ld(dt + cb) + splat(xv) * ld(gp + cb));
+                        }
+                    }
+                }
+        }
+    }
+    sum_thread_copies(dWt, dWt_threads, wsize, nt);
+}

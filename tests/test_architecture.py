@@ -57,3 +57,16 @@ def test_entry_packages_load_no_torch_before_the_cli_sets_the_environment(module
     """``python -m snn_lab.bench`` imports ``snn_lab.bench`` before its ``__main__``: torch
     (and OpenMP, which reads OMP_WAIT_POLICY once, when it loads) must not come with it."""
     assert _probe(f"import json, sys, {module}; print(json.dumps('torch' in sys.modules))") is False
+
+
+def test_entry_functions_stay_callable_after_their_modules_load():
+    """``snn_lab.cli.train`` etc. are the console-script functions; the Hydra apps they
+    load live in ``*_app`` modules, so importing those never replaces the functions (a
+    submodule named like the function would be bound over it on import)."""
+    import snn_lab.cli.bench_app
+    import snn_lab.cli.deploy_app
+    import snn_lab.cli.train_app  # noqa: F401
+    from snn_lab import cli
+
+    for name in ("train", "evaluate", "deploy", "bench"):
+        assert callable(getattr(cli, name)) and getattr(cli, name).__module__ == "snn_lab.cli", name

@@ -94,7 +94,7 @@ def test_deploy_cli_rejects_with_one_line_errors(ckpt, tmp_path, args, needle):
 )
 def test_deploy_config_errors_in_process(ckpt, tmp_path, args, needle, compose_cfg):
     """The same composition as the CLI, without a subprocess per case."""
-    from snn_lab.cli.deploy import run
+    from snn_lab.cli.deploy_app import run
     from snn_lab.deploy import DeployError
 
     cfg = compose_cfg([f"ckpt_path={ckpt}", f"out_dir={tmp_path}", *FAST, *args], "deploy")
@@ -104,7 +104,7 @@ def test_deploy_config_errors_in_process(ckpt, tmp_path, args, needle, compose_c
 
 
 def test_target_apu_selects_lynxi_and_backend_group_wins(compose_cfg):
-    from snn_lab.cli.deploy import backend_from_config
+    from snn_lab.cli.deploy_app import backend_from_config
 
     def backend(*overrides):
         return backend_from_config(compose_cfg(overrides, "deploy"))

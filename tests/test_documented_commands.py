@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-import snn_lab.cli.bench  # noqa: F401  (stores the bench schema)
+import snn_lab.cli.bench_app  # noqa: F401  (stores the bench schema)
 from snn_lab.bench import BenchConfig
 from snn_lab.cli import CONFIG_DIR
-from snn_lab.cli.deploy import backend_from_config
+from snn_lab.cli.deploy_app import backend_from_config
 from snn_lab.config import register_configs, validate
 from snn_lab.config.build import to_plain_dict
 from snn_lab.deploy import create_backend

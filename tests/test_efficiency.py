@@ -489,7 +489,7 @@ def test_a_training_run_writes_the_efficiency_of_its_best_checkpoint(tiny_run):
 
 
 def test_bad_efficiency_config_and_objectives_are_refused_naming_the_key(compose_cfg):
-    from snn_lab.cli.train import _check_efficiency
+    from snn_lab.cli.train_app import _check_efficiency
     from snn_lab.errors import ConfigError
 
     for args, message in (

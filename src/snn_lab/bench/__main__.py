@@ -1,4 +1,4 @@
-"""``python -m snn_lab.bench [overrides]`` (see :mod:`snn_lab.cli.bench`)."""
+"""``python -m snn_lab.bench [overrides]`` (see :mod:`snn_lab.cli.bench_app`)."""
 
 if __name__ == "__main__":
     from snn_lab import cli

@@ -12,7 +12,6 @@ import functools
 import logging
 import math
 import os
-import platform
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from .. import engine
 from ..data import load_mnist_arrays
 from ..engine.options import EngineOptions
 from ..errors import ConfigError
+from ..host import machine_info
 from . import contestants as C
 from . import convnets as CN
 from .measure import layer_strategies, median, saved_activation_bytes, timed
@@ -164,31 +164,6 @@ def _races(cfg: BenchConfig, device: torch.device) -> tuple[list[_Race], dict[st
         if skip:
             skipped[net] = skip
     return races, skipped
-
-
-def machine_info(device: torch.device) -> dict:
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        info["cpu"] = platform.processor()
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    if hasattr(os, "getloadavg"):
-        info["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
-    return info
 
 
 def _images(cfg: BenchConfig, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,7 +38,7 @@ def one_line(message: str) -> str:
 def user_errors(cleanup: Callable[[], None] | None = None) -> Iterator[None]:
     """Report a user-facing error in one line and exit 2. ``cleanup`` runs first (e.g.
     remove a run dir the rejected run created). A multirun job records its error instead
-    (``cli.train._sweep_job``) and the sweep goes on."""
+    (``cli.train_app._sweep_job``) and the sweep goes on."""
     try:
         yield
     except SnnLabError as e:

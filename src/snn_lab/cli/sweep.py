@@ -27,7 +27,7 @@ EFFICIENCY_COLUMNS = {
     "energy_pj": "efficiency.energy.pj_per_sample",
 }
 FIELDS = ("job", "status", "overrides", *COLUMNS, *EFFICIENCY_COLUMNS, "error")
-FAILED_FILE = "failed.json"  # written by a failed job (cli.train), in its run dir
+FAILED_FILE = "failed.json"  # written by a failed job (cli.train_app), in its run dir
 
 #: the metrics.json values a run can return to a sweeper (``objectives=[...]``), with
 #: the direction each is better in (the Pareto table's default, when the sweeper names none)

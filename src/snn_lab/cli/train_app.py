@@ -39,6 +39,7 @@ from ..config import deploy_backend_name, register_configs, validate
 from ..config.build import build_datamodule, build_trainer, net_config, to_dict
 from ..deploy import run_deploy
 from ..errors import CheckpointError, ConfigError, RunError, SnnLabError
+from ..host import loadavg, machine_info
 from ..io import atomic_write_json, atomic_write_text
 from ..lit.callbacks import RunStats
 from ..lit.module import SNNLitModule
@@ -169,6 +170,7 @@ def run(cfg: DictConfig) -> float | list[float]:
         _save_config(cfg, run_dir)
         _log_config(trainer, cfg)
 
+    load_start = loadavg()
     t0 = time.perf_counter()
     with quiet_lightning():
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
@@ -222,6 +224,11 @@ def run(cfg: DictConfig) -> float | list[float]:
         "world_size": trainer.world_size,
         "tags": list(cfg.tags),
         "kernels": _native.describe(),
+        # the wall times above depend on the machine and on what else ran on it
+        "host": {
+            **machine_info(trainer.strategy.root_device),
+            "loadavg_1m": [x[0] for x in (load_start, loadavg()) if x is not None],
+        },
     }
     if cfg.deploy:
         metrics["deploy"] = _deploy(cfg, selected_path or last_path, run_dir)
@@ -339,6 +346,7 @@ def evaluate(cfg: DictConfig) -> float | list[float]:
         _save_config(cfg, run_dir)
         _log_config(trainer, cfg)
     log.info("evaluating %s (T=%d); the model/neuron/encoder groups are not used", path, net["time_steps"])
+    load_start = loadavg()
     t0 = time.perf_counter()
     with quiet_lightning():
         res = trainer.test(model, datamodule=dm, verbose=False)
@@ -356,6 +364,11 @@ def evaluate(cfg: DictConfig) -> float | list[float]:
         "run_dir": str(run_dir),
         "tags": list(cfg.tags),
         "kernels": _native.describe(),
+        # the wall times above depend on the machine and on what else ran on it
+        "host": {
+            **machine_info(trainer.strategy.root_device),
+            "loadavg_1m": [x[0] for x in (load_start, loadavg()) if x is not None],
+        },
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
     _log_final(trainer, cfg, metrics)

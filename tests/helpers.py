@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from cli_runner import run_module
+
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["callbacks.progress_bar=none", "trainer.enable_model_summary=false"]
 # the CLI overrides of a tiny training run: 1 epoch on 400 images, T=4, one 64-neuron layer
@@ -31,10 +33,10 @@ def _env() -> dict:
 
 
 def run_cli(module: str, args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python -m <module> <args>`` in ``cwd``."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
-    )
+    """``python -m <module> <args>`` in ``cwd``: its own process, forked from a zygote that
+    has the CLI imported already (tests/cli_runner.py; ``SNN_LAB_TEST_FORK=0``: a fresh
+    interpreter)."""
+    return run_module(module, args, cwd, _env(), timeout)
 
 
 def train(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -1,12 +1,13 @@
 """The train CLI end to end, in subprocesses as a user runs it."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import QUIET, TINY_RUN, metrics, train
+from helpers import QUIET, TINY_RUN, metrics, run_script, train
 from snn_lab.lit import SNNLitModule
 from snn_lab.models import load_network
 
@@ -118,3 +119,27 @@ def test_a_run_with_held_out_data_reports_its_best_checkpoint(tiny_run):
     m = metrics(tiny_run)
     assert m["selection"]["weights"] == "best" and "200 held-out training samples" in m["selection"]["validated_on"]
     assert m["checkpoints"]["selected"] == m["checkpoints"]["best"]
+    host = m["host"]  # what the wall times were measured on
+    assert host["cpu_count"] >= 1 and host["torch_threads"] >= 1 and host["torch"]
+    assert len(host["loadavg_1m"]) == 2 and all(x >= 0 for x in host["loadavg_1m"])
+
+
+def test_plot_results_aggregates_seeds_into_one_row(tiny_run, tmp_path):
+    """experiments/plot_results.py: one row per recipe over its seeds (mean, sample std,
+    min), the selection rule and machine read from each run, and the curves PNG."""
+    runs = []
+    for i, acc in enumerate((0.90, 0.92, 0.97)):  # three 'seeds' of a real run's metrics.json
+        run = tmp_path / f"s{i}"
+        shutil.copytree(tiny_run, run)
+        m = metrics(run)
+        m["test_acc"] = acc
+        (run / "metrics.json").write_text(json.dumps(m))
+        runs.append(str(run))
+    r = run_script("experiments/plot_results.py", [f"tiny={','.join(runs)}", "--out", str(tmp_path / "out")])
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = next(line for line in r.stdout.splitlines() if line.startswith("| tiny |"))
+    assert "| 3 | **93.00 +- 3.61%** | 90.00% |" in row  # std of 90, 92, 97 (n-1): 3.606
+    assert "best on 200 held-out training samples" in row and metrics(tiny_run)["host"]["cpu"] in row
+    assert (tmp_path / "out" / "results_curves.png").stat().st_size > 0
+    bad = run_script("experiments/plot_results.py", [f"tiny={tmp_path / 'nothing'}", "--out", str(tmp_path)])
+    assert bad.returncode != 0 and "metrics.json does not exist" in bad.stderr

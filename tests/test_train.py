@@ -124,6 +124,22 @@ def test_a_run_with_held_out_data_reports_its_best_checkpoint(tiny_run):
     assert len(host["loadavg_1m"]) == 2 and all(x >= 0 for x in host["loadavg_1m"])
 
 
+def test_engine_options_come_from_the_config(tiny_run, tmp_path):
+    """engine.* reaches the multi-step engine: Bernoulli draws in the kernel are another
+    random stream, so the same seed trains other weights than tiny_run's torch draws;
+    metrics.json records the options. A bad value fails at startup naming the key."""
+    r = train([*TINY_RUN, "engine.bernoulli=kernel", "hydra.run.dir=run"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert metrics(tmp_path / "run")["engine"]["bernoulli"] == "kernel"
+    assert metrics(tiny_run)["engine"]["bernoulli"] == "torch"
+    ours = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    theirs = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert ours.keys() == theirs.keys() and any(not torch.equal(ours[k], theirs[k]) for k in ours)
+    bad = train([*TINY_RUN, "engine.bernoulli=quantum", "hydra.run.dir=bad"], tmp_path)
+    assert bad.returncode != 0 and "engine.bernoulli='quantum' is unknown" in bad.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "bad").exists()
+
+
 def test_plot_results_aggregates_seeds_into_one_row(tiny_run, tmp_path):
     """experiments/plot_results.py: one row per recipe over its seeds (mean, sample std,
     min), the selection rule and machine read from each run, and the curves PNG."""

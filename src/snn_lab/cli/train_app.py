@@ -11,6 +11,7 @@ search); a failed job of a multirun returns ``"failed: <error>"`` and leaves
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -34,7 +35,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from .. import _native
+from .. import _native, engine
 from ..config import deploy_backend_name, register_configs, validate
 from ..config.build import build_datamodule, build_trainer, net_config, to_dict
 from ..deploy import run_deploy
@@ -113,6 +114,7 @@ def _set_up_process(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     if cfg.target.threads:
         torch.set_num_threads(cfg.target.threads)
+    engine.configure(**to_dict(cfg.engine))
 
 
 def _check_efficiency(cfg: DictConfig) -> None:
@@ -224,6 +226,7 @@ def run(cfg: DictConfig) -> float | list[float]:
         "world_size": trainer.world_size,
         "tags": list(cfg.tags),
         "kernels": _native.describe(),
+        "engine": dataclasses.asdict(engine.options()),
         # the wall times above depend on the machine and on what else ran on it
         "host": {
             **machine_info(trainer.strategy.root_device),

@@ -11,11 +11,12 @@ from omegaconf import DictConfig
 
 from ..data.mnist import SOURCES
 from ..deploy.registry import create_backend
+from ..engine.options import EngineOptions
 from ..errors import ConfigError, DeployError
 from ..lit.datamodule import AUGMENTS, BUILTIN_DATA, DATAMODULES, check_data_fits
 from ..models import MODES, build_network
 from ..models.conv import POOLS
-from .build import build_datamodule, net_config
+from .build import build_datamodule, net_config, to_dict
 from .schema import TrainConf, register_configs
 from .trainer_args import check_trainer_args
 
@@ -42,6 +43,11 @@ def validate(cfg: DictConfig) -> None:
     """Range and consistency checks that types cannot express; raises ConfigError
     naming the full key. Runs before any data is loaded."""
     _require(cfg.time_steps >= 1, "time_steps", cfg.time_steps, "must be an integer >= 1")
+    if "engine" in cfg:
+        try:
+            EngineOptions(**to_dict(cfg.engine))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     d = cfg.data
     if not d.get("_target_") and d.get("name") not in DATAMODULES:
         raise ConfigError(

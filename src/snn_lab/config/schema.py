@@ -15,6 +15,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from ..engine.options import EngineOptions
+
 
 # -- neurons ----------------------------------------------------------------------------
 @dataclass
@@ -556,6 +558,9 @@ class TrainConf:
     tags: list[str] = field(default_factory=list)  # passed to every logger that takes tags; in metrics.json
     monitor: str = "val/acc"
     efficiency: EfficiencyConf = field(default_factory=EfficiencyConf)
+    # how model.mode=layer runs (docs/BENCHMARKS.md): matmul/conv strategies, native kernels,
+    # the LIF scan, and where Bernoulli input is drawn (kernel: faster, another random stream)
+    engine: EngineOptions = field(default_factory=EngineOptions)
     # what main() returns to a sweeper: [] the best monitored value; else these metrics.json
     # values, in order (a multi-objective search, e.g. [best_val_acc, efficiency.synops])
     objectives: list[str] = field(default_factory=list)

@@ -35,16 +35,16 @@ class EngineOptions:
 
     def __post_init__(self):
         if self.matmul not in STRATEGIES:
-            raise ValueError(f"engine matmul={self.matmul!r} is unknown; accepted: {', '.join(STRATEGIES)}")
+            raise ValueError(f"engine.matmul={self.matmul!r} is unknown; accepted: {', '.join(STRATEGIES)}")
         if self.scan not in SCANS:
-            raise ValueError(f"engine scan={self.scan!r} is unknown; accepted: {', '.join(SCANS)}")
+            raise ValueError(f"engine.scan={self.scan!r} is unknown; accepted: {', '.join(SCANS)}")
         if self.bernoulli not in BERNOULLI_RNGS:
-            raise ValueError(f"engine bernoulli={self.bernoulli!r} is unknown; accepted: {', '.join(BERNOULLI_RNGS)}")
+            raise ValueError(f"engine.bernoulli={self.bernoulli!r} is unknown; accepted: {', '.join(BERNOULLI_RNGS)}")
         if self.conv not in CONV_STRATEGIES:
-            raise ValueError(f"engine conv={self.conv!r} is unknown; accepted: {', '.join(CONV_STRATEGIES)}")
+            raise ValueError(f"engine.conv={self.conv!r} is unknown; accepted: {', '.join(CONV_STRATEGIES)}")
         for name in ("sparse_max_density", "conv_max_density"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must lie in [0, 1]")
+                raise ValueError(f"engine.{name}={getattr(self, name)!r} must lie in [0, 1]")
 
 
 _options = EngineOptions()

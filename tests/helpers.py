@@ -32,15 +32,22 @@ def _env() -> dict:
     return dict(os.environ, PYTHONWARNINGS="ignore", HYDRA_FULL_ERROR="0")
 
 
-def run_cli(module: str, args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    module: str, args: list[str], cwd: Path, timeout: int = 300, fresh: bool = False
+) -> subprocess.CompletedProcess:
     """``python -m <module> <args>`` in ``cwd``: its own process, forked from a zygote that
-    has the CLI imported already (tests/cli_runner.py; ``SNN_LAB_TEST_FORK=0``: a fresh
-    interpreter)."""
+    has the CLI imported already (tests/cli_runner.py), or a fresh interpreter when
+    ``fresh`` (or ``SNN_LAB_TEST_FORK=0``): joblib's process pool (loky) hangs in a child
+    forked from the zygote."""
+    if fresh:
+        return subprocess.run(
+            [sys.executable, "-m", module, *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
+        )
     return run_module(module, args, cwd, _env(), timeout)
 
 
-def train(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return run_cli("snn_lab.train", args, cwd, timeout)
+def train(args: list[str], cwd: Path, timeout: int = 300, fresh: bool = False) -> subprocess.CompletedProcess:
+    return run_cli("snn_lab.train", args, cwd, timeout, fresh)
 
 
 def deploy(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:

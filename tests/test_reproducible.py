@@ -14,12 +14,13 @@ from snn_lab.engine import native
 
 TIMINGS = {"wall_seconds", "fit_seconds", "train_samples_per_second"}
 PATHS = {"run_dir", "checkpoints"}
+MACHINE = {"host"}  # the load average differs between any two runs
 # kernels: whether this process compiled the library, and where it lies, may differ
 KERNEL_RUN_FACTS = {"compiled", "library"}
 
 
 def _comparable(m: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in m.items() if k not in TIMINGS | PATHS}
+    out = {k: v for k, v in m.items() if k not in TIMINGS | PATHS | MACHINE}
     out["kernels"] = {
         part: {k: v for k, v in info.items() if k not in KERNEL_RUN_FACTS} for part, info in m["kernels"].items()
     }

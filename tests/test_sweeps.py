@@ -46,6 +46,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
         ],
         tmp_path,
         timeout=300,
+        fresh=True,  # loky's worker pool needs a fresh interpreter
     )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]

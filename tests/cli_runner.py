@@ -110,10 +110,11 @@ def _import_env(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k != "PYTEST_CURRENT_TEST"}
 
 
-def run_module(module: str, args: list[str], cwd: Path, env: dict[str, str], timeout: float):
-    """``python -m module args`` in ``cwd`` with exactly ``env``: a subprocess.CompletedProcess."""
+def run_module(module: str, args: list[str], cwd: Path, env: dict[str, str], timeout: float, fresh: bool = False):
+    """``python -m module args`` in ``cwd`` with exactly ``env``: a subprocess.CompletedProcess
+    (``fresh``: always in a new interpreter)."""
     global _ZYGOTE
-    if os.environ.get("SNN_LAB_TEST_FORK", "1") == "0":
+    if fresh or os.environ.get("SNN_LAB_TEST_FORK", "1") == "0":
         return subprocess.run(
             [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
         )

@@ -39,11 +39,7 @@ def run_cli(
     has the CLI imported already (tests/cli_runner.py), or a fresh interpreter when
     ``fresh`` (or ``SNN_LAB_TEST_FORK=0``): joblib's process pool (loky) hangs in a child
     forked from the zygote."""
-    if fresh:
-        return subprocess.run(
-            [sys.executable, "-m", module, *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
-        )
-    return run_module(module, args, cwd, _env(), timeout)
+    return run_module(module, args, cwd, _env(), timeout, fresh)
 
 
 def train(args: list[str], cwd: Path, timeout: int = 300, fresh: bool = False) -> subprocess.CompletedProcess:

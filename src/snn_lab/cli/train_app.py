@@ -117,6 +117,14 @@ def _set_up_process(cfg: DictConfig) -> None:
     engine.configure(**to_dict(cfg.engine))
 
 
+def _host(trainer: pl.Trainer, load_start: list[float] | None) -> dict[str, Any]:
+    """metrics.json's ``host``: the machine, and the 1-minute load at the start and end."""
+    return {
+        **machine_info(trainer.strategy.root_device),
+        "loadavg_1m": [x[0] for x in (load_start, loadavg()) if x is not None],
+    }
+
+
 def _check_efficiency(cfg: DictConfig) -> None:
     """The efficiency section and the objectives, before any data is touched."""
     for key in ("ac_pj", "mac_pj"):
@@ -228,10 +236,7 @@ def run(cfg: DictConfig) -> float | list[float]:
         "kernels": _native.describe(),
         "engine": dataclasses.asdict(engine.options()),
         # the wall times above depend on the machine and on what else ran on it
-        "host": {
-            **machine_info(trainer.strategy.root_device),
-            "loadavg_1m": [x[0] for x in (load_start, loadavg()) if x is not None],
-        },
+        "host": _host(trainer, load_start),
     }
     if cfg.deploy:
         metrics["deploy"] = _deploy(cfg, selected_path or last_path, run_dir)
@@ -368,10 +373,7 @@ def evaluate(cfg: DictConfig) -> float | list[float]:
         "tags": list(cfg.tags),
         "kernels": _native.describe(),
         # the wall times above depend on the machine and on what else ran on it
-        "host": {
-            **machine_info(trainer.strategy.root_device),
-            "loadavg_1m": [x[0] for x in (load_start, loadavg()) if x is not None],
-        },
+        "host": _host(trainer, load_start),
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
     _log_final(trainer, cfg, metrics)

@@ -28,6 +28,16 @@ from torch import Tensor
 from ...errors import BackendUnavailableError, DeployError, UnsupportedError
 
 
+def num_steps(steps, time_steps: int | None) -> int:
+    """T of a ``run_batch`` call: ``steps``' first dimension, else ``time_steps`` (device-side
+    encoding passes no steps)."""
+    if steps is not None:
+        return int(steps.shape[0])
+    if time_steps is not None:
+        return int(time_steps)
+    raise DeployError("run_batch without steps (device-side encoding) needs time_steps")
+
+
 class CompiledStep:
     backend: str = "base"
 
@@ -81,12 +91,7 @@ class CompiledStep:
         ``steps`` is ``[T, B, ...]``: draws (encode=graph) or spikes (encode=host); None
         with device-side encoding (then ``time_steps`` and ``keys`` are needed).
         """
-        if steps is not None:
-            T = int(steps.shape[0])
-        elif time_steps is not None:
-            T = int(time_steps)
-        else:
-            raise DeployError("run_batch without steps (device-side encoding) needs time_steps")
+        T = num_steps(steps, time_steps)
         self.reset(images if (self.encode == "graph" or self.device_rng) else None, keys)
         acc: np.ndarray | None = None
         for t in range(T):

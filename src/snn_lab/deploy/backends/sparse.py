@@ -40,7 +40,7 @@ from ..._native import build
 from ...errors import BackendUnavailableError, DeployError, UnsupportedError
 from ...neurons import LI, LIF
 from ..registry import register_backend
-from .base import Backend, CompiledStep
+from .base import Backend, CompiledStep, num_steps
 
 LIBRARY = "sparse_deploy"  # the kernel's name in snn_lab._native
 ABI_VERSION = 7
@@ -273,12 +273,7 @@ class SparseStep(CompiledStep):
         over the whole sequence, each weight tile reused across the steps), summed over the
         steps in step order: the floats of stepping when :attr:`complement` is off, else
         the same sums in another order (float rounding)."""
-        if steps is not None:
-            T = int(steps.shape[0])
-        elif time_steps is not None:
-            T = int(time_steps)
-        else:
-            raise DeployError("run_batch without steps (device-side encoding) needs time_steps")
+        T = num_steps(steps, time_steps)
         if T < 1:
             raise DeployError(f"run_batch needs at least one time step, got {T}")
         x = None

@@ -227,7 +227,7 @@ class _Training:
     training = True
 
 
-@pytest.mark.parametrize("augment", ["shift", "flip", "crop_flip"])
+@pytest.mark.parametrize("augment", ["shift", "flip", "crop_flip", "affine"])
 def test_augmentation_keeps_shape_and_moves_pixels_while_training_only(augment):
     dm = CIFAR10DataModule(augment=augment, normalize=False)
     x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
@@ -256,9 +256,60 @@ def test_shift_translates_each_image_by_its_own_offset():
         assert torch.equal(out[i, 0], padded[i, 0, dy[i] : dy[i] + 28, dx[i] : dx[i] + 28])
 
 
+def _affine(dm, x, seed):
+    dm.trainer = _Training()  # type: ignore[assignment]
+    torch.manual_seed(seed)
+    return dm.on_after_batch_transfer((x, None), 0)[0]
+
+
+def _centre_of_mass(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    coords = torch.arange(images.shape[-1], dtype=torch.float32) - (images.shape[-1] - 1) / 2
+    w = images[:, 0]
+    mass = w.sum((1, 2))
+    return (w.sum(1) * coords).sum(1) / mass, (w.sum(2) * coords).sum(1) / mass
+
+
+def test_affine_without_motion_is_the_identity_and_shifts_stay_within_max_shift():
+    x = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
+    still = MNISTDataModule(augment="affine", max_rotate=0, max_scale=0, max_shift=0)
+    assert torch.allclose(_affine(still, x, 0), x.float() / 255, atol=1e-5)
+    blob = torch.zeros(256, 1, 28, 28, dtype=torch.uint8)
+    blob[:, 0, 11:17, 11:17] = 255  # a centred square, well inside the frame
+    out = _affine(MNISTDataModule(augment="affine", max_rotate=0, max_scale=0, max_shift=3), blob, 2)
+    cx, cy = _centre_of_mass(out)
+    assert float(cx.abs().max()) <= 3.01 and float(cy.abs().max()) <= 3.01
+    assert float(cx.abs().max()) > 2.5 and float(cy.abs().max()) > 2.5  # 256 draws reach near the bound
+    assert float(cx.std()) > 1 and abs(float(cx.mean())) < 0.5  # spread both ways
+
+
+def test_affine_rotates_about_the_centre_within_its_bounds():
+    """A centred bar keeps its centre of mass; rotated by at most max_rotate degrees and
+    scaled by at most max_scale, its second moments stay within those bounds."""
+    x = torch.zeros(64, 1, 28, 28, dtype=torch.uint8)
+    x[:, 0, 13:15, 4:24] = 255  # a horizontal bar through the centre
+    out = _affine(MNISTDataModule(augment="affine", max_rotate=30, max_scale=0.0, max_shift=0), x, 1)
+    cx, cy = _centre_of_mass(out)
+    coords = torch.arange(28, dtype=torch.float32) - 13.5
+    w = out[:, 0]
+    mass = w.sum((1, 2))
+    assert cy.abs().max() < 0.3 and cx.abs().max() < 0.3
+    # orientation of the bar from the second moments
+    yy, xx = coords.view(28, 1), coords.view(1, 28)
+    mxx, myy, mxy = ((w * xx * xx).sum((1, 2)), (w * yy * yy).sum((1, 2)), (w * xx * yy).sum((1, 2)))
+    angle = torch.rad2deg(0.5 * torch.atan2(2 * mxy, mxx - myy)).abs()
+    assert float(angle.max()) <= 30.5 and float(angle.max()) > 15  # 64 draws in [-30, 30]
+    assert abs(float(mass.mean()) - float(x[:, 0].float().div(255).sum((1, 2)).mean())) < 2  # no scaling
+
+
 @pytest.mark.parametrize(
     "kwargs,key",
-    [({"augment": "rotate"}, "data.augment"), ({"max_shift": -1}, "data.max_shift"), ({"std": [0.0]}, "data.std")],
+    [
+        ({"augment": "rotate"}, "data.augment"),
+        ({"max_shift": -1}, "data.max_shift"),
+        ({"max_rotate": 200}, "data.max_rotate"),
+        ({"max_scale": 1.0}, "data.max_scale"),
+        ({"std": [0.0]}, "data.std"),
+    ],
 )
 def test_bad_options_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -46,6 +46,26 @@ def test_scan_equals_step_loop(gen, use_native, sg, reset, detach):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(not NATIVE, reason="native kernels not built")
+@pytest.mark.parametrize("kind", [0, 1, 2, 3])  # rectangle, triangle, sigmoid, atan
+@pytest.mark.parametrize("hard,detach", [(True, False), (False, False), (True, True)])
+def test_native_backward_vector_lanes_equal_the_scalar_tail(gen, kind, hard, detach):
+    """Neuron 8 runs the kernel's scalar tail, neurons 0-7 its 8-lane path: fed the same
+    membranes and gradients as neuron 0, neuron 8's dL/dx must be the same floats."""
+    T, P = 6, 9
+    V = torch.randn(T, P, generator=gen) * 0.6 + 0.4
+    gS = torch.randn(T, P, generator=gen)
+    gv = torch.randn(P, generator=gen)
+    for t in (V, gS):
+        t[:, 8] = t[:, 0]
+    gv[8] = gv[0]
+    G, gd = native.lif_bwd(V, gS, gv, 0.4, 0.8, hard, detach, kind, 1.3, want_decay=True)
+    assert torch.equal(G[:, 8], G[:, 0])
+    # and the decay gradient's vector accumulation agrees with a float64 sum
+    pre = torch.where(V[:-1] > 0.4, torch.zeros_like(V[:-1]), V[:-1]) if hard else V[:-1] - 0.4 * (V[:-1] > 0.4)
+    assert gd == pytest.approx(float((G[1:].double() * pre.double()).sum()), rel=1e-9, abs=1e-9)
+
+
 def test_scan_float64_is_exact_to_rounding(gen):
     x, v0 = _inputs(gen, dtype=torch.float64)
     sg = Surrogate()

@@ -10,6 +10,7 @@ the model, never in the DataLoader.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -24,8 +25,10 @@ from .split_data import SplitDataModule
 log = logging.getLogger("snn_lab.data")
 
 #: ``shift``: random translation by up to ``max_shift`` px (zero padding) -- a random crop
-#: of the zero-padded image; ``flip``: random horizontal flip; ``crop_flip``: both
-AUGMENTS = ("none", "shift", "flip", "crop_flip")
+#: of the zero-padded image; ``flip``: random horizontal flip; ``crop_flip``: both;
+#: ``affine``: random rotation (up to ``max_rotate`` degrees), scaling (by up to
+#: ``max_scale``) and translation (up to ``max_shift`` px), bilinear, zero padding
+AUGMENTS = ("none", "shift", "flip", "crop_flip", "affine")
 
 
 class ImageDataModule(SplitDataModule):
@@ -51,18 +54,25 @@ class ImageDataModule(SplitDataModule):
         normalize: bool = False,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        max_rotate: float = 10.0,
+        max_scale: float = 0.1,
     ):
         super().__init__(batch_size, eval_batch_size, val_split, train_subset, eval_subset, num_workers, split_seed)
         if augment not in AUGMENTS:
             raise ConfigError(f"data.augment={augment!r} is invalid: accepted: {', '.join(AUGMENTS)}")
         if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
             raise ConfigError(f"data.max_shift={max_shift!r} is invalid: must be an integer >= 0 (pixels)")
+        if isinstance(max_rotate, bool) or not isinstance(max_rotate, (int, float)) or not 0 <= max_rotate <= 180:
+            raise ConfigError(f"data.max_rotate={max_rotate!r} is invalid: must be in [0, 180] (degrees)")
+        if isinstance(max_scale, bool) or not isinstance(max_scale, (int, float)) or not 0 <= max_scale < 1:
+            raise ConfigError(f"data.max_scale={max_scale!r} is invalid: must be in [0, 1) (0.1: 90% to 110%)")
         for key, values in (("mean", mean), ("std", std)):
             if values is not None and (len(values) < 1 or (key == "std" and any(float(v) <= 0 for v in values))):
                 raise ConfigError(
                     f"data.{key}={list(values)} is invalid: one value per channel{', > 0' * (key == 'std')}"
                 )
         self.augment, self.max_shift, self.normalize = augment, max_shift, normalize
+        self.max_rotate, self.max_scale = float(max_rotate), float(max_scale)
         self.mean = None if mean is None else torch.tensor([float(v) for v in mean])
         self.std = None if std is None else torch.tensor([float(v) for v in std])
 
@@ -107,6 +117,8 @@ class ImageDataModule(SplitDataModule):
                 images = _random_shift(images, self.max_shift)
             if self.augment in ("flip", "crop_flip"):
                 images = _random_flip(images)
+            if self.augment == "affine":
+                images = _random_affine(images, self.max_rotate, self.max_scale, self.max_shift)
         if self.normalize and self.mean is not None and self.std is not None:
             shape = (1, -1) + (1,) * (images.dim() - 2)
             mean = self.mean.to(images.device).view(shape)
@@ -144,6 +156,29 @@ def _random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:
     return out.gather(3, cols)
 
 
+def _random_affine(images: torch.Tensor, max_rotate: float, max_scale: float, max_shift: int) -> torch.Tensor:
+    """Rotate each image by up to ``max_rotate`` degrees about its centre, scale it by a
+    factor in ``[1 - max_scale, 1 + max_scale]`` and translate it by up to ``max_shift``
+    pixels (uniform draws per image; bilinear resampling, zeros outside)."""
+    B, _, H, W = images.shape
+    dev = images.device
+
+    def uniform(bound: float) -> torch.Tensor:
+        return (torch.rand(B, device=dev) * 2 - 1) * bound
+
+    angle = uniform(max_rotate) * (math.pi / 180)
+    # The grid maps output to input coordinates: the inverse of the transform drawn.
+    inv_scale = 1 / (1 + uniform(max_scale))
+    cos, sin = torch.cos(angle) * inv_scale, torch.sin(angle) * inv_scale
+    # affine_grid's coordinates run over [-1, 1]: one pixel is 2 / size.
+    tx, ty = uniform(max_shift) * (2 / W), uniform(max_shift) * (2 / H)
+    theta = torch.stack([torch.stack([cos, -sin * H / W, tx], 1), torch.stack([sin * W / H, cos, ty], 1)], 1).to(
+        images.dtype
+    )
+    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def _random_flip(images: torch.Tensor) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2."""
     flip = torch.rand(images.shape[0], device=images.device) < 0.5
@@ -173,10 +208,12 @@ class MNISTDataModule(ImageDataModule):
         normalize: bool = False,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        max_rotate: float = 10.0,
+        max_scale: float = 0.1,
     ):
         super().__init__(
             batch_size, eval_batch_size, val_split, train_subset, eval_subset, num_workers, split_seed,
-            augment, max_shift, normalize, mean, std,
+            augment, max_shift, normalize, mean, std, max_rotate, max_scale,
         )  # fmt: skip
         if source not in SOURCES:
             raise DataError(f"data.source={source!r} is unknown; accepted: {', '.join(SOURCES)}")
@@ -227,10 +264,12 @@ class FashionMNISTDataModule(ImageDataModule):
         normalize: bool = False,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        max_rotate: float = 10.0,
+        max_scale: float = 0.1,
     ):
         super().__init__(
             batch_size, eval_batch_size, val_split, train_subset, eval_subset, num_workers, split_seed,
-            augment, max_shift, normalize, mean, std,
+            augment, max_shift, normalize, mean, std, max_rotate, max_scale,
         )  # fmt: skip
         self.root, self.download, self.verify = root, download, verify
 
@@ -274,10 +313,12 @@ class CIFAR10DataModule(ImageDataModule):
         normalize: bool = True,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        max_rotate: float = 10.0,
+        max_scale: float = 0.1,
     ):
         super().__init__(
             batch_size, eval_batch_size, val_split, train_subset, eval_subset, num_workers, split_seed,
-            augment, max_shift, normalize, mean, std,
+            augment, max_shift, normalize, mean, std, max_rotate, max_scale,
         )  # fmt: skip
         self.root, self.download, self.verify = root, download, verify
 
@@ -324,10 +365,12 @@ class IDXDataModule(ImageDataModule):
         normalize: bool = False,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        max_rotate: float = 10.0,
+        max_scale: float = 0.1,
     ):
         super().__init__(
             batch_size, eval_batch_size, val_split, train_subset, eval_subset, num_workers, split_seed,
-            augment, max_shift, normalize, mean, std,
+            augment, max_shift, normalize, mean, std, max_rotate, max_scale,
         )  # fmt: skip
         if num_classes is not None and num_classes < 2:
             raise ConfigError(f"data.num_classes={num_classes!r} is invalid: must be null (max label + 1) or >= 2")
@@ -384,10 +427,12 @@ class ImageFolderDataModule(ImageDataModule):
         normalize: bool = False,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        max_rotate: float = 10.0,
+        max_scale: float = 0.1,
     ):
         super().__init__(
             batch_size, eval_batch_size, val_split, train_subset, eval_subset, num_workers, split_seed,
-            augment, max_shift, normalize, mean, std,
+            augment, max_shift, normalize, mean, std, max_rotate, max_scale,
         )  # fmt: skip
         if size is not None and (len(size) != 2 or any(int(s) < 1 for s in size)):
             raise ConfigError(f"data.size={list(size)} is invalid: [H, W] with H, W >= 1, or null (keep the size)")

@@ -392,8 +392,8 @@ static inline float sgrad(float u, int kind, float w) {
      G[t] = gS[t] * sg_t + G[t + 1] * A_t   (G[T-1]: gS * sg + gvlast)
      A_t  = decay * ((1 - s_t) - [!detach] V_t * sg_t)   hard
      A_t  = decay * (1 - [!detach] vth * sg_t)           subtract
-   gS, gvlast may be NULL (zero). The rectangle (the tutorial's surrogate) has a vector
-   path; other surrogates run scalar. */
+   gS, gvlast may be NULL (zero). Rectangle, triangle and atan run in 8-lane vectors with
+   the scalar path's operations in its order (the same floats); sigmoid (expf) runs scalar. */
 static inline float lif_bwd_1(float v, float gs, float gn, int last, float vth, float decay,
                               int hard, int detach, int kind, float w) {
     float sg = sgrad(v - vth, kind, w);
@@ -409,11 +409,25 @@ static inline float lif_bwd_1(float v, float gs, float gn, int last, float vth, 
     return g + gn * (a * decay);
 }
 
+/* sgrad on 8 lanes for kinds 0, 1, 3 (c = pi/2 * w for atan, h = 1 / (2w) for rectangle). */
+static inline v8f sgrad8(v8f u, int kind, v8f W, v8f H, v8f C) {
+    const v8f one = splat(1.0f), two = splat(2.0f);
+    switch (kind) {
+    case 0: return (v8f)((v8i)H & (vabs(u) < W));
+    case 1: { v8f r = one - vabs(u) / W; return (v8f)((v8i)(r / W) & (r > splat(0.0f))); }
+    default: { v8f z = C * u; return W / (two * (one + z * z)); }
+    }
+}
+
+typedef double v4d __attribute__((vector_size(32)));
+
 void snn_lif_bwd(const float *V, const float *gS, const float *gvlast, float *G,
                  int64_t T, int64_t P, float vth, float decay, int hard, int detach,
                  int kind, float w, double *gdecay, int nt) {
     const v8f VTH = splat(vth), DEC = splat(decay), W = splat(w), ZERO = splat(0.0f);
     const float h = 1.0f / (w * 2.0f);
+    const v8f H = splat(h), C = splat(1.5707963267948966f * w);
+    const int vec = kind == 0 || kind == 1 || kind == 3;
     double gd = 0.0;
     #pragma omp parallel num_threads(nt) reduction(+:gd)
     {
@@ -425,10 +439,10 @@ void snn_lif_bwd(const float *V, const float *gS, const float *gvlast, float *G,
             const float *gn = last ? gvlast : G + (t + 1) * P;
             float *Gt = G + t * P;
             int64_t i = i0;
-            if (kind == 0) {
+            if (vec) {
                 for (; i + 8 <= i1; i += 8) {
                     v8f v = ld(vt + i);
-                    v8f sg = mask_to(vabs(v - VTH) < W, h);
+                    v8f sg = sgrad8(v - VTH, kind, W, H, C);
                     v8f g = gt ? ld(gt + i) * sg : ZERO;
                     v8f n = gn ? ld(gn + i) : ZERO;
                     if (last) {
@@ -452,7 +466,22 @@ void snn_lif_bwd(const float *V, const float *gS, const float *gvlast, float *G,
             if (gdecay && t > 0) {
                 /* dL/d decay += G[t] * (the previous membrane after its reset) */
                 const float *vp = V + (t - 1) * P;
-                for (int64_t k = i0; k < i1; k++) {
+                int64_t k = i0;
+                v4d acc_lo = {0.0, 0.0, 0.0, 0.0}, acc_hi = acc_lo;
+                for (; k + 8 <= i1; k += 8) {
+                    v8f v = ld(vp + k);
+                    v8i fired = v > VTH;
+                    v8f pre = hard ? (v8f)((v8i)v & ~fired) : v - (v8f)((v8i)VTH & fired);
+                    v8f gk = ld(Gt + k);
+                    const v4d p_lo = __builtin_convertvector(__builtin_shufflevector(pre, pre, 0, 1, 2, 3), v4d);
+                    const v4d p_hi = __builtin_convertvector(__builtin_shufflevector(pre, pre, 4, 5, 6, 7), v4d);
+                    const v4d g_lo = __builtin_convertvector(__builtin_shufflevector(gk, gk, 0, 1, 2, 3), v4d);
+                    const v4d g_hi = __builtin_convertvector(__builtin_shufflevector(gk, gk, 4, 5, 6, 7), v4d);
+                    acc_lo += g_lo * p_lo;
+                    acc_hi += g_hi * p_hi;
+                }
+                for (int q = 0; q < 4; q++) gd += acc_lo[q] + acc_hi[q];
+                for (; k < i1; k++) {
                     const float pre = hard ? (vp[k] > vth ? 0.0f : vp[k]) : vp[k] - (vp[k] > vth ? vth : 0.0f);
                     gd += (double)Gt[k] * (double)pre;
                 }

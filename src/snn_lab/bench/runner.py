@@ -330,9 +330,11 @@ def _race(race: _Race, cfg: BenchConfig, images, labels, device, skipped: dict[s
             _, r_ref = racers["reference"][0].module.forward_spikes(train, return_record=True, mode="step")
             _, r_eng = racers["engine"][0].module.forward_spikes(train, return_record=True)
             spiking = [i for i, layer in enumerate(racers["engine"][0].module.layers) if layer.neuron.spiking]
-            agreement["engine"]["spike_mismatches"] = sum(
-                int((r_ref.spikes[i] != r_eng.spikes[i]).sum()) for i in spiking
-            )
+
+            def mismatches(rec) -> int:
+                return sum(int((r_ref.spikes[i] != rec.spikes[i]).sum()) for i in spiking)
+
+            agreement["engine"]["spike_mismatches"] = mismatches(r_eng)
             agreement["engine"]["spikes_compared"] = sum(r_ref.spikes[i].numel() for i in spiking)
             if race.network != "mlp":
                 # Channels-last and gathered convs sum in another order than the per-step
@@ -341,9 +343,7 @@ def _race(race: _Race, cfg: BenchConfig, images, labels, device, skipped: dict[s
                 # tells float order from a real difference.
                 with engine.using(conv="dense"):
                     _, r_dense = racers["engine"][0].module.forward_spikes(train, return_record=True)
-                agreement["engine"]["spike_mismatches_dense_conv"] = sum(
-                    int((r_ref.spikes[i] != r_dense.spikes[i]).sum()) for i in spiking
-                )
+                agreement["engine"]["spike_mismatches_dense_conv"] = mismatches(r_dense)
 
     metrics = ["train"] + [f"infer_b{b}" for b in race.infer_batches]
     per_round: dict[str, dict[str, list[float]]] = {n: {m: [] for m in metrics} for n in racers}

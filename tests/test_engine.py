@@ -349,6 +349,9 @@ CONV_GEOMETRIES = [  # (N, C_in, C_out, H, W, kernel, padding, bias)
     (4, 3, 8, 9, 7, 5, 2, True),
     (3, 8, 24, 6, 6, 3, 0, False),
     (3, 8, 8, 5, 5, 1, 0, True),
+    (3, 8, 16, 6, 5, 1, 1, False),  # padded beyond the kernel: the input gradient's fallback
+    (2, 16, 72, 7, 6, 3, 1, True),  # a 64-channel output block and an 8-channel tail
+    (2, 8, 128, 5, 5, 3, 1, False),  # two 64-channel blocks
 ]
 
 

@@ -79,7 +79,14 @@ class _SpikeConv2d(torch.autograd.Function):
         g = g.contiguous(memory_format=torch.channels_last)
         gx = gw = gb = None
         if need_x:
-            gx = F.conv_transpose2d(g, weight, padding=ctx.padding)
+            # stride 1: the transposed conv is a conv with the kernel flipped and its channel
+            # axes swapped; oneDNN's forward conv runs it faster than its transposed one
+            ph, pw = weight.shape[2] - 1 - ctx.padding[0], weight.shape[3] - 1 - ctx.padding[1]
+            if ph >= 0 and pw >= 0:
+                wf = weight.detach().transpose(0, 1).flip(2, 3).contiguous(memory_format=torch.channels_last)
+                gx = F.conv2d(g, wf, padding=(ph, pw))
+            else:  # padded wider than the kernel: a negative padding, which conv2d refuses
+                gx = F.conv_transpose2d(g, weight, padding=ctx.padding)
         if need_w:
             gw = native.conv_wgrad((row_ptr, col), g.permute(0, 2, 3, 1), ctx.N, ctx.geom).permute(3, 2, 0, 1)
         if need_b and ctx.has_bias:

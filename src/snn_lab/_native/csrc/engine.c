@@ -532,7 +532,12 @@ static inline conv_geom geom_of(const int64_t *g) {
         for (int q = 0; q < NV; q++) st(o + (cb) + 8 * q, a_[q]);                    \
     } while (0)
 
-/* The same for a 64-output block as 16-float vectors (AVX-512: half the instructions). */
+/* The same for a 64-output block as 16-float vectors (AVX-512: half the instructions).
+   Without AVX-512, GCC lowers 16-float vector arrays through the stack (a 64-lane block
+   ran ~5x slower than eight 8-float accumulators), so there it is CONV_OUT_BLOCK(8). */
+#ifndef __AVX512F__
+#define CONV_OUT_BLOCK16(cb) CONV_OUT_BLOCK(8, cb)
+#else
 #define CONV_OUT_BLOCK16(cb) do {                                                    \
         v16f a_[4];                                                                  \
         for (int q = 0; q < 4; q++) a_[q] = bias ? ld16(bias + (cb) + 16 * q) : (v16f){0}; \
@@ -547,6 +552,7 @@ static inline conv_geom geom_of(const int64_t *g) {
             }                                                                        \
         for (int q = 0; q < 4; q++) st16(o + (cb) + 16 * q, a_[q]);                  \
     } while (0)
+#endif
 
 /* Image n's conv output by scattering from the pixels that fire (few of them): zero (or
    bias) the output, then per spiking input pixel and kernel tap add the sum of its
@@ -627,6 +633,9 @@ void snn_conv_fwd(const int64_t *row_ptr, const int32_t *col, const float *Wt, c
         }                                                                            \
     } while (0)
 
+#ifndef __AVX512F__  /* (see CONV_OUT_BLOCK16) */
+#define CONV_SCATTER_BLOCK16(cb) CONV_SCATTER_BLOCK(8, cb)
+#else
 #define CONV_SCATTER_BLOCK16(cb) do {                                                \
         v16f g_[4];                                                                  \
         for (int q = 0; q < 4; q++) g_[q] = ld16(gp + (cb) + 16 * q);                \
@@ -635,6 +644,7 @@ void snn_conv_fwd(const int64_t *row_ptr, const int32_t *col, const float *Wt, c
             for (int q = 0; q < 4; q++) st16(d_ + 16 * q, ld16(d_ + 16 * q) + g_[q]); \
         }                                                                            \
     } while (0)
+#endif
 
 /* d[kh][kw][Ci][Co] += image n's share of the weight gradient, gn[Ho][Wo][Co] its output
    gradient: per input pixel and tap the gradient block is loaded once and added to the

@@ -56,6 +56,7 @@ KEYS = [
     "trainer.max_epochs",
     "trainer.limit_train_batches",
     "callbacks.every_n_train_steps",
+    "callbacks.ema_decay",
 ]
 
 

@@ -159,3 +159,24 @@ def test_plot_results_aggregates_seeds_into_one_row(tiny_run, tmp_path):
     assert (tmp_path / "out" / "results_curves.png").stat().st_size > 0
     bad = run_script("experiments/plot_results.py", [f"tiny={tmp_path / 'nothing'}", "--out", str(tmp_path)])
     assert bad.returncode != 0 and "metrics.json does not exist" in bad.stderr
+
+
+def test_weight_ema_is_what_is_validated_checkpointed_and_tested(tmp_path):
+    """callbacks.ema_decay: best.ckpt's state_dict holds the averaged weights (the raw ones
+    ride along for resuming), and the run's test accuracy is the averaged weights' (what
+    snn-eval of best.ckpt gives), not the raw weights Lightning's callback would restore."""
+    args = [*TINY_RUN, "trainer.max_epochs=2", "encoder=direct", "callbacks.ema_decay=0.9"]
+    r = train([*args, "hydra.run.dir=run"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = metrics(tmp_path / "run")
+    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    ckpt = torch.load(best, weights_only=True)
+    averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert averaged.keys() == raw.keys()
+    assert any(not torch.equal(averaged[k], raw[k]) for k in averaged if averaged[k].is_floating_point())
+    ev = train(["train=false", f"ckpt_path={best}", "data.eval_subset=200", *QUIET, "hydra.run.dir=ev"], tmp_path)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert metrics(tmp_path / "ev")["test_acc"] == pytest.approx(m["test_acc"], abs=1e-9)
+    bad = train([*args, "callbacks.ema_decay=1.5", "hydra.run.dir=bad"], tmp_path)
+    assert bad.returncode != 0 and "callbacks.ema_decay" in bad.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "bad").exists()

@@ -100,6 +100,13 @@ def validate(cfg: DictConfig) -> None:
             cfg.callbacks.every_n_train_steps,
             "must be null or >= 1",
         )
+    if cfg.callbacks.get("ema_decay") is not None:
+        _require(
+            0.0 < cfg.callbacks.ema_decay < 1.0,
+            "callbacks.ema_decay",
+            cfg.callbacks.ema_decay,
+            "must be null (no averaging) or in (0, 1), e.g. 0.999",
+        )
     for name, spec in (cfg.callbacks.get("extra") or {}).items():
         _require(bool(spec and spec.get("_target_")), f"callbacks.extra.{name}", spec, "needs a _target_")
     _one_of(cfg, "target.accelerator", ("cpu", "gpu", "cuda", "mps", "auto"))

@@ -15,7 +15,7 @@ from pytorch_lightning import callbacks as cb
 from pytorch_lightning import loggers as pl_loggers
 
 from ..errors import ConfigError, first_line
-from ..lit.callbacks import FiringRateLogger, RankSeed, SpikeDashboard
+from ..lit.callbacks import FiringRateLogger, RankSeed, SpikeDashboard, WeightEMA
 from ..lit.checkpoint_io import AtomicCheckpointIO
 from ..lit.datamodule import DATAMODULES
 from ..lit.ddp import build_strategy
@@ -71,6 +71,10 @@ def build_callbacks(cfg: Mapping, monitor: str, ckpt_dir: str, with_logger: bool
     if dash.get("enabled"):
         params = {k: v for k, v in dash.items() if k != "enabled"}  # ranges: config.validate
         out.append(SpikeDashboard(**params))
+    if cfg.get("ema_decay") is not None:
+        # before the checkpoint callback: its on_save_checkpoint puts the averaged weights
+        # into state_dict (the model's own go to current_model_state, for resuming)
+        out.append(WeightEMA(decay=cfg["ema_decay"]))
     if cfg["checkpoint"]:
         out.append(
             cb.ModelCheckpoint(

@@ -503,6 +503,9 @@ class CallbacksConf:
     lr_monitor: bool = True  # when there is a logger to log to
     progress_bar: str = "tqdm"  # tqdm | rich | none
     early_stopping_patience: int | None = None
+    # an exponential moving average of the weights (and BatchNorm statistics), updated every
+    # optimizer step: validation, best.ckpt, testing and deploy use the averaged weights
+    ema_decay: float | None = None
     dashboard: SpikeDashboardConf = field(default_factory=SpikeDashboardConf)
     # more Lightning callbacks: name -> {_target_: package.Class, ...its arguments}
     extra: dict[str, Any] = field(default_factory=dict)

@@ -1,4 +1,5 @@
-"""Callbacks: firing-rate summaries, spike dashboards for TensorBoard, per-rank seeding."""
+"""Callbacks: firing-rate summaries, spike dashboards for TensorBoard, per-rank seeding,
+weight averaging."""
 
 from __future__ import annotations
 
@@ -8,6 +9,18 @@ import pytorch_lightning as pl
 import torch
 
 from .datamodule import steps_into_epoch
+
+
+class WeightEMA(pl.callbacks.EMAWeightAveraging):
+    """Lightning's EMA of the weights and buffers, whose averaged weights are the ones
+    tested. Lightning's callback writes the average into a checkpoint's ``state_dict`` and
+    the raw weights into ``current_model_state``, and on *any* load it restores the raw
+    ones; outside ``fit`` (testing best.ckpt after training) that would test weights
+    that were never validated, so there the checkpoint's ``state_dict`` stays in place."""
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        if trainer.state.fn == "fit":  # resuming: the raw weights continue training
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
 class FiringRateLogger(pl.Callback):

@@ -11,12 +11,35 @@ import torch
 from .datamodule import steps_into_epoch
 
 
-class WeightEMA(pl.callbacks.EMAWeightAveraging):
-    """Lightning's EMA of the weights and buffers, whose averaged weights are the ones
-    tested. Lightning's callback writes the average into a checkpoint's ``state_dict`` and
-    the raw weights into ``current_model_state``, and on *any* load it restores the raw
-    ones; outside ``fit`` (testing best.ckpt after training) that would test weights
-    that were never validated, so there the checkpoint's ``state_dict`` stays in place."""
+def _ema_with_warmup(decay: float):
+    """``AveragedModel``'s ``avg_fn``: an exponential moving average whose decay warms up
+    as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates. Without the warm-up, a decay
+    of 0.999 keeps the initial BatchNorm statistics (running_var = 1) in the average for
+    thousands of steps: the averaged network stayed silent (chance accuracy) for the
+    first epochs of a conv run. Integer buffers (``num_batches_tracked``) are copied."""
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        if not averaged.is_floating_point():
+            return current
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        return averaged + (current - averaged) * (1.0 - d)
+
+    return average
+
+
+class WeightEMA(pl.callbacks.WeightAveraging):
+    """An EMA of the weights and buffers (Lightning's weight averaging, the decay warmed
+    up: :func:`_ema_with_warmup`), updated after every optimizer step; validation and
+    checkpoints see the averaged weights. Lightning writes the average into a
+    checkpoint's ``state_dict`` and the raw weights into ``current_model_state``, and on
+    *any* load restores the raw ones; outside ``fit`` (testing best.ckpt after training)
+    that would test weights that were never validated, so there the checkpoint's
+    ``state_dict`` stays in place."""
+
+    def __init__(self, decay: float = 0.999):
+        super().__init__(use_buffers=True, avg_fn=_ema_with_warmup(decay))
+        self.decay = decay
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
         if trainer.state.fn == "fit":  # resuming: the raw weights continue training

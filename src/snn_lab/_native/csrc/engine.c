@@ -225,10 +225,26 @@ void snn_tm_fill(const uint64_t *Mk, int64_t B, int64_t K, const int64_t *row_pt
     }
 }
 
-#define V16_LOAD4(r, p) v16f r##0 = ld16(p), r##1 = ld16((p) + 16), r##2 = ld16((p) + 32), r##3 = ld16((p) + 48)
-#define V16_ACC(p, OP, r) do { float *q_ = (p); \
-    st16(q_, ld16(q_) OP r##0); st16(q_ + 16, ld16(q_ + 16) OP r##1); \
-    st16(q_ + 32, ld16(q_ + 32) OP r##2); st16(q_ + 48, ld16(q_ + 48) OP r##3); } while (0)
+/* A 64-float tile row as RV vectors of RW floats: four 16-float ones with AVX-512, else
+   eight 8-float ones (GCC lowers 16-float vectors through the stack without AVX-512:
+   the conv kernels ran 3-4x slower that way). Same additions per lane either way. */
+#ifdef __AVX512F__
+typedef v16f rv;
+#define RV 4
+#define RW 16
+#define rld ld16
+#define rst st16
+#else
+typedef v8f rv;
+#define RV 8
+#define RW 8
+#define rld ld
+#define rst st
+#endif
+#define R_LOAD(r, p) rv r[RV]; for (int q_ = 0; q_ < RV; q_++) r[q_] = rld((p) + RW * q_)
+#define R_ZERO(r) rv r[RV]; for (int q_ = 0; q_ < RV; q_++) r[q_] = (rv){0}
+#define R_ACC(p, OP, r) do { float *p_ = (p); \
+    for (int q_ = 0; q_ < RV; q_++) rst(p_ + RW * q_, rld(p_ + RW * q_) OP r[q_]); } while (0)
 
 /* out[T*B, N] (rows t-major, like X) = X @ W^T + bias from the pairs; Wp = packed W^T. */
 void snn_tm_fwd(const int64_t *row_ptr, const int32_t *cols, const uint64_t *masks,
@@ -247,28 +263,27 @@ void snn_tm_fwd(const int64_t *row_ptr, const int32_t *cols, const uint64_t *mas
             for (int j = 0; j < TILE; j++) bt[j] = (bias && j < nb) ? bias[n0 + j] : 0.0f;
             for (int64_t b = b0; b < b1; b++) {
                 memset(acc, 0, sizeof(float) * (size_t)(T * TILE));
-                v16f s0 = {0}, s1 = s0, s2 = s0, s3 = s0;
+                R_ZERO(sum);
                 for (int64_t p = row_ptr[b]; p < row_ptr[b + 1]; p++) {
-                    const float *w = Wt + (int64_t)cols[p] * TILE;
-                    V16_LOAD4(w, w);
+                    const float *wrow = Wt + (int64_t)cols[p] * TILE;
+                    R_LOAD(w, wrow);
                     uint64_t m = masks[p];
                     if (2 * __builtin_popcountll(m) > T) {
-                        s0 += w0; s1 += w1; s2 += w2; s3 += w3;
+                        for (int q = 0; q < RV; q++) sum[q] += w[q];
                         for (m = ~m & full; m; m &= m - 1)
-                            V16_ACC(acc + __builtin_ctzll(m) * TILE, -, w);
+                            R_ACC(acc + __builtin_ctzll(m) * TILE, -, w);
                     } else {
                         for (; m; m &= m - 1)
-                            V16_ACC(acc + __builtin_ctzll(m) * TILE, +, w);
+                            R_ACC(acc + __builtin_ctzll(m) * TILE, +, w);
                     }
                 }
                 float base[TILE];
-                st16(base, ld16(bt) + s0); st16(base + 16, ld16(bt + 16) + s1);
-                st16(base + 32, ld16(bt + 32) + s2); st16(base + 48, ld16(bt + 48) + s3);
+                for (int q = 0; q < RV; q++) rst(base + RW * q, rld(bt + RW * q) + sum[q]);
                 for (int64_t t = 0; t < T; t++) {
                     float *o = out + (t * B + b) * N + n0;
                     const float *a = acc + t * TILE;
                     if (nb == TILE) {
-                        for (int j = 0; j < TILE; j += 16) st16(o + j, ld16(base + j) + ld16(a + j));
+                        for (int j = 0; j < TILE; j += RW) rst(o + j, rld(base + j) + rld(a + j));
                     } else {
                         for (int64_t j = 0; j < nb; j++) o[j] = base[j] + a[j];
                     }
@@ -301,31 +316,31 @@ void snn_tm_wgrad(const int64_t *row_ptr, const int32_t *cols, const uint64_t *m
                 else for (int j = 0; j < TILE; j++) d[j] = j < nb ? g[j] : 0.0f;
             }
             int have_sum = 0;
-            v16f s0 = {0}, s1 = s0, s2 = s0, s3 = s0;
+            R_ZERO(sum);
             for (int64_t p = p0; p < p1; p++) {
                 uint64_t m = masks[p];
-                v16f a0, a1, a2, a3;
+                rv a[RV];
                 if (2 * __builtin_popcountll(m) > T) {
                     if (!have_sum) {
                         for (int64_t t = 0; t < T; t++) {
                             const float *g = gb + t * TILE;
-                            s0 += ld16(g); s1 += ld16(g + 16); s2 += ld16(g + 32); s3 += ld16(g + 48);
+                            for (int q = 0; q < RV; q++) sum[q] += rld(g + RW * q);
                         }
                         have_sum = 1;
                     }
-                    a0 = s0; a1 = s1; a2 = s2; a3 = s3;
+                    for (int q = 0; q < RV; q++) a[q] = sum[q];
                     for (m = ~m & full; m; m &= m - 1) {
                         const float *g = gb + __builtin_ctzll(m) * TILE;
-                        a0 -= ld16(g); a1 -= ld16(g + 16); a2 -= ld16(g + 32); a3 -= ld16(g + 48);
+                        for (int q = 0; q < RV; q++) a[q] -= rld(g + RW * q);
                     }
                 } else {
-                    a0 = (v16f){0}; a1 = a0; a2 = a0; a3 = a0;
+                    for (int q = 0; q < RV; q++) a[q] = (rv){0};
                     for (; m; m &= m - 1) {
                         const float *g = gb + __builtin_ctzll(m) * TILE;
-                        a0 += ld16(g); a1 += ld16(g + 16); a2 += ld16(g + 32); a3 += ld16(g + 48);
+                        for (int q = 0; q < RV; q++) a[q] += rld(g + RW * q);
                     }
                 }
-                V16_ACC(Dt + (int64_t)cols[p] * TILE, +, a);
+                R_ACC(Dt + (int64_t)cols[p] * TILE, +, a);
             }
         }
     }
@@ -508,7 +523,9 @@ typedef uint8_t v8c __attribute__((vector_size(8)));
 
 static inline void vadd_n(float *a, const float *b, int64_t n) {
     int64_t q = 0;
+#ifdef __AVX512F__
     for (; q + 16 <= n; q += 16) st16(a + q, ld16(a + q) + ld16(b + q));
+#endif
     for (; q < n; q += 8) st(a + q, ld(a + q) + ld(b + q));
 }
 

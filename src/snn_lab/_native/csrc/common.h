@@ -15,8 +15,9 @@ typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef uint32_t v8u __attribute__((vector_size(32)));
 
-/* 16-float vectors: one AVX-512 register (two AVX2 ones elsewhere) -- twice the adds per
-   instruction where the machine has the full-width units. */
+/* 16-float vectors: one AVX-512 register -- twice the adds per instruction where the
+   machine has the full-width units. Without AVX-512, keep them out of arrays: GCC lowers
+   an array of 16-float vectors through the stack there (see CONV_OUT_BLOCK16). */
 typedef float v16f __attribute__((vector_size(64)));
 
 static inline v8f ld(const float *p) { v8f v; memcpy(&v, p, 32); return v; }

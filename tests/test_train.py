@@ -180,3 +180,17 @@ def test_weight_ema_is_what_is_validated_checkpointed_and_tested(tmp_path):
     bad = train([*args, "callbacks.ema_decay=1.5", "hydra.run.dir=bad"], tmp_path)
     assert bad.returncode != 0 and "callbacks.ema_decay" in bad.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "bad").exists()
+
+
+def test_weight_ema_decay_warms_up_and_copies_integer_buffers():
+    from snn_lab.lit.callbacks import _ema_with_warmup
+
+    average = _ema_with_warmup(0.999)
+    zero, one = torch.zeros(3), torch.ones(3)
+    # n = 0: decay (1 + 0) / (10 + 0) = 0.1, so the average moves 90% of the way
+    assert torch.allclose(average(zero, one, torch.tensor(0)), torch.full((3,), 0.9))
+    # n = 1000: (1001 / 1010) < 0.999 still warms up; n = 10**6: the configured 0.999
+    assert torch.allclose(average(zero, one, torch.tensor(1000)), torch.full((3,), 1 - 1001 / 1010))
+    assert torch.allclose(average(zero, one, torch.tensor(10**6)), torch.full((3,), 0.001))
+    count = average(torch.tensor(5), torch.tensor(550), torch.tensor(7))  # num_batches_tracked
+    assert count.dtype == torch.int64 and int(count) == 550

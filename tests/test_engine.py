@@ -613,3 +613,33 @@ def test_one_channel_analog_conv_on_the_native_kernel(gen, bias):
     wrt = [w] + ([b] if bias else [])
     for a, c in zip(torch.autograd.grad(out, wrt, g), torch.autograd.grad(ref, wrt, g)):
         torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not NATIVE, reason="native kernels not built")
+@given(m=st.integers(1, 40), k=st.integers(1, 32), n=st.integers(1, 150), seed=st.integers(0, 2**16))
+@settings(max_examples=40, deadline=None)
+def test_thin_matmul_equals_torch(m, k, n, seed):
+    """The readout's input gradient ``G @ W`` for few outputs: 64-, 8-column blocks and
+    a scalar tail, against torch's GEMM (another summation order: float rounding)."""
+    g = torch.Generator().manual_seed(seed)
+    G, W = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
+    torch.testing.assert_close(native.thin_mm(G, W), G @ W, rtol=1e-5, atol=1e-5)
+
+
+def test_a_readout_layers_input_gradient_runs_thin(gen, monkeypatch):
+    """A spike Linear with 10 outputs gets its input gradient from the thin kernel when
+    the kernels are on, from torch otherwise; the same values either way."""
+    x = (torch.rand(64, 48, generator=gen) < 0.3).float().requires_grad_()
+    w = torch.randn(10, 48, generator=gen, requires_grad=True)
+    gout = torch.randn(64, 10, generator=gen)
+    calls = []
+    if NATIVE:
+        real = native.thin_mm
+        monkeypatch.setattr(native, "thin_mm", lambda G, W: calls.append(G.shape) or real(G, W))
+    (gx,) = torch.autograd.grad(spike_linear(x, w, None, "dense"), [x], gout)
+    torch.testing.assert_close(gx, gout @ w.detach(), rtol=1e-5, atol=1e-5)
+    assert calls == ([(64, 10)] if NATIVE else [])
+    with engine.using(native=False):
+        (gx_torch,) = torch.autograd.grad(spike_linear(x, w, None, "dense"), [x], gout)
+    torch.testing.assert_close(gx, gx_torch, rtol=1e-5, atol=1e-5)
+    assert len(calls) == (1 if NATIVE else 0)

@@ -151,7 +151,7 @@ class _SpikeLinear(torch.autograd.Function):
         g = g.contiguous()
         gx = gw = gb = None
         if need_x:
-            gx = g @ weight
+            gx = _input_grad(g, weight)
         if need_w:
             if ctx.mode == "tm":
                 gw = native.tm_wgrad((a, b, c), g, T, M // T, K).t()
@@ -167,6 +167,21 @@ class _SpikeLinear(torch.autograd.Function):
         if need_b and ctx.has_bias:
             gb = g.sum(0)
         return gx, gw, gb, None, None, None, None
+
+
+def _input_grad(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``g @ weight``; natively for a layer with few outputs (a readout), a shape BLAS
+    runs slowly."""
+    if (
+        weight.shape[0] <= native.THIN_MAX_K
+        and g.device.type == "cpu"
+        and g.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.compiler.is_compiling()
+        and native_enabled()
+    ):
+        return native.thin_mm(g, weight.detach().contiguous())
+    return g @ weight
 
 
 def spike_linear(

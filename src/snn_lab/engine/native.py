@@ -66,6 +66,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_tm_fill.argtypes = [p, i64, i64, p, p, p, i32]
     lib.snn_tm_fwd.argtypes = [p, p, p, p, i64, p, p, i64, i64, i64, i32]
     lib.snn_tm_wgrad.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i32]
+    lib.snn_thin_mm.argtypes = [p, p, p, i64, i64, i64, i32]
     for f in (
         "snn_tm_fill",
         "snn_tm_fwd",
@@ -90,6 +91,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         "snn_cbp_fwd",
         "snn_cbp_bwd_sums",
         "snn_cbp_wgrad",
+        "snn_thin_mm",
     ):
         getattr(lib, f).restype = None
     return lib
@@ -127,6 +129,19 @@ def _check(*ts: torch.Tensor | None) -> None:
     for t in ts:
         if t is not None and (t.device.type != "cpu" or not t.is_contiguous()):
             raise ValueError("native kernels take contiguous CPU tensors")
+
+
+THIN_MAX_K = 32  # thin_mm's use: K up to this (beyond it BLAS's GEMM is the faster)
+
+
+def thin_mm(G: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``G[M, K] @ W[K, N]`` for a small ``K`` (see ``snn_thin_mm``)."""
+    _check(G, W)
+    M, K = G.shape
+    N = W.shape[1]
+    out = torch.empty(M, N, dtype=torch.float32)
+    _lib_or_raise().snn_thin_mm(_ptr(G), _ptr(W), _ptr(out), M, K, N, _nt(M * K * N, M))
+    return out
 
 
 def _nt(work: int = 1 << 30, units: int = 1 << 30) -> int:

@@ -225,22 +225,7 @@ void snn_tm_fill(const uint64_t *Mk, int64_t B, int64_t K, const int64_t *row_pt
     }
 }
 
-/* A 64-float tile row as RV vectors of RW floats: four 16-float ones with AVX-512, else
-   eight 8-float ones (GCC lowers 16-float vectors through the stack without AVX-512:
-   the conv kernels ran 3-4x slower that way). Same additions per lane either way. */
-#ifdef __AVX512F__
-typedef v16f rv;
-#define RV 4
-#define RW 16
-#define rld ld16
-#define rst st16
-#else
-typedef v8f rv;
-#define RV 8
-#define RW 8
-#define rld ld
-#define rst st
-#endif
+/* Whole tile rows in RV vectors of RW floats (common.h). */
 #define R_LOAD(r, p) rv r[RV]; for (int q_ = 0; q_ < RV; q_++) r[q_] = rld((p) + RW * q_)
 #define R_ZERO(r) rv r[RV]; for (int q_ = 0; q_ < RV; q_++) r[q_] = (rv){0}
 #define R_ACC(p, OP, r) do { float *p_ = (p); \
@@ -523,7 +508,7 @@ typedef uint8_t v8c __attribute__((vector_size(8)));
 
 static inline void vadd_n(float *a, const float *b, int64_t n) {
     int64_t q = 0;
-#ifdef __AVX512F__
+#if WIDE16
     for (; q + 16 <= n; q += 16) st16(a + q, ld16(a + q) + ld16(b + q));
 #endif
     for (; q < n; q += 8) st(a + q, ld(a + q) + ld(b + q));
@@ -550,9 +535,8 @@ static inline conv_geom geom_of(const int64_t *g) {
     } while (0)
 
 /* The same for a 64-output block as 16-float vectors (AVX-512: half the instructions).
-   Without AVX-512, GCC lowers 16-float vector arrays through the stack (a 64-lane block
-   ran ~5x slower than eight 8-float accumulators), so there it is CONV_OUT_BLOCK(8). */
-#ifndef __AVX512F__
+   Without WIDE16 (common.h) it is CONV_OUT_BLOCK(8). */
+#if !WIDE16
 #define CONV_OUT_BLOCK16(cb) CONV_OUT_BLOCK(8, cb)
 #else
 #define CONV_OUT_BLOCK16(cb) do {                                                    \
@@ -650,7 +634,7 @@ void snn_conv_fwd(const int64_t *row_ptr, const int32_t *col, const float *Wt, c
         }                                                                            \
     } while (0)
 
-#ifndef __AVX512F__  /* (see CONV_OUT_BLOCK16) */
+#if !WIDE16  /* (see CONV_OUT_BLOCK16) */
 #define CONV_SCATTER_BLOCK16(cb) CONV_SCATTER_BLOCK(8, cb)
 #else
 #define CONV_SCATTER_BLOCK16(cb) do {                                                \

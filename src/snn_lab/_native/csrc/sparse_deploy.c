@@ -244,19 +244,11 @@ typedef struct {
     seq_lists sub;   /* per step: the bright inputs that stay silent */
 } comp_lists;
 
-/* 16-float accumulators for a full tile only with AVX-512: elsewhere GCC lowers the
-   16-float vector array through the stack (measured slower than the 8-float loop). */
-#ifdef __AVX512F__
-#define GATHER16 1
-#else
-#define GATHER16 0
-#endif
-
 /* Sum of the rows listed in idx[0..m) into NV 8-float vectors a (16-float ones for a full
-   tile: twice the adds per instruction on AVX-512); SIGN += or -=. */
+   tile with WIDE16, common.h); SIGN += or -=. */
 #define GATHER(NV, a, idx, m, SIGN)                                                        \
     {                                                                                      \
-        if (NV == 8 && GATHER16) {                                                         \
+        if (NV == 8 && WIDE16) {                                                         \
             v16f a16[4];                                                                   \
             memcpy(a16, a, sizeof a16);                                                    \
             for (int k = 0; k < (m); ++k) {                                                \

@@ -22,6 +22,30 @@ from snn_lab.neurons import ALIF, IF, LIF, PLIF, Surrogate
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+# -- order ---------------------------------------------------------------------------------------
+
+# The files whose tests take longest (a minute each on 2 cores), longest first. pytest-xdist
+# (--dist loadfile) hands whole files to the workers in collection order, so a long file
+# collected last runs alone at the end while the other worker idles; started first, the
+# short files fill in around it.
+LONG_FILES = (
+    "test_open_lab.py",
+    "test_config.py",
+    "test_packaging.py",
+    "test_train.py",
+    "test_documented_commands.py",
+    "test_deploy_export.py",
+    "test_deploy.py",
+    "test_bad_inputs.py",
+    "test_sweeps.py",
+    "test_datasets_events.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: file order kept
+
 
 @pytest.fixture
 def gen() -> torch.Generator:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import QUIET, TINY_RUN, metrics, train
+from helpers import QUIET, TINY_RUN, metrics, run_cli, train
 
 
 def _digest(run: Path) -> dict:
@@ -135,8 +135,10 @@ def test_snn_eval_gives_the_test_metrics_of_a_checkpoint(tiny_run, tmp_path):
     # the same weights on the same 200 test images: the encoder draws differ from the
     # training run's final test (its generator had advanced), the accuracy barely
     assert abs(m["test_acc"] - trained["test_acc"]) <= 0.1
-    # time_steps on the command line changes the network's T
-    r = snn_eval(
+    # time_steps on the command line changes the network's T (`python -m snn_lab.eval`,
+    # the same command as the console script, run from the tests' zygote)
+    r = run_cli(
+        "snn_lab.eval",
         [f"ckpt_path={ckpt}", "time_steps=6", "data.eval_subset=200", "logger=none", *QUIET, "hydra.run.dir=t6"],
         tmp_path,
     )
@@ -145,7 +147,7 @@ def test_snn_eval_gives_the_test_metrics_of_a_checkpoint(tiny_run, tmp_path):
 
 
 def test_snn_eval_refuses_a_missing_checkpoint_in_one_line(tmp_path):
-    r = snn_eval(["ckpt_path=nope.ckpt", "hydra.run.dir=ev"], tmp_path)
+    r = run_cli("snn_lab.eval", ["ckpt_path=nope.ckpt", "hydra.run.dir=ev"], tmp_path)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert "nope.ckpt does not exist" in r.stderr and not (tmp_path / "ev").exists()
 

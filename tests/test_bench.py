@@ -53,6 +53,15 @@ def test_tiny_bench_in_process():
     json.dumps(res)  # serialisable as is
 
 
+def test_a_race_without_the_engine_contestant_starts_from_the_same_pretraining():
+    """The shared starting weights are trained by the engine whether it races or not (the
+    per-step reference cannot encode images on its own)."""
+    res = run(BenchConfig(**{**TINY_BENCH, "networks": ["mlp"], "contestants": ["engine_kernel_rng"]}))
+    mlp = res["networks"]["mlp"]
+    assert set(mlp["contestants"]) == {"reference", "engine_kernel_rng"}
+    assert mlp["agreement"]["engine_kernel_rng"]["scores_identical"]
+
+
 def test_spikingjelly_runs_the_same_conv_network():
     """The peer's multi-step conv layers reproduce the per-step path's scores (eval mode,
     the shared weights), with direct and with Bernoulli input."""

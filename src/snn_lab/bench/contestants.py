@@ -83,6 +83,9 @@ class Reference(Contestant):
     def load(self, tutorial_state):
         load_tutorial_state_dict(self.module, tutorial_state)
 
+    def state(self) -> dict:
+        return tutorial_layout(self.module.state_dict())
+
     def scores(self, images, generator):
         net = self.module
         state = net.init_state(images.shape[0], device=images.device, dtype=images.dtype)

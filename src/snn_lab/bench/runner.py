@@ -94,6 +94,7 @@ class _Race:
     agreement_train: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
     layer_table: bool
     sizes: list[int]
+    pretrainer: Callable[[], Any]  # the engine contestant, selected or not: trains the shared start
 
 
 NETWORKS = ("mlp", *CN.NETWORKS)
@@ -139,6 +140,7 @@ def _races(cfg: BenchConfig, device: torch.device) -> tuple[list[_Race], dict[st
                 _bernoulli_train(T),
                 True,
                 list(C.SIZES),
+                functools.partial(C.Engine, T, device),
             )
         else:
             cc = cfg.conv
@@ -159,6 +161,7 @@ def _races(cfg: BenchConfig, device: torch.device) -> tuple[list[_Race], dict[st
                 _direct_train(T) if encoding == "direct" else _bernoulli_train(T),
                 False,
                 [1, 28, 28, *CN.CHANNELS, CN.FC, 10],
+                functools.partial(CN.ConvEngine, T, device, net),
             )
         races.append(race)
         if skip:
@@ -285,7 +288,7 @@ def _race(race: _Race, cfg: BenchConfig, images, labels, device, skipped: dict[s
 
     # Shared starting weights, trained briefly so that firing rates (hence the spike
     # sparsity the engine exploits) are those of a network that learns, not of init.
-    eng = race.contestants["engine"]() if "engine" in race.contestants else race.contestants["reference"]()
+    eng = race.pretrainer()
     opt = race.optimizer(eng)
     eng.train(True)
     for _ in range(race.pretrain_steps):

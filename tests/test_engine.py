@@ -626,6 +626,36 @@ def test_thin_matmul_equals_torch(m, k, n, seed):
     torch.testing.assert_close(native.thin_mm(G, W), G @ W, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(not NATIVE, reason="native kernels not built")
+@given(
+    T=st.integers(1, native.MAX_T),
+    B=st.integers(1, 7),
+    K=st.integers(1, 90),
+    N=st.integers(65, 200),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=40, deadline=None)
+def test_temporal_forward_with_step_lists_equals_the_one_tile_kernel(T, B, K, N, seed):
+    """With several column tiles the temporal forward sums each output row from per-step
+    lists of rows; one tile (N <= 64) runs the read-modify-write kernel. Both add the same
+    rows per lane in the same order -- the same floats, tile by tile -- and equal the
+    dense product up to rounding. Inputs: silent, sparse and bright (complement) ones."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(B, K, generator=g) * (torch.rand(B, K, generator=g) < 0.7)
+    x = (torch.rand(T, B, K, generator=g) < p).float()
+    W, b = torch.randn(N, K, generator=g), torch.randn(N, generator=g)
+    tm = native.tmask(x)
+    out = native.tm_fwd(tm, native.pack_weight(W), b, T, B, N)
+    tiles = [
+        native.tm_fwd(
+            tm, native.pack_weight(W[c : c + 64].contiguous()), b[c : c + 64].contiguous(), T, B, min(64, N - c)
+        )
+        for c in range(0, N, 64)
+    ]
+    assert torch.equal(out, torch.cat(tiles, dim=1))
+    torch.testing.assert_close(out, F.linear(x.reshape(T * B, K), W, b), rtol=1e-4, atol=1e-4)
+
+
 def test_a_readout_layers_input_gradient_runs_thin(gen, monkeypatch):
     """A spike Linear with 10 outputs gets its input gradient from the thin kernel when
     the kernels are on, from torch otherwise; the same values either way."""

@@ -65,11 +65,11 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_tm_count.restype = i64
     lib.snn_tm_fill.argtypes = [p, i64, i64, p, p, p, i32]
     lib.snn_tm_fwd.argtypes = [p, p, p, p, i64, p, p, i64, i64, i64, i32]
+    lib.snn_tm_fwd.restype = i32
     lib.snn_tm_wgrad.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i32]
     lib.snn_thin_mm.argtypes = [p, p, p, i64, i64, i64, i32]
     for f in (
         "snn_tm_fill",
-        "snn_tm_fwd",
         "snn_tm_wgrad",
         "snn_csr_fill",
         "snn_pack_tiles",
@@ -268,7 +268,7 @@ def tm_fwd(tm, Wp: torch.Tensor, bias: torch.Tensor | None, T: int, B: int, N: i
     row_ptr, cols, masks = tm[:3]
     K = Wp.shape[1]
     out = torch.empty(T * B, N, dtype=torch.float32)
-    _lib_or_raise().snn_tm_fwd(
+    rc = _lib_or_raise().snn_tm_fwd(
         _ptr(row_ptr),
         _ptr(cols),
         _ptr(masks),
@@ -281,6 +281,8 @@ def tm_fwd(tm, Wp: torch.Tensor, bias: torch.Tensor | None, T: int, B: int, N: i
         N,
         _nt(cols.numel() * N * 4, B),
     )
+    if rc != 0:
+        raise MemoryError(f"snn_tm_fwd could not allocate its spike lists ({int(cols.numel())} pairs, T={T})")
     return out
 
 

@@ -37,12 +37,14 @@ static inline void st(float *p, v8f v) { memcpy(p, &v, 32); }
    eight 8-float ones. */
 #if WIDE16
 typedef v16f rv;
+typedef int32_t rvi __attribute__((vector_size(64)));
 #define RV 4
 #define RW 16
 #define rld ld16
 #define rst st16
 #else
 typedef v8f rv;
+typedef v8i rvi;
 #define RV 8
 #define RW 8
 #define rld ld

@@ -231,10 +231,12 @@ void snn_tm_fill(const uint64_t *Mk, int64_t B, int64_t K, const int64_t *row_pt
 #define R_ACC(p, OP, r) do { float *p_ = (p); \
     for (int q_ = 0; q_ < RV; q_++) rst(p_ + RW * q_, rld(p_ + RW * q_) OP r[q_]); } while (0)
 
-/* out[T*B, N] (rows t-major, like X) = X @ W^T + bias from the pairs; Wp = packed W^T. */
-void snn_tm_fwd(const int64_t *row_ptr, const int32_t *cols, const uint64_t *masks,
-                const float *Wp, int64_t K, const float *bias, float *out,
-                int64_t T, int64_t B, int64_t N, int nt) {
+/* snn_tm_fwd for a single column tile (a readout): per pair, its weight row is loaded once
+   and added to (or, bright, subtracted from) a [T][tile] buffer at its steps -- no lists
+   to build, which one tile would not repay. */
+static void tm_fwd_rmw(const int64_t *row_ptr, const int32_t *cols, const uint64_t *masks,
+                       const float *Wp, int64_t K, const float *bias, float *out,
+                       int64_t T, int64_t B, int64_t N, int nt) {
     const int64_t ntiles = (N + TILE - 1) / TILE;
     const uint64_t full = T >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << T) - 1);
     #pragma omp parallel num_threads(nt)
@@ -276,6 +278,101 @@ void snn_tm_fwd(const int64_t *row_ptr, const int32_t *cols, const uint64_t *mas
             }
         }
     }
+}
+
+/* out[T*B, N] (rows t-major, like X) = X @ W^T + bias from the pairs; Wp = packed W^T.
+   A pair that fires at most half of the steps adds its weight row at the steps it fires;
+   one firing at more ("bright") adds it once to the sample's base and subtracts it at the
+   steps it stays silent. Each thread first turns its samples' pairs into per-(sample, step)
+   lists of signed rows (k, sign in bit 31), in pair order; then, tile by tile (a tile of W^T
+   stays in L2), an output row is summed in registers from its list and written once --
+   loads and adds only, where a read-modify-write per spike of a [T][tile] buffer was bound
+   by stores. The additions per lane are those of that buffer, in its order: same floats.
+   Returns 0, or -1 when a thread's lists could not be allocated (out is then incomplete).
+   With one column tile (N <= 64) the lists are not repaid: tm_fwd_rmw. */
+#define SIGN_BIT ((int32_t)0x80000000)
+
+int snn_tm_fwd(const int64_t *row_ptr, const int32_t *cols, const uint64_t *masks,
+               const float *Wp, int64_t K, const float *bias, float *out,
+               int64_t T, int64_t B, int64_t N, int nt) {
+    const int64_t ntiles = (N + TILE - 1) / TILE;
+    const uint64_t full = T >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << T) - 1);
+    int failed = 0;
+    if (ntiles < 2) {
+        tm_fwd_rmw(row_ptr, cols, masks, Wp, K, bias, out, T, B, N, nt);
+        return 0;
+    }
+    #pragma omp parallel num_threads(nt)
+    {
+        SHARE(B, b0, b1)
+        const int64_t nb_s = b1 - b0;
+        /* the lists: off[(b - b0) * T + t] .. off[... + 1] index ent */
+        int64_t *off = calloc((size_t)(nb_s * T + 1), sizeof(int64_t)), *cur = NULL;
+        int32_t *ent = NULL;
+        if (off) {
+            for (int64_t b = b0; b < b1; b++)
+                for (int64_t p = row_ptr[b]; p < row_ptr[b + 1]; p++) {
+                    const uint64_t m = masks[p];
+                    const uint64_t e = 2 * __builtin_popcountll(m) > T ? ~m & full : m;
+                    for (uint64_t r = e; r; r &= r - 1) off[(b - b0) * T + __builtin_ctzll(r) + 1]++;
+                }
+            for (int64_t i = 0; i < nb_s * T; i++) off[i + 1] += off[i];
+            ent = malloc(sizeof(int32_t) * (size_t)(off[nb_s * T] ? off[nb_s * T] : 1));
+            cur = malloc(sizeof(int64_t) * (size_t)(T ? T : 1));
+        }
+        if (!(off && ent && cur)) {
+            #pragma omp atomic write
+            failed = 1;
+        } else {
+            for (int64_t b = b0; b < b1; b++) {
+                for (int64_t t = 0; t < T; t++) cur[t] = off[(b - b0) * T + t];
+                for (int64_t p = row_ptr[b]; p < row_ptr[b + 1]; p++) {
+                    const uint64_t m = masks[p];
+                    const int bright = 2 * __builtin_popcountll(m) > T;
+                    const int32_t v = cols[p] | (bright ? SIGN_BIT : 0);
+                    for (uint64_t r = bright ? ~m & full : m; r; r &= r - 1) ent[cur[__builtin_ctzll(r)]++] = v;
+                }
+            }
+            for (int64_t ti = 0; ti < ntiles; ti++) {
+                const int64_t n0 = ti * TILE, nb = min64(TILE, N - n0);
+                const float *Wt = Wp + ti * K * TILE;
+                float bt[TILE];
+                for (int j = 0; j < TILE; j++) bt[j] = (bias && j < nb) ? bias[n0 + j] : 0.0f;
+                for (int64_t b = b0; b < b1; b++) {
+                    R_ZERO(sum);
+                    for (int64_t p = row_ptr[b]; p < row_ptr[b + 1]; p++)
+                        if (2 * __builtin_popcountll(masks[p]) > T) {
+                            const float *w = Wt + (int64_t)cols[p] * TILE;
+                            for (int q = 0; q < RV; q++) sum[q] += rld(w + RW * q);
+                        }
+                    rv base[RV];
+                    for (int q = 0; q < RV; q++) base[q] = rld(bt + RW * q) + sum[q];
+                    for (int64_t t = 0; t < T; t++) {
+                        R_ZERO(a);
+                        const int64_t *ob = off + (b - b0) * T;
+                        for (int64_t e = ob[t]; e < ob[t + 1]; e++) {
+                            const int32_t v = ent[e];
+                            const float *w = Wt + (int64_t)(v & ~SIGN_BIT) * TILE;
+                            const rvi sg = (rvi){0} + (v & SIGN_BIT);  /* x + (-w) == x - w */
+                            for (int q = 0; q < RV; q++) a[q] += (rv)((rvi)rld(w + RW * q) ^ sg);
+                        }
+                        float *o = out + (t * B + b) * N + n0;
+                        if (nb == TILE) {
+                            for (int q = 0; q < RV; q++) rst(o + RW * q, base[q] + a[q]);
+                        } else {
+                            float tmp[TILE];
+                            for (int q = 0; q < RV; q++) rst(tmp + RW * q, base[q] + a[q]);
+                            for (int64_t j = 0; j < nb; j++) o[j] = tmp[j];
+                        }
+                    }
+                }
+            }
+        }
+        free(cur);
+        free(ent);
+        free(off);
+    }
+    return failed ? -1 : 0;  /* -1: a thread's lists could not be allocated */
 }
 
 /* dW^T tiles (zeroed by the caller) += X^T @ G from the pairs; G[T*B, N] t-major.

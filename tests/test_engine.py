@@ -635,7 +635,7 @@ def test_thin_matmul_equals_torch(m, k, n, seed):
     seed=st.integers(0, 2**16),
 )
 @settings(max_examples=40, deadline=None)
-def test_temporal_forward_with_step_lists_equals_the_one_tile_kernel(T, B, K, N, seed):
+def test_temporal_kernels_with_several_tiles_equal_the_one_tile_kernel_and_torch(T, B, K, N, seed):
     """With several column tiles the temporal forward sums each output row from per-step
     lists of rows; one tile (N <= 64) runs the read-modify-write kernel. Both add the same
     rows per lane in the same order -- the same floats, tile by tile -- and equal the
@@ -654,6 +654,12 @@ def test_temporal_forward_with_step_lists_equals_the_one_tile_kernel(T, B, K, N,
     ]
     assert torch.equal(out, torch.cat(tiles, dim=1))
     torch.testing.assert_close(out, F.linear(x.reshape(T * B, K), W, b), rtol=1e-4, atol=1e-4)
+    # the weight gradient in nn.Linear's layout, and the bias gradient from the same pass
+    G = torch.randn(T * B, N, generator=g)
+    dW, db = native.tm_wgrad(tm, G, T, B, K, bias_grad=True)
+    assert dW.shape == (N, K) and dW.is_contiguous() and torch.equal(native.tm_wgrad(tm, G, T, B, K), dW)
+    torch.testing.assert_close(dW, G.t() @ x.reshape(T * B, K), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(db, G.sum(0), rtol=1e-5, atol=1e-5)
 
 
 def test_a_readout_layers_input_gradient_runs_thin(gen, monkeypatch):

@@ -154,9 +154,12 @@ class _SpikeLinear(torch.autograd.Function):
             gx = _input_grad(g, weight)
         if need_w:
             if ctx.mode == "tm":
-                gw = native.tm_wgrad((a, b, c), g, T, M // T, K).t()
+                if need_b and ctx.has_bias:  # the bias gradient from the same pass over g
+                    gw, gb = native.tm_wgrad((a, b, c), g, T, M // T, K, bias_grad=True)
+                else:
+                    gw = native.tm_wgrad((a, b, c), g, T, M // T, K)
             elif ctx.mode == "csr":
-                gw = native.spmm_wgrad(a, b, g, K).t()
+                gw = native.spmm_wgrad(a, b, g, K)
             elif ctx.mode == "bf16x3":
                 xb = a.view(torch.uint8).to(torch.bfloat16)
                 gw = _bf16x3_mm(xb.t(), _split3(g)).t()
@@ -164,7 +167,7 @@ class _SpikeLinear(torch.autograd.Function):
                 # bool -> uint8 view -> float is ~5x faster than bool -> float on CPU
                 x = a.view(torch.uint8).to(g.dtype) if a.dtype == torch.bool else a
                 gw = g.t() @ x
-        if need_b and ctx.has_bias:
+        if need_b and ctx.has_bias and gb is None:
             gb = g.sum(0)
         return gx, gw, gb, None, None, None, None
 
@@ -235,8 +238,14 @@ class _IndexedSpikeLinear(torch.autograd.Function):
         row_ptr, cols, masks = ctx.saved_tensors
         T, B, K = ctx.shape
         g = g.contiguous()
-        gw = native.tm_wgrad((row_ptr, cols, masks), g, T, B, K).t() if ctx.needs_input_grad[0] else None
-        gb = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[1] else None
+        need_w, need_b = ctx.needs_input_grad[0], ctx.has_bias and ctx.needs_input_grad[1]
+        gw = gb = None
+        if need_w and need_b:  # the bias gradient from the same pass over g
+            gw, gb = native.tm_wgrad((row_ptr, cols, masks), g, T, B, K, bias_grad=True)
+        elif need_w:
+            gw = native.tm_wgrad((row_ptr, cols, masks), g, T, B, K)
+        elif need_b:
+            gb = g.sum(0)
         return gw, gb, None, None, None
 
 

@@ -41,7 +41,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_csr_count.restype = i64
     lib.snn_csr_fill.argtypes = [p, i64, i64, p, p, i32]
     lib.snn_pack_tiles.argtypes = [p, p, i64, i64, i32]
-    lib.snn_unpack_tiles.argtypes = [p, p, i64, i64, i32]
+    lib.snn_unpack_tiles_t.argtypes = [p, p, i64, i64, i32]
     lib.snn_pack_tiles_t.argtypes = [p, p, i64, i64, i32]
     lib.snn_spmm_fwd.argtypes = [p, p, p, i64, p, p, i64, i64, i32]
     lib.snn_spmm_wgrad.argtypes = [p, p, p, p, i64, i64, i64, i32]
@@ -66,7 +66,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_tm_fill.argtypes = [p, i64, i64, p, p, p, i32]
     lib.snn_tm_fwd.argtypes = [p, p, p, p, i64, p, p, i64, i64, i64, i32]
     lib.snn_tm_fwd.restype = i32
-    lib.snn_tm_wgrad.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i32]
+    lib.snn_tm_wgrad.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, i32]
     lib.snn_thin_mm.argtypes = [p, p, p, i64, i64, i64, i32]
     for f in (
         "snn_tm_fill",
@@ -74,7 +74,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         "snn_csr_fill",
         "snn_pack_tiles",
         "snn_pack_tiles_t",
-        "snn_unpack_tiles",
+        "snn_unpack_tiles_t",
         "snn_spmm_fwd",
         "snn_spmm_wgrad",
         "snn_lif_fwd",
@@ -199,17 +199,22 @@ def spmm_fwd(row_ptr, col, Wp: torch.Tensor, bias: torch.Tensor | None, M: int, 
     return out
 
 
+def _unpack_t(dWp: torch.Tensor, K: int, N: int) -> torch.Tensor:
+    """``[N, K]`` (``nn.Linear``'s weight layout) from the tiles of a ``[K, N]`` product."""
+    dW = torch.empty(N, K, dtype=torch.float32)
+    _lib_or_raise().snn_unpack_tiles_t(_ptr(dWp), _ptr(dW), K, N, _nt(K * N, N))
+    return dW
+
+
 def spmm_wgrad(row_ptr, col, G: torch.Tensor, K: int) -> torch.Tensor:
-    """``X^T @ G`` (``[K, N]``) from X's rows."""
+    """The weight gradient ``G^T @ X`` (``[N, K]``, = ``(X^T @ G)^T``) from X's rows."""
     _check(G)
     M, N = G.shape
     dWp = torch.zeros((N + TILE - 1) // TILE, K, TILE, dtype=torch.float32)
     _lib_or_raise().snn_spmm_wgrad(
         _ptr(row_ptr), _ptr(col), _ptr(G), _ptr(dWp), K, M, N, _nt((col.numel() + M) * N, (N + TILE - 1) // TILE)
     )
-    dWT = torch.empty(K, N, dtype=torch.float32)
-    _lib_or_raise().snn_unpack_tiles(_ptr(dWp), _ptr(dWT), K, N, _nt(K * N, K))
-    return dWT
+    return _unpack_t(dWp, K, N)
 
 
 MAX_T = 64  # time steps a temporal mask holds
@@ -286,27 +291,30 @@ def tm_fwd(tm, Wp: torch.Tensor, bias: torch.Tensor | None, T: int, B: int, N: i
     return out
 
 
-def tm_wgrad(tm, G: torch.Tensor, T: int, B: int, K: int) -> torch.Tensor:
-    """``X^T @ G`` (``[K, N]``) from :func:`tmask` pairs; ``G[T*B, N]``."""
+def tm_wgrad(tm, G: torch.Tensor, T: int, B: int, K: int, bias_grad: bool = False):
+    """The weight gradient ``G^T @ X`` (``[N, K]``) from :func:`tmask` pairs; ``G[T*B, N]``.
+    ``bias_grad``: returns ``(dW, G.sum(0))``, the column sums taken in the same pass
+    (another summation order than torch's: float rounding)."""
     _check(G)
     row_ptr, cols, masks = tm[:3]
     N = G.shape[1]
     dWp = torch.zeros((N + TILE - 1) // TILE, K, TILE, dtype=torch.float32)
+    db = torch.empty(N, dtype=torch.float32) if bias_grad else None
     _lib_or_raise().snn_tm_wgrad(
         _ptr(row_ptr),
         _ptr(cols),
         _ptr(masks),
         _ptr(G),
         _ptr(dWp),
+        _ptr(db),
         K,
         T,
         B,
         N,
         _nt(cols.numel() * N * 4, (N + TILE - 1) // TILE),
     )
-    dWT = torch.empty(K, N, dtype=torch.float32)
-    _lib_or_raise().snn_unpack_tiles(_ptr(dWp), _ptr(dWT), K, N, _nt(K * N, K))
-    return dWT
+    dW = _unpack_t(dWp, K, N)
+    return (dW, db) if bias_grad else dW
 
 
 def lif_fwd(

@@ -89,16 +89,17 @@ void snn_pack_tiles_t(const float *W, float *Ap, int64_t K, int64_t N, int nt) {
     for (int64_t ti = 0; ti < ntiles; ti++) pack_tile_t(W, Ap, K, N, ti * TILE, TILE);
 }
 
-void snn_unpack_tiles(const float *Ap, float *A, int64_t K, int64_t N, int nt) {
-    int64_t ntiles = (N + TILE - 1) / TILE;
-    #pragma omp parallel for num_threads(nt) schedule(static) collapse(2)
-    for (int64_t ti = 0; ti < ntiles; ti++)
-        for (int64_t k = 0; k < K; k++) {
-            int64_t n0 = ti * TILE, nb = min64(TILE, N - n0);
-            const float *src = Ap + (ti * K + k) * TILE;
-            float *dst = A + k * N + n0;
-            for (int64_t j = 0; j < nb; j++) dst[j] = src[j];
-        }
+/* A^T[N, K] from the tiles of A[K, N]: a weight gradient computed as dW^T tiles, written in
+   nn.Linear's [out, in] layout (a transposed view would cost the autograd engine a copy of
+   the whole gradient). Per tile, its columns become rows; the tile stays in L2 meanwhile. */
+void snn_unpack_tiles_t(const float *Ap, float *At, int64_t K, int64_t N, int nt) {
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const int64_t ti = n / TILE, j = n % TILE;
+        const float *src = Ap + ti * K * TILE + j;
+        float *dst = At + n * K;
+        for (int64_t k = 0; k < K; k++) dst[k] = src[k * TILE];
+    }
 }
 
 void snn_spmm_fwd(const int64_t *row_ptr, const int32_t *col, const float *Wp, int64_t K,
@@ -377,9 +378,11 @@ int snn_tm_fwd(const int64_t *row_ptr, const int32_t *cols, const uint64_t *mask
 
 /* dW^T tiles (zeroed by the caller) += X^T @ G from the pairs; G[T*B, N] t-major.
    Per (b, tile) the T gradient rows stay in L1; each pair does one read-modify-write
-   of its dW^T row. Threads own column tiles. */
+   of its dW^T row. Threads own column tiles. db (or NULL): the bias gradient, G's column
+   sums, taken from the rows while they are in L1 anyway (per sample over its T steps in
+   floats, over samples in doubles): one pass over G less than a separate sum. */
 void snn_tm_wgrad(const int64_t *row_ptr, const int32_t *cols, const uint64_t *masks,
-                  const float *G, float *dWp, int64_t K, int64_t T, int64_t B, int64_t N,
+                  const float *G, float *dWp, float *db, int64_t K, int64_t T, int64_t B, int64_t N,
                   int nt) {
     const int64_t ntiles = (N + TILE - 1) / TILE;
     const uint64_t full = T >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << T) - 1);
@@ -388,17 +391,27 @@ void snn_tm_wgrad(const int64_t *row_ptr, const int32_t *cols, const uint64_t *m
         const int64_t n0 = ti * TILE, nb = min64(TILE, N - n0);
         float *Dt = dWp + ti * K * TILE;
         float gb[64 * TILE];
+        double colsum[TILE] = {0};
         for (int64_t b = 0; b < B; b++) {
             const int64_t p0 = row_ptr[b], p1 = row_ptr[b + 1];
-            if (p0 == p1) continue;
+            if (p0 == p1 && !db) continue;
+            R_ZERO(cs);
             for (int64_t t = 0; t < T; t++) {  /* this sample's gradient rows, padded */
                 const float *g = G + (t * B + b) * N + n0;
                 float *d = gb + t * TILE;
                 if (nb == TILE) memcpy(d, g, sizeof(float) * TILE);
                 else for (int j = 0; j < TILE; j++) d[j] = j < nb ? g[j] : 0.0f;
+                if (db) for (int q = 0; q < RV; q++) cs[q] += rld(d + RW * q);
             }
-            int have_sum = 0;
-            R_ZERO(sum);
+            if (db) {
+                float part[TILE];
+                for (int q = 0; q < RV; q++) rst(part + RW * q, cs[q]);
+                for (int j = 0; j < TILE; j++) colsum[j] += (double)part[j];
+            }
+            if (p0 == p1) continue;
+            int have_sum = db != 0;  /* the T rows' sum for bright pairs: cs (the same adds) */
+            rv sum[RV];
+            for (int q = 0; q < RV; q++) sum[q] = db ? cs[q] : (rv){0};
             for (int64_t p = p0; p < p1; p++) {
                 uint64_t m = masks[p];
                 rv a[RV];
@@ -425,6 +438,8 @@ void snn_tm_wgrad(const int64_t *row_ptr, const int32_t *cols, const uint64_t *m
                 R_ACC(Dt + (int64_t)cols[p] * TILE, +, a);
             }
         }
+        if (db)
+            for (int64_t j = 0; j < nb; j++) db[n0 + j] = (float)colsum[j];
     }
 }
 

@@ -339,14 +339,14 @@ def _race(race: _Race, cfg: BenchConfig, images, labels, device, skipped: dict[s
 
             agreement["engine"]["spike_mismatches"] = mismatches(r_eng)
             agreement["engine"]["spikes_compared"] = sum(r_ref.spikes[i].numel() for i in spiking)
-            if race.network != "mlp":
-                # Channels-last and gathered convs sum in another order than the per-step
-                # F.conv2d: a membrane within rounding of the threshold may flip a spike
-                # (and the flip spreads). The same forward with the per-step path's convs
-                # tells float order from a real difference.
-                with engine.using(conv="dense"):
-                    _, r_dense = racers["engine"][0].module.forward_spikes(train, return_record=True)
-                agreement["engine"]["spike_mismatches_dense_conv"] = mismatches(r_dense)
+            # Sparse matmuls and channels-last or gathered convs sum in another order than
+            # the per-step path's GEMMs and F.conv2d: a membrane within rounding of the
+            # threshold may flip a spike (and the flip spreads). The same forward with the
+            # per-step path's dense operations tells float order from a real difference.
+            dense = ("matmul", "dense") if race.network == "mlp" else ("conv", "dense")
+            with engine.using(**dict([dense])):
+                _, r_dense = racers["engine"][0].module.forward_spikes(train, return_record=True)
+            agreement["engine"][f"spike_mismatches_dense_{dense[0]}"] = mismatches(r_dense)
 
     metrics = ["train"] + [f"infer_b{b}" for b in race.infer_batches]
     per_round: dict[str, dict[str, list[float]]] = {n: {m: [] for m in metrics} for n in racers}
@@ -533,11 +533,12 @@ def _network_table(name: str, res: dict) -> str:
                 f"\nengine spikes vs per-step: {a['engine']['spike_mismatches']} of "
                 f"{a['engine']['spikes_compared']} differ"
             )
-            if "spike_mismatches_dense_conv" in a["engine"]:
-                out += (
-                    f" ({a['engine']['spike_mismatches_dense_conv']} with engine.conv=dense, the per-step "
-                    "path's convs: the rest is float summation order)"
-                )
+            for op, what in (("conv", "convs"), ("matmul", "matmuls")):
+                if f"spike_mismatches_dense_{op}" in a["engine"]:
+                    out += (
+                        f" ({a['engine'][f'spike_mismatches_dense_{op}']} with engine.{op}=dense, the per-step "
+                        f"path's {what}: the rest is float summation order)"
+                    )
     if res["targets"]:
         out += "\ntargets: " + ", ".join(
             f"{k} {v['ratio']} ({'met' if v['met'] else 'not met' if v['met'] is not None else 'not run'})"

@@ -24,7 +24,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 # -- order ---------------------------------------------------------------------------------------
 
-# The files whose tests take longest (a minute each on 2 cores), longest first. pytest-xdist
+# The files whose tests take longest (15-75 s each on 2 cores), longest first. pytest-xdist
 # (--dist loadfile) hands whole files to the workers in collection order, so a long file
 # collected last runs alone at the end while the other worker idles; started first, the
 # short files fill in around it.
@@ -39,6 +39,14 @@ LONG_FILES = (
     "test_bad_inputs.py",
     "test_sweeps.py",
     "test_datasets_events.py",
+    "test_datasets_static.py",
+    "test_resume_after_kill.py",
+    "test_efficiency.py",
+    "test_nir_interop.py",
+    "test_properties.py",
+    "test_ddp.py",
+    "test_auto_resume.py",
+    "test_native.py",
 )
 
 

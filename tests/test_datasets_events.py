@@ -6,7 +6,6 @@ from small files written in the layouts tonic finds after a download
 from __future__ import annotations
 
 import pickle
-import subprocess
 import sys
 from pathlib import Path
 
@@ -292,13 +291,11 @@ def test_missing_event_data_fails_in_one_line(tmp_path):
 
 
 def test_without_tonic_the_cli_says_which_extra_to_install(tmp_path):
-    code = (
-        "import sys; sys.modules['tonic'] = None; "
-        f"sys.argv = ['snn-train', 'data=shd', 'encoder=passthrough', 'model.input_shape=[700]', "
-        f"'model.num_classes=20', 'hydra.run.dir=run', *{QUIET!r}]; "
-        "from snn_lab.cli import train; train()"
-    )
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    # `python -m` puts the working directory first on sys.path: a `tonic` there that
+    # fails to import stands for an environment without it
+    (tmp_path / "tonic.py").write_text("raise ModuleNotFoundError(\"No module named 'tonic'\", name='tonic')\n")
+    args = ["data=shd", "encoder=passthrough", "model.input_shape=[700]", "model.num_classes=20", "hydra.run.dir=run"]
+    r = train([*args, *QUIET], tmp_path)
     assert r.returncode == 2, (r.stdout + r.stderr)[-2000:]
     lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and "pip install 'snn_lab[events]'" in lines[0], r.stderr

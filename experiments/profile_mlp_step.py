@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""Where an engine training step of the seed MLP spends its time.
+
+    python experiments/profile_mlp_step.py [--kernel-draws] [--warmup 60] [--steps 6] [--threads 2]
+
+The bench's MLP race settings (784-512-512-10, T=20, batch 200, SGD lr 0.02 momentum 0.9)
+on the bundled MNIST training digits: ``--warmup`` training steps first (the firing rates
+of a network that learns, not of its initialisation), then ``--steps`` steps under
+``torch.profiler`` and, separately, with each native kernel call timed. Prints the
+profiler's table (self CPU time per operator) and the native kernels' milliseconds per
+step. Shares, not a benchmark: the profiler adds its own overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from snn_lab import engine
+from snn_lab.bench.contestants import Engine
+from snn_lab.engine import native
+
+MNIST = Path(__file__).resolve().parents[1] / "src" / "snn_lab" / "data" / "mnist"
+KERNELS = ("tm_fwd", "tm_wgrad", "tmask", "bernoulli_tmask", "thin_mm", "lif_fwd", "lif_bwd", "spmm_fwd", "csr")
+
+
+def digits(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    with gzip.open(MNIST / "train-images-idx3-ubyte.gz") as f:
+        raw = f.read()
+    with gzip.open(MNIST / "train-labels-idx1-ubyte.gz") as f:
+        lab = f.read()
+    x = torch.from_numpy(np.frombuffer(raw, np.uint8, offset=16)[: n * 784].copy()).float().view(n, 1, 28, 28) / 255
+    y = torch.from_numpy(np.frombuffer(lab, np.uint8, offset=8)[:n].copy()).long()
+    return x, y
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kernel-draws", action="store_true", help="engine.bernoulli=kernel")
+    ap.add_argument("--warmup", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    T, B = 20, 200
+    gen = torch.Generator().manual_seed(0)
+    images, labels = digits(2000)
+    net = Engine(T, torch.device("cpu"))
+    opt = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9)
+    net.train(True)
+
+    def step() -> None:
+        idx = torch.randint(0, images.shape[0], (B,), generator=gen)
+        opt.zero_grad(set_to_none=True)
+        with engine.using(bernoulli="kernel" if args.kernel_draws else "torch"):
+            loss = F.cross_entropy(net.scores(images[idx], gen), labels[idx])
+        loss.backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(args.steps):
+            step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+    spent: dict[str, float] = collections.defaultdict(float)
+    originals = {name: getattr(native, name) for name in KERNELS if hasattr(native, name)}
+
+    def timed(name, fn):
+        def call(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[name] += time.perf_counter() - t0
+
+        return call
+
+    for name, fn in originals.items():
+        setattr(native, name, timed(name, fn))
+    try:
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        wall = (time.perf_counter() - t0) / args.steps
+    finally:
+        for name, fn in originals.items():
+            setattr(native, name, fn)
+    print(f"step: {wall * 1e3:.1f} ms; native kernels per step:")
+    for name, s in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:16s} {s / args.steps * 1e3:6.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from helpers import bench
+from helpers import bench, run_script
 from snn_lab.bench import BenchConfig, run, table
 from snn_lab.bench import convnets as CN
 from snn_lab.bench.runner import ConvBenchConfig
+from snn_lab.engine import native
 
 # the smallest bench config that exercises every stage (a BenchConfig's fields)
 TINY_CONV = dict(train_batch=4, train_steps=1, infer_batches=[2], pretrain_steps=1)
@@ -115,3 +116,11 @@ def test_bench_rejects_bad_config():
         run(BenchConfig(**{**TINY_BENCH, "rounds": 0}))
     with pytest.raises(ValueError, match="train_batch=0 is invalid"):
         run(BenchConfig(**{**TINY_BENCH, "conv": ConvBenchConfig(**{**TINY_CONV, "train_batch": 0})}))
+
+
+def test_the_mlp_step_profile_script_names_the_kernels():
+    r = run_script("experiments/profile_mlp_step.py", ["--kernel-draws", "--warmup", "1", "--steps", "1"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "aten::mm" in r.stdout and "step:" in r.stdout
+    if native.available():
+        assert "tm_fwd" in r.stdout and "bernoulli_tmask" in r.stdout

@@ -343,10 +343,10 @@ def _race(race: _Race, cfg: BenchConfig, images, labels, device, skipped: dict[s
             # the per-step path's GEMMs and F.conv2d: a membrane within rounding of the
             # threshold may flip a spike (and the flip spreads). The same forward with the
             # per-step path's dense operations tells float order from a real difference.
-            dense = ("matmul", "dense") if race.network == "mlp" else ("conv", "dense")
-            with engine.using(**dict([dense])):
+            op = "matmul" if race.network == "mlp" else "conv"
+            with engine.using(**{op: "dense"}):
                 _, r_dense = racers["engine"][0].module.forward_spikes(train, return_record=True)
-            agreement["engine"][f"spike_mismatches_dense_{dense[0]}"] = mismatches(r_dense)
+            agreement["engine"][f"spike_mismatches_dense_{op}"] = mismatches(r_dense)
 
     metrics = ["train"] + [f"infer_b{b}" for b in race.infer_batches]
     per_round: dict[str, dict[str, list[float]]] = {n: {m: [] for m in metrics} for n in racers}

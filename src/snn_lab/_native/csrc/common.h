@@ -67,6 +67,11 @@ static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 #define TILE 64
 #define VEC 8
 
+/* The bias of the column tile [n0, n0 + nb) padded to TILE with zeros (NULL: no bias). */
+static inline void tile_bias(float *bt, const float *bias, int64_t n0, int64_t nb) {
+    for (int64_t j = 0; j < TILE; j++) bt[j] = (bias && j < nb) ? bias[n0 + j] : 0.0f;
+}
+
 static inline int64_t tile_width(int64_t c0, int64_t npad) { return c0 + TILE <= npad ? TILE : VEC; }
 
 /* Row k of the tile at column c0 (width w) from row-major A[K, N]. */

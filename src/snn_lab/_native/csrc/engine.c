@@ -112,7 +112,7 @@ void snn_spmm_fwd(const int64_t *row_ptr, const int32_t *col, const float *Wp, i
             const int64_t n0 = ti * TILE, nb = min64(TILE, N - n0);
             const float *Wt = Wp + ti * K * TILE;
             float b[TILE];
-            for (int j = 0; j < TILE; j++) b[j] = (bias && j < nb) ? bias[n0 + j] : 0.0f;
+            tile_bias(b, bias, n0, nb);
             for (int64_t m = m0; m < m1; m++) {
                 v8f a0 = ld(b), a1 = ld(b + 8), a2 = ld(b + 16), a3 = ld(b + 24);
                 v8f a4 = ld(b + 32), a5 = ld(b + 40), a6 = ld(b + 48), a7 = ld(b + 56);
@@ -248,7 +248,7 @@ static void tm_fwd_rmw(const int64_t *row_ptr, const int32_t *cols, const uint64
             const int64_t n0 = ti * TILE, nb = min64(TILE, N - n0);
             const float *Wt = Wp + ti * K * TILE;
             float bt[TILE];
-            for (int j = 0; j < TILE; j++) bt[j] = (bias && j < nb) ? bias[n0 + j] : 0.0f;
+            tile_bias(bt, bias, n0, nb);
             for (int64_t b = b0; b < b1; b++) {
                 memset(acc, 0, sizeof(float) * (size_t)(T * TILE));
                 R_ZERO(sum);
@@ -338,7 +338,7 @@ int snn_tm_fwd(const int64_t *row_ptr, const int32_t *cols, const uint64_t *mask
                 const int64_t n0 = ti * TILE, nb = min64(TILE, N - n0);
                 const float *Wt = Wp + ti * K * TILE;
                 float bt[TILE];
-                for (int j = 0; j < TILE; j++) bt[j] = (bias && j < nb) ? bias[n0 + j] : 0.0f;
+                tile_bias(bt, bias, n0, nb);
                 for (int64_t b = b0; b < b1; b++) {
                     R_ZERO(sum);
                     for (int64_t p = row_ptr[b]; p < row_ptr[b + 1]; p++)
@@ -348,9 +348,9 @@ int snn_tm_fwd(const int64_t *row_ptr, const int32_t *cols, const uint64_t *mask
                         }
                     rv base[RV];
                     for (int q = 0; q < RV; q++) base[q] = rld(bt + RW * q) + sum[q];
+                    const int64_t *ob = off + (b - b0) * T;
                     for (int64_t t = 0; t < T; t++) {
                         R_ZERO(a);
-                        const int64_t *ob = off + (b - b0) * T;
                         for (int64_t e = ob[t]; e < ob[t + 1]; e++) {
                             const int32_t v = ent[e];
                             const float *w = Wt + (int64_t)(v & ~SIGN_BIT) * TILE;

@@ -96,4 +96,13 @@ static inline void pack_tile_t(const float *W, float *Ap, int64_t K, int64_t N, 
     }
 }
 
+/* Ask for the T rows p, p + stride, ... (n floats each) ahead of their use: the rows of
+   one sample in a [T, B, N] tensor lie B * N floats apart, too far for the hardware
+   prefetchers, so a sample's rows otherwise arrive one memory latency at a time (one
+   Xeon, snn_tm_wgrad over an all-zero [4000, 512] gradient: 3.2 ms without, 0.8 ms with). */
+static inline void prefetch_rows(const float *p, int64_t stride, int64_t T, int64_t n) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t j = 0; j < n; j += 16) __builtin_prefetch(p + t * stride + j, 0, 3);
+}
+
 #endif

@@ -394,13 +394,20 @@ void snn_tm_wgrad(const int64_t *row_ptr, const int32_t *cols, const uint64_t *m
         double colsum[TILE] = {0};
         for (int64_t b = 0; b < B; b++) {
             const int64_t p0 = row_ptr[b], p1 = row_ptr[b + 1];
+            if (b + 1 < B) prefetch_rows(G + (b + 1) * N + n0, B * N, T, nb);
             if (p0 == p1 && !db) continue;
             R_ZERO(cs);
+            uint64_t live = 0;  /* bit t: row t of this tile has a non-zero entry */
             for (int64_t t = 0; t < T; t++) {  /* this sample's gradient rows, padded */
                 const float *g = G + (t * B + b) * N + n0;
                 float *d = gb + t * TILE;
                 if (nb == TILE) memcpy(d, g, sizeof(float) * TILE);
                 else for (int j = 0; j < TILE; j++) d[j] = j < nb ? g[j] : 0.0f;
+                rvi nz = (rvi){0};
+                for (int q = 0; q < RV; q++) nz |= (rvi)rld(d + RW * q) & 0x7fffffff;
+                int any = 0;
+                for (int q = 0; q < RW; q++) any |= nz[q] != 0;
+                live |= (uint64_t)any << t;
                 if (db) for (int q = 0; q < RV; q++) cs[q] += rld(d + RW * q);
             }
             if (db) {
@@ -408,7 +415,10 @@ void snn_tm_wgrad(const int64_t *row_ptr, const int32_t *cols, const uint64_t *m
                 for (int q = 0; q < RV; q++) rst(part + RW * q, cs[q]);
                 for (int j = 0; j < TILE; j++) colsum[j] += (double)part[j];
             }
-            if (p0 == p1) continue;
+            /* Rows that are all zero add nothing (x + 0 == x, x - 0 == x): skipped, the
+               same floats. A surrogate window that is zero for every neuron of a tile at a
+               step -- common in trained networks -- leaves such rows. */
+            if (p0 == p1 || !live) continue;
             int have_sum = db != 0;  /* the T rows' sum for bright pairs: cs (the same adds) */
             rv sum[RV];
             for (int q = 0; q < RV; q++) sum[q] = db ? cs[q] : (rv){0};
@@ -424,11 +434,13 @@ void snn_tm_wgrad(const int64_t *row_ptr, const int32_t *cols, const uint64_t *m
                         have_sum = 1;
                     }
                     for (int q = 0; q < RV; q++) a[q] = sum[q];
-                    for (m = ~m & full; m; m &= m - 1) {
+                    for (m = ~m & full & live; m; m &= m - 1) {
                         const float *g = gb + __builtin_ctzll(m) * TILE;
                         for (int q = 0; q < RV; q++) a[q] -= rld(g + RW * q);
                     }
                 } else {
+                    m &= live;
+                    if (!m) continue;  /* adds zeros only */
                     for (int q = 0; q < RV; q++) a[q] = (rv){0};
                     for (; m; m &= m - 1) {
                         const float *g = gb + __builtin_ctzll(m) * TILE;

@@ -235,6 +235,27 @@ def test_spike_linear_non_binary_input_falls_back_to_dense(gen):
     torch.testing.assert_close(gw, torch.ones(30, 64).t() @ x)
 
 
+@pytest.mark.skipif(not NATIVE, reason="native kernels not built")
+def test_auto_runs_a_readouts_few_outputs_dense_and_wide_layers_sparse(gen, monkeypatch):
+    """``matmul=auto`` builds no spike index for a layer of at most ``DENSE_MAX_OUT``
+    outputs (BLAS is the faster there): its values are the dense GEMM's, bit for bit."""
+    from snn_lab.engine import linear
+
+    built = []
+    real = native.tmask
+    monkeypatch.setattr(native, "tmask", lambda x: built.append(x.shape) or real(x))
+    x = (torch.rand(4, 6, 50, generator=gen) < 0.2).float().reshape(24, 50)
+    for n_out, sparse in ((linear.DENSE_MAX_OUT, False), (linear.DENSE_MAX_OUT + 1, True)):
+        built.clear()
+        W = torch.randn(n_out, 50, generator=gen, requires_grad=True)
+        out = spike_linear(x, W, None, "auto", binary=True, time_steps=4)
+        assert bool(built) == sparse
+        if not sparse:
+            assert torch.equal(out, F.linear(x, W))
+        assert linear.auto_sparse(0.2, n_out, 0.5) == sparse
+    assert not linear.auto_sparse(0.6, 512, 0.5)
+
+
 def test_bad_strategy_and_options():
     with pytest.raises(ValueError, match="matmul='fast' is unknown"):
         spike_linear(torch.zeros(2, 3), torch.zeros(4, 3), None, "fast")
@@ -654,8 +675,11 @@ def test_temporal_kernels_with_several_tiles_equal_the_one_tile_kernel_and_torch
     ]
     assert torch.equal(out, torch.cat(tiles, dim=1))
     torch.testing.assert_close(out, F.linear(x.reshape(T * B, K), W, b), rtol=1e-4, atol=1e-4)
-    # the weight gradient in nn.Linear's layout, and the bias gradient from the same pass
+    # the weight gradient in nn.Linear's layout, and the bias gradient from the same pass;
+    # G with zero rows (which the kernel skips), whole and within the first column tile
     G = torch.randn(T * B, N, generator=g)
+    G[torch.rand(T * B, generator=g) < 0.3] = 0.0
+    G[torch.rand(T * B, generator=g) < 0.3, :64] = 0.0
     dW, db = native.tm_wgrad(tm, G, T, B, K, bias_grad=True)
     assert dW.shape == (N, K) and dW.is_contiguous() and torch.equal(native.tm_wgrad(tm, G, T, B, K), dW)
     torch.testing.assert_close(dW, G.t() @ x.reshape(T * B, K), rtol=1e-4, atol=1e-4)

@@ -146,7 +146,8 @@ def layer_strategies(net, images: torch.Tensor, generator, repeats: int, device:
         med = {k: {p: median(v) * 1e3 for p, v in d.items()} for k, d in times.items()}
         best = min(med, key=lambda k: med[k]["forward"] + med[k]["wgrad"])
         opts = options()
-        auto = "sparse" if ("sparse" in cands and density <= opts.sparse_max_density) else "dense"
+        sparse = L.auto_sparse(density, W.shape[0], opts.sparse_max_density)
+        auto = "sparse" if ("sparse" in cands and sparse) else "dense"
         rows.append(
             {
                 "layer": i,

@@ -16,8 +16,11 @@ The input ``x[M, K]`` of a spiking layer is binary, and usually sparse. Strategi
             bf16 GEMMs against ``W = W1 + W2 + W3`` (each ``Wi`` bf16, 24 bits together)
             accumulated in fp32 -- tensor-core speed at fp32 accuracy on GPUs. The weight
             gradient splits ``G`` the same way. (CUDA; elsewhere it is emulated and slow.)
-``auto``    ``sparse`` when the native kernels are loaded, the input is binary and its
-            density is at most ``sparse_max_density``; ``dense`` otherwise.
+``auto``    ``sparse`` when the native kernels are loaded, the input is binary, its
+            density is at most ``sparse_max_density`` and the layer has more than
+            ``DENSE_MAX_OUT`` outputs; ``dense`` otherwise (a readout's few outputs fill
+            less than one column tile of the sparse kernels, and BLAS ran them faster in
+            every bench's per-layer timing).
 
 Exactness: ``dense`` runs the same GEMM as the per-step path (bit-identical spikes on
 this CPU). ``sparse`` and ``bf16x3`` sum the same terms in another order, so currents
@@ -34,6 +37,14 @@ import torch.nn.functional as F
 
 from . import native
 from .options import BERNOULLI_RNGS, STRATEGIES, native_enabled
+
+DENSE_MAX_OUT = 32  # auto: layers with at most this many outputs run dense
+
+
+def auto_sparse(density: float, out_features: int, max_density: float) -> bool:
+    """Whether ``matmul=auto`` takes the sparse kernels for a binary input of this density
+    (the native kernels being loaded)."""
+    return out_features > DENSE_MAX_OUT and density <= max_density
 
 
 def is_binary(x: torch.Tensor) -> bool:
@@ -98,6 +109,7 @@ class _SpikeLinear(torch.autograd.Function):
             and weight.dtype == torch.float32
             and binary is not False
             and native_enabled()
+            and not (strategy == "auto" and N <= DENSE_MAX_OUT)
         )
         if use_native:
             xc = x.contiguous()
@@ -111,7 +123,7 @@ class _SpikeLinear(torch.autograd.Function):
                 idx = None if csr is None else ("csr", csr)
                 nspikes = None if csr is None else csr[1].numel() - 1
             binary = idx is not None
-            if idx is not None and strategy == "auto" and nspikes > max_density * M * K:
+            if idx is not None and strategy == "auto" and not auto_sparse(nspikes / max(M * K, 1), N, max_density):
                 idx = None  # dense GEMM; saving the bool input is as lean
         if idx is not None:
             wp = packed_weight(weight)

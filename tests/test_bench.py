@@ -53,6 +53,14 @@ def test_tiny_bench_in_process():
     text = table(res)
     assert "network conv (T=4" in text and "network conv_bernoulli (T=20" in text and "engine" in text
     json.dumps(res)  # serialisable as is
+    # the dense recheck's line says which of the two cases it found
+    eng = res["networks"]["mlp"]["agreement"]["engine"]
+    for n_dense, says in (
+        (0, "the rest is float summation order"),
+        (3, "the library rounds the all-steps matmuls differently"),
+    ):
+        eng["spike_mismatches_dense_matmul"] = n_dense
+        assert f"({n_dense} with engine.matmul=dense, the per-step path's matmuls: {says}" in table(res)
 
 
 def test_a_race_without_the_engine_contestant_starts_from_the_same_pretraining():

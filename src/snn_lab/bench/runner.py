@@ -535,10 +535,15 @@ def _network_table(name: str, res: dict) -> str:
             )
             for op, what in (("conv", "convs"), ("matmul", "matmuls")):
                 if f"spike_mismatches_dense_{op}" in a["engine"]:
-                    out += (
-                        f" ({a['engine'][f'spike_mismatches_dense_{op}']} with engine.{op}=dense, the per-step "
-                        f"path's {what}: the rest is float summation order)"
+                    n_dense = a["engine"][f"spike_mismatches_dense_{op}"]
+                    why = (
+                        "the rest is float summation order"
+                        if n_dense == 0
+                        # BLAS may block a product over all T*B rows differently from B-row ones
+                        else f"the library rounds the all-steps {what} differently from the per-step "
+                        "ones here: float summation order either way"
                     )
+                    out += f" ({n_dense} with engine.{op}=dense, the per-step path's {what}: {why})"
     if res["targets"]:
         out += "\ntargets: " + ", ".join(
             f"{k} {v['ratio']} ({'met' if v['met'] else 'not met' if v['met'] is not None else 'not run'})"

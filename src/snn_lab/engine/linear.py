@@ -22,10 +22,13 @@ The input ``x[M, K]`` of a spiking layer is binary, and usually sparse. Strategi
             less than one column tile of the sparse kernels, and BLAS ran them faster in
             every bench's per-layer timing).
 
-Exactness: ``dense`` runs the same GEMM as the per-step path (bit-identical spikes on
-this CPU). ``sparse`` and ``bf16x3`` sum the same terms in another order, so currents
-differ by float rounding (~1e-7 relative) and a spike can flip only when a membrane lands
-within that distance of the threshold; see docs/BENCHMARKS.md.
+Exactness: ``dense`` runs the per-step path's products as one GEMM over all ``T*B`` rows:
+bit-identical spikes where BLAS rounds a row independently of the row count (the AMD
+machines of docs/BENCHMARKS.md; one Intel Xeon's MKL rounded a 1,280-row product with
+784 inputs differently from 64-row ones, so there a spike can flip as below). ``sparse``
+and ``bf16x3`` sum the same terms in another order, so currents differ by float rounding
+(~1e-7 relative) and a spike can flip only when a membrane lands within that distance of
+the threshold; see docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations

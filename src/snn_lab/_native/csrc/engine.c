@@ -798,6 +798,64 @@ static void conv_wgrad_image(const int64_t *row_ptr, const int32_t *col, const f
         }
 }
 
+/* The same share, gathered per input channel instead of scattered per spike: the image's
+   spikes are regrouped by channel (the pixels where channel c fires, ascending), then for
+   each tap and channel the output-gradient blocks at the tapped pixels are summed in
+   registers and added to d once -- loads and adds, where the scatter read-modified-wrote a
+   row of d per spike and tap (bound by stores). The terms per entry of d are the same;
+   their order differs (float rounding). Scratch (per thread): cptr[Ci + 1], cur[Ci],
+   cpix[H * W * Ci]; hw[p] = (h << 16) | w for each input pixel p. */
+#define CS_BLOCK(NV, cb) do {                                                        \
+        v8f a_[NV];                                                                  \
+        for (int q = 0; q < NV; q++) a_[q] = splat(0.0f);                            \
+        for (int32_t e = cptr[c]; e < cptr[c + 1]; e++) {                            \
+            const int32_t hw_ = hw[cpix[e]];                                         \
+            const int64_t i_ = (hw_ >> 16) + si, j_ = (hw_ & 0xffff) + sj;          \
+            if ((uint64_t)i_ >= (uint64_t)g.Ho || (uint64_t)j_ >= (uint64_t)g.Wo) continue; \
+            const float *gp_ = gn + (i_ * g.Wo + j_) * g.Co + (cb);                  \
+            for (int q = 0; q < NV; q++) a_[q] += ld(gp_ + 8 * q);                   \
+        }                                                                            \
+        float *d_ = drow + (cb);                                                     \
+        for (int q = 0; q < NV; q++) st(d_ + 8 * q, ld(d_ + 8 * q) + a_[q]);         \
+    } while (0)
+
+static void conv_wgrad_image_cs(const int64_t *row_ptr, const int32_t *col, const float *gn, float *d,
+                                int64_t n, conv_geom g, const int32_t *hw, int32_t *cptr, int32_t *cur,
+                                int32_t *cpix) {
+    const int64_t HW = g.H * g.W, base = n * HW;
+    memset(cptr, 0, sizeof(int32_t) * (size_t)(g.Ci + 1));
+    for (int64_t e = row_ptr[base]; e < row_ptr[base + HW]; e++) cptr[col[e] + 1]++;
+    for (int64_t c = 0; c < g.Ci; c++) cptr[c + 1] += cptr[c];
+    memcpy(cur, cptr, sizeof(int32_t) * (size_t)g.Ci);
+    for (int64_t p = 0; p < HW; p++)
+        for (int64_t e = row_ptr[base + p]; e < row_ptr[base + p + 1]; e++) cpix[cur[col[e]]++] = (int32_t)p;
+    for (int64_t dy = 0; dy < g.kh; dy++)
+        for (int64_t dx = 0; dx < g.kw; dx++) {
+            const int64_t si = g.ph - dy, sj = g.pw - dx;  /* output pixel = input pixel + (si, sj) */
+            float *dtap = d + (dy * g.kw + dx) * g.Ci * g.Co;
+            for (int64_t c = 0; c < g.Ci; c++) {
+                if (cptr[c] == cptr[c + 1]) continue;
+                float *drow = dtap + c * g.Co;
+                int64_t cb = 0;
+#if WIDE16
+                for (; cb + 64 <= g.Co; cb += 64) {
+                    R_ZERO(a);
+                    for (int32_t e = cptr[c]; e < cptr[c + 1]; e++) {
+                        const int32_t hw_ = hw[cpix[e]];
+                        const int64_t i = (hw_ >> 16) + si, j = (hw_ & 0xffff) + sj;
+                        if ((uint64_t)i >= (uint64_t)g.Ho || (uint64_t)j >= (uint64_t)g.Wo) continue;
+                        const float *gp = gn + (i * g.Wo + j) * g.Co + cb;
+                        for (int q = 0; q < RV; q++) a[q] += rld(gp + RW * q);
+                    }
+                    R_ACC(drow + cb, +, a);
+                }
+#endif
+                for (; cb + 32 <= g.Co; cb += 32) CS_BLOCK(4, cb);
+                for (; cb < g.Co; cb += 8) CS_BLOCK(1, cb);
+            }
+        }
+}
+
 /* dWt = the sum of the per-thread copies dWt_threads[nt][wsize] (one thread's share each). */
 static void sum_thread_copies(float *dWt, const float *dWt_threads, int64_t wsize, int nt) {
     #pragma omp parallel num_threads(nt)
@@ -817,13 +875,24 @@ static void sum_thread_copies(float *dWt, const float *dWt_threads, int64_t wsiz
 void snn_conv_wgrad(const int64_t *row_ptr, const int32_t *col, const float *G, float *dWt,
                     float *dWt_threads, int64_t N, const int64_t *geom, int nt) {
     const conv_geom g = geom_of(geom);
-    const int64_t wsize = g.kh * g.kw * g.Ci * g.Co;
+    const int64_t wsize = g.kh * g.kw * g.Ci * g.Co, HW = g.H * g.W;
+    int32_t *hw = (g.H < 32768 && g.W < 32768) ? malloc(sizeof(int32_t) * (size_t)(HW ? HW : 1)) : NULL;
+    if (hw)
+        for (int64_t p = 0; p < HW; p++) hw[p] = (int32_t)(((p / g.W) << 16) | (p % g.W));
     #pragma omp parallel num_threads(nt)
     {
         float *d = dWt_threads + omp_get_thread_num() * wsize;
         SHARE(N, n0, n1)
-        for (int64_t n = n0; n < n1; n++) conv_wgrad_image(row_ptr, col, G + n * g.Ho * g.Wo * g.Co, d, n, g);
+        /* the per-channel gather, or (no memory for its lists) the per-spike scatter */
+        int32_t *cs = hw ? malloc(sizeof(int32_t) * (size_t)(2 * g.Ci + 1 + HW * g.Ci)) : NULL;
+        for (int64_t n = n0; n < n1; n++) {
+            const float *gn = G + n * g.Ho * g.Wo * g.Co;
+            if (cs) conv_wgrad_image_cs(row_ptr, col, gn, d, n, g, hw, cs, cs + g.Ci + 1, cs + 2 * g.Ci + 1);
+            else conv_wgrad_image(row_ptr, col, gn, d, n, g);
+        }
+        free(cs);
     }
+    free(hw);
     sum_thread_copies(dWt, dWt_threads, wsize, nt);
 }
 

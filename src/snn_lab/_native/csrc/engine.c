@@ -837,8 +837,7 @@ static void conv_wgrad_image_cs(const int64_t *row_ptr, const int32_t *col, cons
                 if (cptr[c] == cptr[c + 1]) continue;
                 float *drow = dtap + c * g.Co;
                 int64_t cb = 0;
-#if WIDE16
-                for (; cb + 64 <= g.Co; cb += 64) {
+                for (; cb + 64 <= g.Co; cb += 64) {  /* RV vectors of RW floats: either build */
                     R_ZERO(a);
                     for (int32_t e = cptr[c]; e < cptr[c + 1]; e++) {
                         const int32_t hw_ = hw[cpix[e]];
@@ -849,7 +848,6 @@ static void conv_wgrad_image_cs(const int64_t *row_ptr, const int32_t *col, cons
                     }
                     R_ACC(drow + cb, +, a);
                 }
-#endif
                 for (; cb + 32 <= g.Co; cb += 32) CS_BLOCK(4, cb);
                 for (; cb < g.Co; cb += 8) CS_BLOCK(1, cb);
             }

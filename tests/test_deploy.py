@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -297,11 +299,15 @@ def test_seed_size_network_on_real_mnist_batches(tmp_path, tiny_net):
 # -- runtime and report -----------------------------------------------------------------------
 
 
-def test_runtime_pads_the_last_batch_and_matches_eager(tmp_path, tiny_net, mnist_like):
+@pytest.mark.parametrize("in_caller", [False, True])
+def test_runtime_pads_the_last_batch_and_matches_eager(in_caller, tmp_path, tiny_net, mnist_like, monkeypatch):
     net = tiny_net()
     _, compiled, _ = compile_step(net, "onnxruntime", 4, tmp_path)
+    compiled.runs_on_all_cores = in_caller  # a step on every core runs in the calling thread
     images = mnist_like(10, seed=3)
     src = InputSource(net, 0, T)
+    if in_caller:
+        monkeypatch.setattr(threading, "Thread", None)  # any thread started would fail
     res = Runtime(compiled, src, queue_depth=2, warmup=1).run(images)
     ref = eager_reference(net, src, images, batch_size=3)
     assert res.samples == 10 and len(res.batch_latency_s) == 3
@@ -328,8 +334,10 @@ def test_runtime_surfaces_backend_errors(tmp_path, tiny_net, mnist_like):
         raise RuntimeError("device fell over")
 
     compiled.run_batch = boom
-    with pytest.raises(RuntimeError, match="device fell over"):
-        Runtime(compiled, InputSource(net, 0, T), warmup=0).run(mnist_like(8))
+    for in_caller in (False, True):
+        compiled.runs_on_all_cores = in_caller
+        with pytest.raises(RuntimeError, match="device fell over"):
+            Runtime(compiled, InputSource(net, 0, T), warmup=0).run(mnist_like(8))
 
 
 def test_run_deploy_writes_a_complete_report(tmp_path, tiny_net):
@@ -337,6 +345,9 @@ def test_run_deploy_writes_a_complete_report(tmp_path, tiny_net):
     rep = run_deploy(net, "sparse", 8, tmp_path / "d", num_samples=40, latency_samples=5, warmup=1)
     data = json.loads((tmp_path / "d" / "deploy_report.json").read_text())
     assert data == json.loads(json.dumps(rep))
+    # a kernel pool on every core is driven from the calling thread, else by the threads
+    all_cores = data["backend_info"]["threads"] >= (os.cpu_count() or 1)
+    assert data["runtime"].startswith("calling thread" if all_cores else "feeder")
     for key in (
         "backend",
         "batch_size",

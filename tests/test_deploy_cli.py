@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def test_deploy_cli_sparse_backend_options_from_the_command_line(ckpt, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads((tmp_path / "out" / "deploy_report.json").read_text())
     assert rep["backend_info"]["threads"] == 1 and rep["device_encoding"] and rep["agreement"] == 1.0
+    assert rep["runtime"].startswith("feeder") or os.cpu_count() == 1  # one kernel thread: the pipeline
     assert rep["latency_ms"]["batch1"] is None
 
 

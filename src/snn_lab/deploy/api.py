@@ -263,6 +263,9 @@ def run_deploy(
         "samples": res.samples,
         "throughput": round(res.throughput, 1),
         "throughput_unit": "samples/s (wall clock, encoding included, after warm-up)",
+        "runtime": "calling thread (the step runs on every core)"
+        if getattr(compiled, "runs_on_all_cores", False)
+        else "feeder, worker and reader threads",
         "wall_seconds": round(res.wall_seconds, 4),
         "compile_seconds": round(compile_s, 3),
         "latency_ms": {"batch": percentiles_ms(res.batch_latency_s), "batch1": latency_b1},

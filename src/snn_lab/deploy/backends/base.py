@@ -67,6 +67,10 @@ class CompiledStep:
     #: True when the compiled step draws its own Bernoulli numbers (device-side encoding);
     #: the runtime then sends only the images and per-sample keys, no draws.
     device_rng: bool = False
+    #: True when ``run_batch`` already runs on every core (a native kernel with its own
+    #: thread pool): the runtime then feeds, runs and reads in the calling thread, since
+    #: Python feeder/worker/reader threads would only compete with that pool for the cores.
+    runs_on_all_cores: bool = False
 
     def reset(self, images: Tensor | np.ndarray | None = None, keys: np.ndarray | None = None) -> None:
         """Zero the state at the start of a sample batch. ``images`` are bound for

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import os
 import time
 from typing import Any, ClassVar
 
@@ -243,6 +244,7 @@ class SparseStep(CompiledStep):
         self._net_ref = ctypes.byref(net)
         self._out = np.zeros((B, specs[-1]["n_out"]), dtype=np.float32)
         self.threads = int(self.lib.snn_pool_threads(self._pool)) if self._pool else 1
+        self.runs_on_all_cores = self.threads >= (os.cpu_count() or 1)
         self._spikes = np.zeros(L, dtype=np.int64)  # input spikes per layer over every run_batch
         self._samples_run = 0
         self._kernel_seconds = 0.0

@@ -142,3 +142,20 @@ def test_backend_options_are_typed_at_compose(compose_cfg):
         compose_cfg(["ckpt_path=x", "backend=onnxruntime", "backend.options.opset=abc"], "deploy")
     with pytest.raises(Exception, match="bogus"):
         compose_cfg(["ckpt_path=x", "backend=aoti", "backend.options.bogus=1"], "deploy")
+
+
+def test_runtime_bench_script_alternates_both_runtimes_on_one_compiled_step(ckpt, capsys):
+    import importlib.util
+
+    from helpers import ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_deploy_runtime", ROOT / "experiments/bench_deploy_runtime.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([str(ckpt), "--batch", "14", "--rounds", "2", "--samples", "42"]) == 0
+    out = capsys.readouterr().out
+    assert len(re.findall(r"\d+", re.search(r"^threads +samples/s: (.*)$", out, re.M).group(1))) == 2
+    assert re.search(r"^ratio calling thread / threads per round: \[[\d., ]+\], median [\d.]+$", out, re.M)
+    assert "same predictions: True" in out
+    assert mod.main(["/nonexistent/best.ckpt"]) == 2
+    assert "error:" in capsys.readouterr().err

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 # what `python -m snn_lab.{train,deploy,bench}` imports before it parses its arguments
-PRELOAD = ("snn_lab.cli.train_app", "snn_lab.cli.deploy_app", "snn_lab.cli.bench_app")
+PRELOAD = ("snn_lab.cli.train_entry", "snn_lab.cli.train_app", "snn_lab.cli.deploy_app", "snn_lab.cli.bench_app")
 
 
 class Zygote:

@@ -66,6 +66,33 @@ print(json.dumps({"env": changed, "filters_added": len(warnings.filters) - len(b
     assert got["filters_added"] <= 0, got
 
 
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("neuron.vth=abc", "neuron.vth"),
+        ("neuron.vht=0.4", "Key 'vht' not in 'LIFConf'"),
+        ("time_steps=[1]", "time_steps"),
+    ],
+)
+def test_a_bad_override_fails_before_torch_or_lightning_load(override, needle, tmp_path):
+    """Hydra merges and type-checks the overrides against the schemas before the job
+    imports the training stack: the one-line error comes without torch or Lightning."""
+    code = f"""
+import json, runpy, sys
+sys.argv = ["snn_lab.train", {override!r}, "hydra.run.dir={tmp_path / "run"}"]
+try:
+    runpy.run_module("snn_lab.train", run_name="__main__")
+except SystemExit as e:
+    code = e.code
+print(json.dumps({{"code": code, "loaded": [m for m in ("torch", "pytorch_lightning") if m in sys.modules]}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"code": 1, "loaded": []}, (got, out.stderr[-2000:])
+    assert needle in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()  # nothing written for a rejected command line
+
+
 @pytest.mark.parametrize("module", ["snn_lab", "snn_lab.cli", "snn_lab.bench"])
 def test_entry_packages_load_no_torch_before_the_cli_sets_the_environment(module):
     """``python -m snn_lab.bench`` imports ``snn_lab.bench`` before its ``__main__``: torch

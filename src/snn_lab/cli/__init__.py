@@ -41,7 +41,7 @@ def prepare_process() -> None:
 
 def train() -> None:
     prepare_process()
-    from .train_app import check_output_dir, main
+    from .train_entry import check_output_dir, main
 
     check_output_dir(sys.argv[1:])
     main()
@@ -50,7 +50,7 @@ def train() -> None:
 def evaluate() -> None:
     """``snn-eval ckpt_path=...``: the train CLI with the ``eval`` config (train=false)."""
     prepare_process()
-    from .train_app import check_output_dir, main
+    from .train_entry import check_output_dir, main
 
     check_output_dir(sys.argv[1:])
     if not any(a.startswith(("--config-name", "-cn")) for a in sys.argv[1:]):

@@ -18,14 +18,12 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -46,8 +44,7 @@ from ..lit.callbacks import RunStats
 from ..lit.module import SNNLitModule
 from ..models import load_weights, net_diff, read_checkpoint, upgrade_net_config
 from ..models.efficiency import EnergyModel
-from . import CONFIG_DIR
-from .errors import fail, one_line, user_errors
+from .errors import one_line, user_errors
 from .sweep import FAILED_FILE, OBJECTIVES, lookup
 
 log = logging.getLogger("snn_lab.train")
@@ -475,8 +472,9 @@ def _log_final(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
         lg.finalize("success")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | list[float] | str:
+def run_job(cfg: DictConfig) -> float | list[float] | str:
+    """The job of ``snn-train``/``snn-eval`` once Hydra has composed and type-checked
+    ``cfg`` (:func:`snn_lab.cli.train_entry.main`): one run, or one job of a multirun."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     if hc.mode == RunMode.MULTIRUN:
@@ -521,25 +519,3 @@ def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | list[float] | str:
         atomic_write_json(failed, {"status": "failed", "error": error, "overrides": overrides})
     print(f"error: job {run_dir.name} failed: {error}", file=sys.stderr)
     return f"failed: {error}"
-
-
-def check_output_dir(argv: list[str]) -> None:
-    """Fail with one line, before Hydra starts, when the run/sweep dir cannot be created
-    (Hydra itself would print a traceback)."""
-    keys = ("hydra.run.dir", "hydra.sweep.dir", "paths.log_dir", "paths.root_dir")
-    if not any(a.lstrip("+").partition("=")[0] in keys for a in argv):
-        argv = [*argv, "hydra.run.dir=outputs"]
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key.lstrip("+") not in keys:
-            continue
-        anc = Path(value.split("${", 1)[0] or ".")
-        while not anc.exists() and anc != anc.parent:
-            anc = anc.parent
-        if not anc.is_dir():
-            fail(f"{key}={value}: {anc} is a file, not a directory; choose another {key}")
-        try:
-            with tempfile.TemporaryFile(dir=anc):
-                pass
-        except OSError as e:
-            fail(f"{key}={value}: {anc} is not writable ({e.strerror}); choose another {key}")

@@ -32,12 +32,38 @@ Options (process-wide; ``configure(...)`` or the ``using(...)`` context manager)
 
 from __future__ import annotations
 
-from . import native
-from .conv import batch_norm_max_pool2d, conv_bn_max_pool2d, spike_conv2d
-from .linear import bernoulli_linear, is_binary, spike_linear
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The options are plain dataclasses: the config schema imports them, and a command line's
+# overrides are type-checked against that schema before torch loads (a wrong override
+# fails in about a second). Everything else loads on first use (PEP 562).
 from .options import CONV_STRATEGIES, STRATEGIES, EngineOptions, configure, options, using
-from .scan import lif_scan, lif_scan_reference
-from .surrogate import SURROGATE_GRADS, SURROGATE_WIDTHS, heaviside, spike, surrogate_grad
+
+if TYPE_CHECKING:
+    from . import native
+    from .conv import batch_norm_max_pool2d, conv_bn_max_pool2d, spike_conv2d
+    from .linear import bernoulli_linear, is_binary, spike_linear
+    from .scan import lif_scan, lif_scan_reference
+    from .surrogate import SURROGATE_GRADS, SURROGATE_WIDTHS, heaviside, spike, surrogate_grad
+
+_LAZY = {
+    "native": None,  # the submodule itself
+    **dict.fromkeys(("batch_norm_max_pool2d", "conv_bn_max_pool2d", "spike_conv2d"), "conv"),
+    **dict.fromkeys(("bernoulli_linear", "is_binary", "spike_linear"), "linear"),
+    **dict.fromkeys(("lif_scan", "lif_scan_reference"), "scan"),
+    **dict.fromkeys(("SURROGATE_GRADS", "SURROGATE_WIDTHS", "heaviside", "spike", "surrogate_grad"), "surrogate"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_LAZY[name] or name}")
+    value = module if _LAZY[name] is None else getattr(module, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CONV_STRATEGIES",

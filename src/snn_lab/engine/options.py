@@ -7,8 +7,6 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-from . import native
-
 STRATEGIES = ("auto", "dense", "sparse", "bf16x3")
 CONV_STRATEGIES = ("auto", "dense", "channels_last", "sparse")
 BERNOULLI_RNGS = ("torch", "kernel")
@@ -56,6 +54,8 @@ def options() -> EngineOptions:
 
 def native_enabled() -> bool:
     """True when the compiled CPU kernels may be used (option on and kernels loaded)."""
+    from . import native  # torch: loaded on first use, not with the options
+
     return _options.native and native.available()
 
 

@@ -70,6 +70,8 @@ class SNNLitModule(pl.LightningModule):
         # ``rank_rng_states[rank]``. Lightning calls this hook on every rank (it writes
         # rank 0's dict only), so the states are gathered here.
         own = {"encoder_rng_state": self.generator.get_state(), "torch_rng_state": torch.get_rng_state()}
+        if self.device.type == "cuda":  # dropout on a GPU draws from that device's generator
+            own["cuda_rng_state"] = torch.cuda.get_rng_state(self.device)
         checkpoint.update(own)
         if self.efficiency is not None:
             checkpoint["efficiency"] = self.efficiency
@@ -91,6 +93,7 @@ class SNNLitModule(pl.LightningModule):
             self._gen, self._gen_state = None, state
         # restored at train start: Lightning seeds and builds loaders after loading
         self._pending_torch_rng = states.get("torch_rng_state")
+        self._pending_cuda_rng = states.get("cuda_rng_state")
         if checkpoint.get("efficiency") is not None:
             self.efficiency = checkpoint["efficiency"]
             self.efficiency_history = list(checkpoint.get("efficiency_history") or [])
@@ -100,6 +103,10 @@ class SNNLitModule(pl.LightningModule):
         if state is not None:
             torch.set_rng_state(state)
             self._pending_torch_rng = None
+        cuda_state = getattr(self, "_pending_cuda_rng", None)
+        if cuda_state is not None and self.device.type == "cuda":  # (resumed on a CPU: not needed)
+            torch.cuda.set_rng_state(cuda_state, self.device)
+            self._pending_cuda_rng = None
 
     # -- steps --------------------------------------------------------------------------
     def forward(self, images: torch.Tensor, return_record: bool = False):

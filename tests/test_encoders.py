@@ -30,13 +30,15 @@ def test_bernoulli_reproducible_with_generator():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_bernoulli_step_and_forward_draw_the_same_stream():
-    x = torch.rand(2, 6)
+@pytest.mark.parametrize("shape", [(2, 6), (40, 1, 28, 28)])  # the second is drawn by the engine's kernel
+def test_bernoulli_step_and_forward_draw_the_same_stream(shape):
+    x = torch.rand(shape)
     enc = build_encoder("bernoulli")
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     whole = enc(x, 4, g1)
     steps = torch.stack([enc.step(x, t, 4, g2) for t in range(4)])
     assert torch.equal(whole, steps)
+    assert torch.equal(g1.get_state(), g2.get_state())  # and the generator is left alike
 
 
 def test_latency_brighter_is_earlier_one_spike():

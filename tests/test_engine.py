@@ -592,6 +592,46 @@ def test_kernel_bernoulli_draws(gen):
         engine.configure(bernoulli="quantum")
 
 
+@pytest.mark.skipif(not NATIVE, reason="native kernels unavailable")
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**64 - 1),
+    before=st.integers(0, 3000),
+    sizes=st.lists(st.integers(native._RAND_MIN, 5 * native._RAND_MIN), min_size=1, max_size=3),
+)
+def test_engine_rand_draws_torch_rands_numbers_and_leaves_its_state(seed, before, sizes):
+    """native.torch_rand: torch.rand's float32 numbers from any stream position (MT19937
+    blocks are 624 numbers long), and the generator left exactly where torch.rand leaves
+    it: the next draws agree too."""
+    g_torch, g_engine = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    torch.rand(before, generator=g_torch)
+    torch.rand(before, generator=g_engine)
+    for n in sizes:
+        shape = (n // 2, 2) if n % 2 == 0 else (n,)
+        assert torch.equal(native.torch_rand(shape, g_engine), torch.rand(shape, generator=g_torch))
+    assert torch.equal(g_engine.get_state(), g_torch.get_state())
+    assert torch.equal(torch.rand(700, generator=g_engine), torch.rand(700, generator=g_torch))
+
+
+@pytest.mark.skipif(not NATIVE, reason="native kernels unavailable")
+def test_engine_rand_on_the_default_generator_and_its_fallbacks():
+    """engine.rand uses the default generator when given none; a state carrying a cached
+    normal sample, and engine.native=False, leave the draws to torch (same numbers)."""
+    shape = (20, 200, 784)  # the seed network's Bernoulli input at T=20, batch 200
+    torch.manual_seed(11)
+    want, after = torch.rand(shape), torch.rand(5)
+    torch.manual_seed(11)
+    assert torch.equal(engine.rand(shape), want) and torch.equal(torch.rand(5), after)
+    for setup in (lambda g: torch.randn(1, dtype=torch.float64, generator=g), lambda g: None):
+        g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        setup(g1)
+        setup(g2)
+        with engine.using(native=False):
+            assert torch.equal(engine.rand((100, 300), g2), torch.rand((100, 300), generator=g1))
+        assert torch.equal(engine.rand((100, 300), g2), torch.rand((100, 300), generator=g1))
+        assert torch.equal(g1.get_state(), g2.get_state())
+
+
 @pytest.mark.slow
 def test_compiled_scan_equals_the_native_scan(gen):
     """engine.scan=compile (the GPU default, runnable on CPU): the torch.compile'd scan and

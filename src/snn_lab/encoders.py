@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import engine
 from .errors import ConfigError
 from .registry import Registry
 
@@ -62,6 +63,15 @@ def _uniform(images: torch.Tensor, generator, shape=None) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=images.device, dtype=images.dtype)
 
 
+def _uniform_train(images: torch.Tensor, generator, time_steps: int) -> torch.Tensor:
+    """``_uniform`` for all ``T`` steps at once: the same numbers as ``T`` per-step draws;
+    on the CPU the engine draws them (:func:`snn_lab.engine.rand`, ``torch.rand``'s stream)."""
+    shape = (time_steps, *images.shape)
+    if images.device.type == "cpu" and images.dtype == torch.float32:
+        return engine.rand(shape, generator)
+    return _uniform(images, generator, shape)
+
+
 class BernoulliEncoder(Encoder):
     """Rate coding: ``spike = (u < p)`` with ``u ~ U[0, 1)`` fresh each step, the same
     comparison the tutorial's on-chip random op makes."""
@@ -72,7 +82,7 @@ class BernoulliEncoder(Encoder):
     def forward(self, images, time_steps, generator=None):
         _check_images(images)
         _check_steps(time_steps)
-        u = _uniform(images, generator, (time_steps, *images.shape))
+        u = _uniform_train(images, generator, time_steps)
         return (u < images).to(images.dtype)
 
 

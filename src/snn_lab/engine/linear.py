@@ -276,12 +276,12 @@ def bernoulli_linear(
     intensities ``p[B, K]`` (``x[t, b] = u < p``, a fresh draw per step), without forming
     ``x``: the draws go straight into the temporal index of the sparse kernels.
 
-    ``rng="torch"``: ``u = torch.rand((T, *p.shape), generator)`` -- the draws (and so the
-    spikes) of :class:`~snn_lab.encoders.BernoulliEncoder`. ``rng="kernel"``: the kernel
-    hashes one 62-bit key drawn from ``generator`` with (sample, step, input), only where
-    ``p > 0``: other random numbers than the encoder's (same distribution), no ``[T, B,
-    K]`` uniforms. Returns None when the native kernels cannot run it (the caller encodes
-    first)."""
+    ``rng="torch"``: ``u = torch.rand((T, *p.shape), generator)`` (drawn by
+    :func:`native.torch_rand`) -- the draws (and so the spikes) of
+    :class:`~snn_lab.encoders.BernoulliEncoder`. ``rng="kernel"``: the kernel hashes one
+    62-bit key drawn from ``generator`` with (sample, step, input), only where ``p > 0``:
+    other random numbers than the encoder's (same distribution), no ``[T, B, K]`` uniforms.
+    Returns None when the native kernels cannot run it (the caller encodes first)."""
     if rng not in BERNOULLI_RNGS:
         raise ValueError(f"bernoulli={rng!r} is unknown; accepted: {', '.join(BERNOULLI_RNGS)}")
     if not (
@@ -297,7 +297,7 @@ def bernoulli_linear(
     B = p.shape[0]
     pc = p.contiguous()
     if rng == "torch":
-        u = torch.rand((time_steps, *p.shape), generator=generator, dtype=p.dtype)
+        u = native.torch_rand((time_steps, *p.shape), generator)  # torch.rand's numbers
         tm = native.bernoulli_tmask(pc, time_steps, U=u)
     else:
         key = int(torch.randint(0, 2**62, (1,), generator=generator))

@@ -27,6 +27,7 @@ __all__ = [
     "spmm_fwd",
     "spmm_wgrad",
     "status",
+    "torch_rand",
 ]
 
 #: surrogate names the C backward knows (index = kind code)
@@ -68,6 +69,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_tm_fwd.restype = i32
     lib.snn_tm_wgrad.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, i32]
     lib.snn_thin_mm.argtypes = [p, p, p, i64, i64, i64, i32]
+    lib.snn_mt_uniform.argtypes = [p, p, p, p, i64]
+    lib.snn_mt_uniform.restype = i32
     for f in (
         "snn_tm_fill",
         "snn_tm_wgrad",
@@ -572,3 +575,49 @@ def conv1_wgrad(X: torch.Tensor, G: torch.Tensor, geom) -> torch.Tensor:
     parts = torch.zeros(nt, kh * kw * Co, dtype=torch.float32)
     _lib_or_raise().snn_conv1_wgrad(_ptr(X), _ptr(G), _ptr(dW), _ptr(parts), N, _g(geom), nt)
     return dW
+
+
+# torch's CPU generator state (CPUGeneratorImplState, get_state()): the legacy record's
+# int64 seed, int32 left, int32 seeded, uint64 next, uint64[624] MT words, the double
+# normal cache (x, y, rho, int32 valid), then the float normal cache
+_GEN_STATE_BYTES = 5056
+_LEFT, _SEEDED, _NEXT, _WORDS, _DOUBLE_NORMAL_VALID = 8, 12, 16, 24, 5040
+_MT_WORDS = 624
+_RAND_MIN = 1 << 14  # below this torch.rand itself is as fast (the state round trip costs ~10 us)
+
+
+def torch_rand(shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
+    """``torch.rand(shape, generator=generator)`` (float32, CPU): the same numbers, and the
+    generator left in the same state, with the MT19937 stream continued by the kernel
+    (``snn_mt_uniform``) instead of one number at a time under torch's lock.
+
+    Only the MT words and the stream position (``left``, ``next``) of the exported state
+    are rewritten. Falls back to ``torch.rand`` whenever the equality is not assured: no
+    kernels, a non-CPU generator, a state layout other than this torch's, or a state that
+    carries a cached double normal sample (left to torch, so that nothing but the stream
+    position can change)."""
+    gen = torch.default_generator if generator is None else generator
+    n = 1
+    for d in shape:
+        n *= int(d)
+    if n < _RAND_MIN or gen.device.type != "cpu" or not available():
+        return torch.rand(shape, generator=generator)
+    st = gen.get_state()
+    if (
+        st.numel() != _GEN_STATE_BYTES
+        or int(st[_SEEDED : _SEEDED + 4].view(torch.int32)) != 1
+        or int(st[_DOUBLE_NORMAL_VALID : _DOUBLE_NORMAL_VALID + 4].view(torch.int32)) != 0
+    ):
+        return torch.rand(shape, generator=generator)
+    words = st[_WORDS : _WORDS + 8 * _MT_WORDS].view(torch.int64)
+    s = words.to(torch.int32)  # the uint32 words, bit for bit
+    left = ctypes.c_int64(int(st[_LEFT : _LEFT + 4].view(torch.int32)))
+    nxt = ctypes.c_int64(int(st[_NEXT : _NEXT + 8].view(torch.int64)))
+    out = torch.empty(shape, dtype=torch.float32)
+    if _lib_or_raise().snn_mt_uniform(_ptr(s), ctypes.byref(left), ctypes.byref(nxt), _ptr(out), n) != 0:
+        return torch.rand(shape, generator=generator)
+    words.copy_(s.to(torch.int64) & 0xFFFFFFFF)
+    st[_LEFT : _LEFT + 4].view(torch.int32).fill_(left.value)
+    st[_NEXT : _NEXT + 8].view(torch.int64).fill_(nxt.value)
+    gen.set_state(st)
+    return out

@@ -1330,3 +1330,58 @@ void snn_thin_mm(const float *G, const float *W, float *out, int64_t M, int64_t 
         }
     }
 }
+
+/* ---- torch.rand's numbers, made faster ----------------------------------------------
+   PyTorch's CPU generator is MT19937 (at::mt19937), and torch.rand(float32) turns each
+   32-bit output y into (y & (2^24 - 1)) * 2^-24, one element after the other under the
+   generator's lock (about 8 ns per number here). snn_mt_uniform continues the same
+   stream from the generator's exported state (s[624], left, next, as get_state() holds
+   them) and writes the same floats, with the block regeneration and the tempering in
+   vector loops; the caller writes the advanced state back with set_state(). A draw
+   decrements left first and regenerates the block when it reaches 0 (so left - 1
+   numbers remain in the block from s[next]).
+   Returns 0, or -1 for a state torch would not produce (then nothing is written). */
+#define MT_N 624
+#define MT_M 397
+
+static inline uint32_t mt_twist(uint32_t u, uint32_t v) {
+    return (((u & 0x80000000u) | (v & 0x7FFFFFFFu)) >> 1) ^ ((0u - (v & 1u)) & 0x9908B0DFu);
+}
+
+static void mt_regenerate(uint32_t *restrict s) {
+    int i;
+    for (i = 0; i < MT_N - MT_M; i++) s[i] = s[i + MT_M] ^ mt_twist(s[i], s[i + 1]);
+    for (; i < MT_N - 1; i++) s[i] = s[i + MT_M - MT_N] ^ mt_twist(s[i], s[i + 1]);
+    s[MT_N - 1] = s[MT_M - 1] ^ mt_twist(s[MT_N - 1], s[0]);
+}
+
+int snn_mt_uniform(uint32_t *restrict s, int64_t *left, int64_t *next, float *restrict out, int64_t n) {
+    int64_t l = *left, x = *next;
+    if (l < 1 || l > MT_N || x < 0 || x > MT_N || x + l - 1 > MT_N) return -1;
+    const float scale = 1.0f / 16777216.0f;
+    for (int64_t done = 0; done < n;) {
+        if (l == 1) {
+            mt_regenerate(s);
+            l = MT_N + 1;
+            x = 0;
+        }
+        int64_t take = l - 1;
+        if (take > n - done) take = n - done;
+        const uint32_t *src = s + x;
+        float *dst = out + done;
+        for (int64_t j = 0; j < take; j++) {
+            uint32_t y = src[j];
+            y ^= y >> 11;
+            y ^= (y << 7) & 0x9D2C5680u;
+            y ^= (y << 15) & 0xEFC60000u;
+            y ^= y >> 18;
+            dst[j] = (float)(int32_t)(y & 0xFFFFFFu) * scale;
+        }
+        x += take;
+        l -= take;
+        done += take;
+    }
+    *left = l;
+    *next = x;
+    return 0;
+}

@@ -13,6 +13,7 @@ from helpers import step_loop
 from snn_lab import engine
 from snn_lab.encoders import build_encoder
 from snn_lab.engine import lif_scan, lif_scan_reference, native, spike_linear
+from snn_lab.engine import random as engine_random
 from snn_lab.models import tutorial_network
 from snn_lab.neurons import ALIF, LIF, Surrogate
 
@@ -630,6 +631,75 @@ def test_engine_rand_on_the_default_generator_and_its_fallbacks():
             assert torch.equal(engine.rand((100, 300), g2), torch.rand((100, 300), generator=g1))
         assert torch.equal(engine.rand((100, 300), g2), torch.rand((100, 300), generator=g1))
         assert torch.equal(g1.get_state(), g2.get_state())
+
+
+@pytest.mark.skipif(not NATIVE, reason="native kernels unavailable")
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**64 - 1),
+    before=st.integers(0, 2000),
+    n=st.integers(1, 30000),
+    p=st.one_of(st.sampled_from([0.0, 0.5, 0.8, 1 - 0.2, 1.0, 2**-40, 1 - 2**-40]), st.floats(0.0, 1.0)),
+)
+def test_engine_bernoulli_mask_is_torchs_bernoulli_(seed, before, n, p):
+    """native.torch_bernoulli: ``bernoulli_(p)``'s mask (one 53-bit double per element,
+    ``u < p``, including p at the edges of [0, 1]) and the generator state after it --
+    on a torch build whose CPU bernoulli_ draws that way (else engine.dropout never uses it)."""
+    if not engine_random._bernoulli_draws_like_torch():
+        pytest.skip("this torch build draws bernoulli_ otherwise (MKL); engine.dropout leaves it to torch")
+    g_torch, g_engine = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    torch.rand(before, generator=g_torch)
+    torch.rand(before, generator=g_engine)
+    assert torch.equal(native.torch_bernoulli((n,), p, g_engine), torch.empty(n).bernoulli_(p, generator=g_torch))
+    assert torch.equal(g_engine.get_state(), g_torch.get_state())
+
+
+@pytest.mark.skipif(not NATIVE, reason="native kernels unavailable")
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.07])
+def test_engine_dropout_is_f_dropout(p):
+    """engine.dropout: F.dropout's values, gradient and default-generator state in training
+    (contiguous, and a transposed input it leaves to torch); identity in evaluation."""
+    for u in (torch.rand(300, 1152), torch.rand(1152, 300).t()):
+        x = (u < 0.3).float().requires_grad_()
+        torch.manual_seed(4)
+        want = F.dropout(x, p, True)
+        state = torch.get_rng_state()
+        torch.manual_seed(4)
+        got = engine.dropout(x, p, True)
+        assert torch.equal(got, want) and torch.equal(torch.get_rng_state(), state)
+        g = torch.randn(x.shape)
+        assert torch.equal(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0])
+    assert torch.equal(engine.dropout(x, p, False), x)
+
+
+@pytest.mark.skipif(not NATIVE, reason="native kernels unavailable")
+def test_conv_network_with_dropout_trains_as_with_torchs_dropout(monkeypatch):
+    """The conv network's head (Flatten -> Dropout -> Linear, Dropout -> Linear) in layer
+    mode: the same scores, spikes and gradients as with torch's own dropout draws."""
+    from snn_lab.models import SpikingConvNet
+    from snn_lab.neurons import PLIF
+
+    torch.manual_seed(0)
+    net = SpikingConvNet(PLIF, channels=(8, 16), fc=64, time_steps=4, encoder=build_encoder("direct"), dropout=0.3)
+    net.train()
+    images = torch.rand(16, 1, 28, 28)
+    y = torch.randint(0, 10, (16,))
+    calls = []
+    draw = native.torch_bernoulli
+    monkeypatch.setattr(native, "torch_bernoulli", lambda *a: calls.append(a[0]) or draw(*a))
+    runs = []
+    for kernel_draws in (True, False):
+        if not kernel_draws:
+            assert calls[-2:] == [(64, 16 * 7 * 7), (64, 64)], calls  # both dropouts, over T*B rows at once
+            monkeypatch.setattr(engine_random, "_draws_like_torch", False)
+        torch.manual_seed(3)
+        out, rec = net(images, return_record=True)
+        grads = torch.autograd.grad(F.cross_entropy(out, y), list(net.parameters()))
+        runs.append((out, rec.spikes, grads, torch.get_rng_state()))
+    (o1, s1, g1, r1), (o2, s2, g2, r2) = runs
+    assert torch.equal(o1, o2) and torch.equal(r1, r2)
+    assert all(torch.equal(a, b) for a, b in zip(s1, s2))
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))
 
 
 @pytest.mark.slow

@@ -9,8 +9,9 @@
 2. the neuron's ``multi_step`` -- for the LIF family, the fused scan :func:`lif_scan`
    (custom autograd that keeps one float per neuron-step; :mod:`.scan`).
 
-Bernoulli input draws its uniforms with :func:`rand`: ``torch.rand``'s numbers from the
-same generator, continued by a native kernel (:mod:`.random`).
+Bernoulli input draws its uniforms with :func:`rand` and dropout its masks with
+:func:`dropout`: torch's own numbers from the same generator, continued by a native
+kernel (:mod:`.random`).
 
 On CPU both use small C kernels compiled on first use (:mod:`.native`) when a C compiler
 is present, else pure PyTorch; on GPU the scan runs ``torch.compile``d (one fused kernel
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from . import native
     from .conv import batch_norm_max_pool2d, conv_bn_max_pool2d, spike_conv2d
     from .linear import bernoulli_linear, is_binary, spike_linear
-    from .random import rand
+    from .random import dropout, rand
     from .scan import lif_scan, lif_scan_reference
     from .surrogate import SURROGATE_GRADS, SURROGATE_WIDTHS, heaviside, spike, surrogate_grad
 
@@ -56,7 +57,7 @@ _LAZY = {
     **dict.fromkeys(("batch_norm_max_pool2d", "conv_bn_max_pool2d", "spike_conv2d"), "conv"),
     **dict.fromkeys(("bernoulli_linear", "is_binary", "spike_linear"), "linear"),
     **dict.fromkeys(("lif_scan", "lif_scan_reference"), "scan"),
-    "rand": "random",
+    **dict.fromkeys(("dropout", "rand"), "random"),
     **dict.fromkeys(("SURROGATE_GRADS", "SURROGATE_WIDTHS", "heaviside", "spike", "surrogate_grad"), "surrogate"),
 }
 
@@ -81,6 +82,7 @@ __all__ = [
     "configure",
     "conv_bn_max_pool2d",
     "describe",
+    "dropout",
     "heaviside",
     "is_binary",
     "lif_scan",

@@ -27,6 +27,7 @@ __all__ = [
     "spmm_fwd",
     "spmm_wgrad",
     "status",
+    "torch_bernoulli",
     "torch_rand",
 ]
 
@@ -71,6 +72,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_thin_mm.argtypes = [p, p, p, i64, i64, i64, i32]
     lib.snn_mt_uniform.argtypes = [p, p, p, p, i64]
     lib.snn_mt_uniform.restype = i32
+    lib.snn_mt_bernoulli.argtypes = [p, p, p, p, i64, ctypes.c_double]
+    lib.snn_mt_bernoulli.restype = i32
     for f in (
         "snn_tm_fill",
         "snn_tm_wgrad",
@@ -583,41 +586,60 @@ def conv1_wgrad(X: torch.Tensor, G: torch.Tensor, geom) -> torch.Tensor:
 _GEN_STATE_BYTES = 5056
 _LEFT, _SEEDED, _NEXT, _WORDS, _DOUBLE_NORMAL_VALID = 8, 12, 16, 24, 5040
 _MT_WORDS = 624
-_RAND_MIN = 1 << 14  # below this torch.rand itself is as fast (the state round trip costs ~10 us)
+_RAND_MIN = 1 << 14  # below this torch's own draw is as fast (the state round trip costs ~10 us)
 
 
-def torch_rand(shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
-    """``torch.rand(shape, generator=generator)`` (float32, CPU): the same numbers, and the
-    generator left in the same state, with the MT19937 stream continued by the kernel
-    (``snn_mt_uniform``) instead of one number at a time under torch's lock.
-
-    Only the MT words and the stream position (``left``, ``next``) of the exported state
-    are rewritten. Falls back to ``torch.rand`` whenever the equality is not assured: no
-    kernels, a non-CPU generator, a state layout other than this torch's, or a state that
-    carries a cached double normal sample (left to torch, so that nothing but the stream
-    position can change)."""
-    gen = torch.default_generator if generator is None else generator
-    n = 1
-    for d in shape:
-        n *= int(d)
-    if n < _RAND_MIN or gen.device.type != "cpu" or not available():
-        return torch.rand(shape, generator=generator)
+def _continue_stream(gen: torch.Generator, kernel: str, out: torch.Tensor, *args: Any) -> bool:
+    """Run ``kernel(words, &left, &next, out, n, *args)`` on ``gen``'s MT19937 stream and
+    write the advanced stream back into ``gen``. Only the MT words and the stream position
+    (``left``, ``next``) are rewritten. False (``gen`` untouched) when torch's numbers are
+    not assured: no kernels, a non-CPU generator, a state layout other than this torch's,
+    or a state that carries a cached double normal sample (left to torch, so that nothing
+    but the stream position can change)."""
+    if gen.device.type != "cpu" or not available():
+        return False
     st = gen.get_state()
     if (
         st.numel() != _GEN_STATE_BYTES
         or int(st[_SEEDED : _SEEDED + 4].view(torch.int32)) != 1
         or int(st[_DOUBLE_NORMAL_VALID : _DOUBLE_NORMAL_VALID + 4].view(torch.int32)) != 0
     ):
-        return torch.rand(shape, generator=generator)
+        return False
     words = st[_WORDS : _WORDS + 8 * _MT_WORDS].view(torch.int64)
     s = words.to(torch.int32)  # the uint32 words, bit for bit
     left = ctypes.c_int64(int(st[_LEFT : _LEFT + 4].view(torch.int32)))
     nxt = ctypes.c_int64(int(st[_NEXT : _NEXT + 8].view(torch.int64)))
-    out = torch.empty(shape, dtype=torch.float32)
-    if _lib_or_raise().snn_mt_uniform(_ptr(s), ctypes.byref(left), ctypes.byref(nxt), _ptr(out), n) != 0:
-        return torch.rand(shape, generator=generator)
+    fn = getattr(_lib_or_raise(), kernel)
+    if fn(_ptr(s), ctypes.byref(left), ctypes.byref(nxt), _ptr(out), out.numel(), *args) != 0:
+        return False
     words.copy_(s.to(torch.int64) & 0xFFFFFFFF)
     st[_LEFT : _LEFT + 4].view(torch.int32).fill_(left.value)
     st[_NEXT : _NEXT + 8].view(torch.int64).fill_(nxt.value)
     gen.set_state(st)
+    return True
+
+
+def torch_rand(shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
+    """``torch.rand(shape, generator=generator)`` (float32, CPU): the same numbers, and the
+    generator left in the same state, with the MT19937 stream continued by the kernel
+    (``snn_mt_uniform``) instead of one number at a time under torch's lock; ``torch.rand``
+    itself where that is not assured (see :func:`_continue_stream`)."""
+    out = torch.empty(shape, dtype=torch.float32)
+    if out.numel() < _RAND_MIN or not _continue_stream(
+        torch.default_generator if generator is None else generator, "snn_mt_uniform", out
+    ):
+        return torch.rand(shape, generator=generator)
+    return out
+
+
+def torch_bernoulli(shape: tuple[int, ...], p: float, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """``torch.empty(shape).bernoulli_(p, generator=generator)`` as PyTorch's default CPU
+    kernel draws it (one 53-bit double per element from two MT19937 outputs, ``u < p``),
+    continued by ``snn_mt_bernoulli``. None when the stream cannot be continued here;
+    whether this torch build draws that way is the caller's to check (a build may draw
+    ``bernoulli_`` with MKL instead)."""
+    out = torch.empty(shape, dtype=torch.float32)
+    gen = torch.default_generator if generator is None else generator
+    if not _continue_stream(gen, "snn_mt_bernoulli", out, ctypes.c_double(float(p))):
+        return None
     return out

@@ -82,6 +82,10 @@ class SpikingLayer(nn.Module):
             )
         elif enabled and x_seq.dim() == 5 and _has_conv(self.synapse):
             cur = self._conv_synapse(x_seq.reshape(T * B, *x_seq.shape[2:]), binary)
+        elif enabled and _has_dropout(self.synapse):
+            cur = x_seq.reshape(T * B, *x_seq.shape[2:])
+            for m in self.synapse.children():
+                cur = _run(m, cur)
         else:
             cur = self.synapse(x_seq.reshape(T * B, *x_seq.shape[2:]))
         return self.neuron.multi_step(cur.reshape(T, B, *cur.shape[1:]), state)
@@ -161,7 +165,7 @@ class SpikingLayer(nn.Module):
             else:
                 if x.dim() == 4 and isinstance(m, nn.Conv2d):
                     x = x.contiguous(memory_format=torch.channels_last)
-                x = m(x)
+                x = _run(m, x)
                 # max-pooling spikes gives spikes; anything else may not
                 if not isinstance(m, (nn.MaxPool2d, nn.Flatten, nn.Identity)) and not (
                     isinstance(m, nn.Dropout) and (not m.training or m.p == 0)
@@ -169,6 +173,25 @@ class SpikingLayer(nn.Module):
                     binary = False
             i += 1
         return x
+
+
+def _has_dropout(synapse: nn.Module) -> bool:
+    """A plain ``Sequential`` (no hooks of its own) holding an ``nn.Dropout``: run module
+    by module, so that :func:`_run` draws the dropout masks."""
+    return (
+        isinstance(synapse, nn.Sequential)
+        and not synapse._forward_hooks
+        and not synapse._forward_pre_hooks
+        and any(type(m) is nn.Dropout for m in synapse)
+    )
+
+
+def _run(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``m(x)`` for one module of a synapse over ``T*B`` rows; an ``nn.Dropout`` through
+    :func:`snn_lab.engine.dropout` (torch's masks and values, the draws made natively)."""
+    if type(m) is nn.Dropout and not m.inplace and not m._forward_hooks and not m._forward_pre_hooks:
+        return engine.dropout(x, m.p, m.training)
+    return m(x)
 
 
 def _is_bn_pool(m: nn.Module | None, nxt: nn.Module | None) -> bool:

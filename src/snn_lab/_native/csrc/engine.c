@@ -1385,3 +1385,57 @@ int snn_mt_uniform(uint32_t *restrict s, int64_t *left, int64_t *next, float *re
     *next = x;
     return 0;
 }
+
+/* n raw (tempered) 32-bit outputs of the stream, as at::mt19937's operator() gives them */
+static void mt_fill_u32(uint32_t *restrict s, int64_t *l, int64_t *x, uint32_t *restrict out, int64_t n) {
+    for (int64_t done = 0; done < n;) {
+        if (*l == 1) {
+            mt_regenerate(s);
+            *l = MT_N + 1;
+            *x = 0;
+        }
+        int64_t take = *l - 1;
+        if (take > n - done) take = n - done;
+        const uint32_t *src = s + *x;
+        uint32_t *dst = out + done;
+        for (int64_t j = 0; j < take; j++) {
+            uint32_t y = src[j];
+            y ^= y >> 11;
+            y ^= (y << 7) & 0x9D2C5680u;
+            y ^= (y << 15) & 0xEFC60000u;
+            y ^= y >> 18;
+            dst[j] = y;
+        }
+        *x += take;
+        *l -= take;
+        done += take;
+    }
+}
+
+/* Tensor.bernoulli_(p) on float32 as PyTorch's default CPU kernel draws it: per element
+   one double u = ((y1 << 32 | y2) & (2^53 - 1)) * 2^-53 from two consecutive outputs,
+   out = u < p. Same state convention and return value as snn_mt_uniform. */
+int snn_mt_bernoulli(uint32_t *restrict s, int64_t *left, int64_t *next, float *restrict out, int64_t n,
+                     double p) {
+    int64_t l = *left, x = *next;
+    if (l < 1 || l > MT_N || x < 0 || x > MT_N || x + l - 1 > MT_N) return -1;
+    /* u < p  <=>  v < p * 2^53 (exact: a power-of-two scaling)  <=>  v < ceil(p * 2^53) */
+    const double scaled = p <= 0.0 ? 0.0 : p >= 1.0 ? 0x1p53 : ceil(p * 0x1p53);
+    const uint64_t thresh = (uint64_t)scaled;
+    enum { CHUNK = 2048 };
+    uint32_t y[2 * CHUNK];
+    for (int64_t i0 = 0; i0 < n; i0 += CHUNK) {
+        const int64_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        mt_fill_u32(s, &l, &x, y, 2 * m);
+        float *o = out + i0;
+        /* v = (y1 & (2^21 - 1)) << 32 | y2 compared with thresh in 32-bit halves (vectorises) */
+        const uint32_t th = (uint32_t)(thresh >> 32), tl = (uint32_t)thresh;
+        for (int64_t j = 0; j < m; j++) {
+            const uint32_t h = y[2 * j] & 0x1FFFFFu, lo = y[2 * j + 1];
+            o[j] = (h < th) | ((h == th) & (lo < tl)) ? 1.0f : 0.0f;
+        }
+    }
+    *left = l;
+    *next = x;
+    return 0;
+}

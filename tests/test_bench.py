@@ -132,3 +132,21 @@ def test_the_mlp_step_profile_script_names_the_kernels():
     assert "aten::mm" in r.stdout and "step:" in r.stdout
     if native.available():
         assert "tm_fwd" in r.stdout and "bernoulli_tmask" in r.stdout
+
+
+def test_the_draws_script_times_both_and_checks_the_numbers(capsys):
+    """experiments/bench_draws.py: torch's draws and the engine's, alternated, with the
+    per-round ratios and the check that both give the same numbers and generator state."""
+    import importlib.util
+    import re
+
+    from helpers import ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_draws", ROOT / "experiments/bench_draws.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--rounds", "2", "--repeat", "1", "--threads", "1"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "ratios" in ln]
+    assert len(lines) == 2
+    for line in lines:
+        assert re.search(r"ratios [\d.]+ [\d.]+ \(median [\d.]+x\); same numbers and generator state: True$", line)

@@ -163,7 +163,7 @@ def forward_nograd(x, v0, vth, decay, hard: bool):
 
 class _LIFScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, v0, vth, decay, sg_name: str, sg_width: float, hard: bool, detach: bool):
+    def forward(ctx, x, v0, vth, decay, sg_name: str, sg_width: float, hard: bool, detach: bool, fresh: bool = False):
         if torch.compiler.is_compiling():
             V, S = _scan_forward_functional(x, v0, vth, decay, hard)
             spikes = S.to(x.dtype)
@@ -179,6 +179,7 @@ class _LIFScan(torch.autograd.Function):
             V, spikes, v_last = _scan_forward(x, v0, vth, decay, hard)
         ctx.save_for_backward(V, v0, vth, decay)
         ctx.cfg = (sg_name, sg_width, hard, detach)
+        ctx.fresh = fresh
         ctx.compiled = _use_compiled(x)
         return spikes, v_last
 
@@ -194,9 +195,11 @@ class _LIFScan(torch.autograd.Function):
         else:
             G, gd_rest = _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, detach, need_decay)
 
-        # The first step's reset involves the initial membrane v0.
+        # The first step's reset involves the initial membrane v0. A fresh (zero) v0
+        # adds nothing to the decay gradient (its term is G[0] * 0), so those
+        # full-size first-step tensors are only formed when v0 or vth needs them.
         grad_v0 = grad_decay = g_vth = None
-        if need_v0 or need_vth or need_decay:
+        if need_v0 or need_vth or (need_decay and not ctx.fresh):
             l0 = (v0 > vth).to(dt)
             sg0 = surrogate_grad(sg_name, v0 - vth, sg_width)
         if need_v0:
@@ -207,7 +210,6 @@ class _LIFScan(torch.autograd.Function):
             grad_v0 = G[0] * a0 * decay
         if need_decay:
             # dV_t / d decay: the previous membrane after its reset.
-            pre0 = v0 * (1 - l0) if hard else v0 - l0 * vth
             if gd_rest is None:
                 if hard:  # noqa: SIM108 - one branch per reset rule
                     pre = V[:-1] * torch.le(V[:-1], vth).to(dt)
@@ -216,7 +218,11 @@ class _LIFScan(torch.autograd.Function):
                 rest = (G[1:] * pre).sum()
             else:  # summed by the native backward scan
                 rest = torch.tensor(gd_rest, dtype=dt, device=V.device)
-            grad_decay = ((G[0] * pre0).sum() + rest).reshape(decay.shape)
+            if ctx.fresh:
+                grad_decay = rest.reshape(decay.shape)
+            else:
+                pre0 = v0 * (1 - l0) if hard else v0 - l0 * vth
+                grad_decay = ((G[0] * pre0).sum() + rest).reshape(decay.shape)
         if need_vth:
             SG = surrogate_grad(sg_name, V - vth, sg_width, inplace=True)
             # Through the spikes s_t = H(V_t - vth): -sum gS_t * sg_t.
@@ -231,7 +237,7 @@ class _LIFScan(torch.autograd.Function):
                 if not detach:
                     g_vth = g_vth + decay * vth * ((G[0] * sg0).sum() + (G[1:] * SG[:-1]).sum())
             g_vth = g_vth.reshape(vth.shape)
-        return (G if need_x else None), grad_v0, g_vth, grad_decay, None, None, None, None
+        return (G if need_x else None), grad_v0, g_vth, grad_decay, None, None, None, None, None
 
 
 def _grad_membrane(V, g_spikes, g_vlast, vth, decay, sg_name, sg_width, hard, detach, want_decay=False):
@@ -306,6 +312,7 @@ def lif_scan(
     width = SURROGATE_WIDTHS[surrogate] if width is None else float(width)
     if reset not in ("hard", "subtract"):
         raise ValueError(f"reset={reset!r} is unknown; accepted: hard, subtract")
+    fresh = v0 is None  # a zero initial membrane: its backward terms vanish
     if v0 is None:
         v0 = torch.zeros(x.shape[1:], device=x.device, dtype=x.dtype)
     elif v0.shape != x.shape[1:]:
@@ -320,7 +327,7 @@ def lif_scan(
         inv = [perm.index(d) for d in range(len(perm))]
         s, v = lif_scan(
             x.permute(perm),
-            v0.permute([p - 1 for p in perm[1:]]),
+            None if fresh else v0.permute([p - 1 for p in perm[1:]]),
             vth_t,
             decay_t,
             surrogate,
@@ -332,7 +339,7 @@ def lif_scan(
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, v0, vth_t, decay_t))
     if not needs_grad:
         return forward_nograd(x, v0, vth_t, decay_t, hard)
-    return _LIFScan.apply(x, v0, vth_t, decay_t, surrogate, width, hard, bool(detach_reset))
+    return _LIFScan.apply(x, v0, vth_t, decay_t, surrogate, width, hard, bool(detach_reset), fresh)
 
 
 def lif_scan_reference(x, v0, vth, decay, surrogate, reset="hard", detach_reset=False):

@@ -6,6 +6,11 @@ the machines of docs/BENCHMARKS.md): for the seed network's Bernoulli input (T=2
 200, 784 pixels: 3.1 M numbers a step) that was a fifth of an engine training step. The
 kernel continues the same MT19937 stream in vector loops, so the spikes stay those of
 the per-step path, which draws with ``torch.rand`` one step at a time.
+
+The kernel reads the generator's state, draws, and writes the state back: unlike torch's
+own draw this is not one atomic step, so another thread drawing from the same generator
+at that moment would repeat numbers (training draws from one thread; data loader workers
+are processes with generators of their own).
 """
 
 from __future__ import annotations

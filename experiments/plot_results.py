@@ -71,7 +71,7 @@ def _machine(runs: list[tuple[Path, dict]]) -> str:
     return f"{host.get('cpu', '?')}, {host.get('cpu_count', '?')} cores, {host.get('gpu', 'no GPU')}{load}"
 
 
-def _row(name: str, runs: list[tuple[Path, dict]], deploy: dict | None) -> str:
+def _row(name: str, runs: list[tuple[Path, dict]], deploy: dict | None, decimals: int = 2) -> str:
     accs = [100 * m["test_acc"] for _, m in runs]
     mean, std, lo, _ = _stats(accs)
     selected = {m.get("selection", {}).get("validated_on", "?") for _, m in runs}
@@ -93,7 +93,7 @@ def _row(name: str, runs: list[tuple[Path, dict]], deploy: dict | None) -> str:
         else "not measured"
     )
     return (
-        f"| {name} | {len(runs)} | **{mean:.2f} +- {std:.2f}%** | {lo:.2f}% | {how} | "
+        f"| {name} | {len(runs)} | **{mean:.{decimals}f} +- {std:.{decimals}f}%** | {lo:.2f}% | {how} | "
         f"{'/'.join(map(str, epochs))} | {statistics.fmean(walls):.1f} min "
         f"({min(walls):.1f}-{max(walls):.1f}) | "
         f"{statistics.fmean(sps):,.0f} | {syn} | {spa} | {dep} | {_machine(runs)} |"
@@ -120,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="docs")
     ap.add_argument("--tutorial", metavar="NAME", help="the row that runs the reference tutorial's recipe")
     ap.add_argument("--deploy", action="append", default=[], metavar="NAME=REPORT", help="a deploy_report.json")
+    ap.add_argument(
+        "--decimals",
+        type=int,
+        default=2,
+        help="decimals of the mean and std (3 where rounding to 2 would carry a mean past a mark it misses)",
+    )
     args = ap.parse_args(argv)
     groups: dict[str, list[tuple[Path, dict]]] = {}
     for item in args.runs:
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "train samples/s | synops/sample | activation sparsity | deploy throughput | machine |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    rows += [_row(name, runs, deploys.get(name)) for name, runs in groups.items()]
+    rows += [_row(name, runs, deploys.get(name), args.decimals) for name, runs in groups.items()]
     text = "\n".join(rows) + "\n"
     if args.tutorial:
         text += f"\nPer-epoch test accuracy of `{args.tutorial}` (%), beside the reference tutorial's:\n\n"

@@ -157,6 +157,10 @@ def test_plot_results_aggregates_seeds_into_one_row(tiny_run, tmp_path):
     assert "| 3 | **93.00 +- 3.61%** | 90.00% |" in row  # std of 90, 92, 97 (n-1): 3.606
     assert "best on 200 held-out training samples" in row and metrics(tiny_run)["host"]["cpu"] in row
     assert (tmp_path / "out" / "results_curves.png").stat().st_size > 0
+    r3 = run_script(
+        "experiments/plot_results.py", [f"tiny={','.join(runs)}", "--out", str(tmp_path / "out3"), "--decimals", "3"]
+    )
+    assert "| 3 | **93.000 +- 3.606%** | 90.00% |" in r3.stdout
     bad = run_script("experiments/plot_results.py", [f"tiny={tmp_path / 'nothing'}", "--out", str(tmp_path)])
     assert bad.returncode != 0 and "metrics.json does not exist" in bad.stderr
 

@@ -160,6 +160,6 @@ def test_documented_training_command_runs_a_tiny_epoch(doc, command, tmp_path, m
         args = [a for a in args if not a.startswith("paths.root_dir=")] + [f"paths.root_dir={tmp_path / 'root'}"]
     env_path = str(ROOT / "examples" / "custom_components" / "src")
     monkeypatch.setenv("PYTHONPATH", env_path)
-    r = run_cli("snn_lab.train", args, tmp_path, timeout=900)
+    r = run_cli("snn_lab.train", args, tmp_path, timeout=900, fresh=True)  # as a user runs it (joblib hangs forked)
     assert r.returncode == 0, f"{command}\n{r.stderr[-3000:]}"
     assert list(tmp_path.rglob("metrics.json")), "no run finished"

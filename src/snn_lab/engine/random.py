@@ -1,5 +1,6 @@
-"""The engine's uniform draws: :func:`rand` gives ``torch.rand``'s numbers (and leaves the
-generator where ``torch.rand`` leaves it), drawn by the native kernel when it can.
+"""The engine's random draws, torch's own numbers made natively: :func:`rand` gives
+``torch.rand``'s numbers (and leaves the generator where ``torch.rand`` leaves it);
+:func:`dropout` gives ``F.dropout``'s masks (``bernoulli_(1 - p)``'s draws).
 
 PyTorch draws CPU uniforms one at a time under the generator's lock (about 8 ns each on
 the machines of docs/BENCHMARKS.md): for the seed network's Bernoulli input (T=20, batch

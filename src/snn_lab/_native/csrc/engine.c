@@ -1348,6 +1348,18 @@ static inline uint32_t mt_twist(uint32_t u, uint32_t v) {
     return (((u & 0x80000000u) | (v & 0x7FFFFFFFu)) >> 1) ^ ((0u - (v & 1u)) & 0x9908B0DFu);
 }
 
+static inline uint32_t mt_temper(uint32_t y) {
+    y ^= y >> 11;
+    y ^= (y << 7) & 0x9D2C5680u;
+    y ^= (y << 15) & 0xEFC60000u;
+    return y ^ (y >> 18);
+}
+
+/* a stream position torch can hold: left - 1 numbers remain in the block from s[next] */
+static inline int mt_state_ok(int64_t l, int64_t x) {
+    return l >= 1 && l <= MT_N && x >= 0 && x <= MT_N && x + l - 1 <= MT_N;
+}
+
 static void mt_regenerate(uint32_t *restrict s) {
     int i;
     for (i = 0; i < MT_N - MT_M; i++) s[i] = s[i + MT_M] ^ mt_twist(s[i], s[i + 1]);
@@ -1357,7 +1369,7 @@ static void mt_regenerate(uint32_t *restrict s) {
 
 int snn_mt_uniform(uint32_t *restrict s, int64_t *left, int64_t *next, float *restrict out, int64_t n) {
     int64_t l = *left, x = *next;
-    if (l < 1 || l > MT_N || x < 0 || x > MT_N || x + l - 1 > MT_N) return -1;
+    if (!mt_state_ok(l, x)) return -1;
     const float scale = 1.0f / 16777216.0f;
     for (int64_t done = 0; done < n;) {
         if (l == 1) {
@@ -1370,12 +1382,7 @@ int snn_mt_uniform(uint32_t *restrict s, int64_t *left, int64_t *next, float *re
         const uint32_t *src = s + x;
         float *dst = out + done;
         for (int64_t j = 0; j < take; j++) {
-            uint32_t y = src[j];
-            y ^= y >> 11;
-            y ^= (y << 7) & 0x9D2C5680u;
-            y ^= (y << 15) & 0xEFC60000u;
-            y ^= y >> 18;
-            dst[j] = (float)(int32_t)(y & 0xFFFFFFu) * scale;
+            dst[j] = (float)(int32_t)(mt_temper(src[j]) & 0xFFFFFFu) * scale;
         }
         x += take;
         l -= take;
@@ -1399,12 +1406,7 @@ static void mt_fill_u32(uint32_t *restrict s, int64_t *l, int64_t *x, uint32_t *
         const uint32_t *src = s + *x;
         uint32_t *dst = out + done;
         for (int64_t j = 0; j < take; j++) {
-            uint32_t y = src[j];
-            y ^= y >> 11;
-            y ^= (y << 7) & 0x9D2C5680u;
-            y ^= (y << 15) & 0xEFC60000u;
-            y ^= y >> 18;
-            dst[j] = y;
+            dst[j] = mt_temper(src[j]);
         }
         *x += take;
         *l -= take;
@@ -1418,7 +1420,7 @@ static void mt_fill_u32(uint32_t *restrict s, int64_t *l, int64_t *x, uint32_t *
 int snn_mt_bernoulli(uint32_t *restrict s, int64_t *left, int64_t *next, float *restrict out, int64_t n,
                      double p) {
     int64_t l = *left, x = *next;
-    if (l < 1 || l > MT_N || x < 0 || x > MT_N || x + l - 1 > MT_N) return -1;
+    if (!mt_state_ok(l, x)) return -1;
     /* u < p  <=>  v < p * 2^53 (exact: a power-of-two scaling)  <=>  v < ceil(p * 2^53) */
     const double scaled = p <= 0.0 ? 0.0 : p >= 1.0 ? 0x1p53 : ceil(p * 0x1p53);
     const uint64_t thresh = (uint64_t)scaled;

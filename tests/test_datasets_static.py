@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from dataset_layouts import (
@@ -42,7 +44,7 @@ from snn_lab.lit.datamodule import (
     MNISTDataModule,
     check_data_fits,
 )
-from snn_lab.lit.image_data import channel_stats
+from snn_lab.lit.image_data import _elastic_field, _gaussian_matrix, channel_stats
 
 TINY = ["data.val_split=20", "data.train_subset=60", "data.eval_subset=40", "trainer.max_epochs=1", *QUIET]
 
@@ -227,7 +229,7 @@ class _Training:
     training = True
 
 
-@pytest.mark.parametrize("augment", ["shift", "flip", "crop_flip", "affine"])
+@pytest.mark.parametrize("augment", ["shift", "flip", "crop_flip", "affine", "elastic"])
 def test_augmentation_keeps_shape_and_moves_pixels_while_training_only(augment):
     dm = CIFAR10DataModule(augment=augment, normalize=False)
     x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
@@ -301,6 +303,55 @@ def test_affine_rotates_about_the_centre_within_its_bounds():
     assert abs(float(mass.mean()) - float(x[:, 0].float().div(255).sum((1, 2)).mean())) < 2  # no scaling
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), sigma=st.floats(0.3, 12.0), seed=st.integers(0, 2**31 - 1))
+def test_gaussian_matrix_is_the_reflect_padded_gaussian_filter(n, sigma, seed):
+    """The elastic field's smoothing matrix does what a Gaussian filter with reflected
+    borders does (pad, then convolve), for any side and sigma -- radius past the side too."""
+    radius = int(np.ceil(3 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    x = np.random.default_rng(seed).uniform(-1, 1, n)
+
+    def source(i: int) -> int:  # numpy's "reflect" (edge not repeated): -1 -> 1, n -> n - 2
+        while not 0 <= i < n:
+            i = -i if i < 0 else 2 * (n - 1) - i
+        return i
+
+    expected = [sum(w * x[source(i + k - radius)] for k, w in enumerate(taps)) for i in range(n)] if n > 1 else x
+    got = _gaussian_matrix(n, sigma).numpy() @ x
+    assert np.allclose(got, expected, atol=1e-12)
+    if n > 1 and radius < n:  # the same as numpy's pad, wherever the pad fits once
+        assert np.allclose(np.convolve(np.pad(x, radius, mode="reflect"), taps, mode="valid"), got, atol=1e-12)
+
+
+def test_elastic_field_is_smooth_bounded_and_scaled_by_alpha():
+    torch.manual_seed(0)
+    f = _elastic_field(256, 28, 28, 34.0, 4.0, device=torch.device("cpu"), dtype=torch.float32)
+    assert f.shape == (256, 2, 28, 28) and float(f.abs().max()) <= 34.0  # a weighted mean of [-1, 1], x alpha
+    assert abs(float(f.mean())) < 0.1 and 1.0 < float(f.std()) < 3.0  # ~1.7 px: a few pixels, not tens
+    step = (f[..., 1:] - f[..., :-1]).abs().mean()  # neighbours move together ...
+    torch.manual_seed(0)
+    rough = _elastic_field(256, 28, 28, 34.0, 0.0, device=torch.device("cpu"), dtype=torch.float32)
+    assert float(step) < 0.2 * float((rough[..., 1:] - rough[..., :-1]).abs().mean())  # ... unlike raw noise
+    torch.manual_seed(0)
+    half = _elastic_field(4, 28, 28, 17.0, 4.0, device=torch.device("cpu"), dtype=torch.float32)
+    assert torch.allclose(half * 2, f[:4])
+
+
+def test_elastic_without_motion_is_the_identity_and_distorts_with_it():
+    x = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
+    still = dict(max_rotate=0, max_scale=0, max_shift=0)
+    plain = _affine(MNISTDataModule(augment="elastic", elastic_alpha=0, **still), x, 0)
+    assert torch.allclose(plain, x / 255, atol=1e-5)
+    warped = _affine(MNISTDataModule(augment="elastic", **still), x, 0)
+    assert not torch.allclose(warped, x / 255, atol=0.05)
+    blob = torch.zeros(64, 1, 28, 28, dtype=torch.uint8)
+    blob[:, 0, 9:19, 9:19] = 255  # a centred square: distorted locally, not moved away
+    cx, cy = _centre_of_mass(_affine(MNISTDataModule(augment="elastic", **still), blob, 1))
+    assert float(cx.abs().max()) < 3 and float(cy.abs().max()) < 3
+
+
 @pytest.mark.parametrize(
     "kwargs,key",
     [
@@ -308,6 +359,8 @@ def test_affine_rotates_about_the_centre_within_its_bounds():
         ({"max_shift": -1}, "data.max_shift"),
         ({"max_rotate": 200}, "data.max_rotate"),
         ({"max_scale": 1.0}, "data.max_scale"),
+        ({"elastic_alpha": -1.0}, "data.elastic_alpha"),
+        ({"elastic_sigma": float("nan")}, "data.elastic_sigma"),
         ({"std": [0.0]}, "data.std"),
     ],
 )

@@ -200,10 +200,12 @@ class LoaderConf:
 class ImageDataConf(LoaderConf):
     """Static images: uint8 in the loader; scaled, augmented and normalised on the device."""
 
-    augment: str = "none"  # none | shift (random translation) | flip (horizontal) | crop_flip (both) | affine
+    augment: str = "none"  # none | shift (random translation) | flip (horizontal) | crop_flip (both) | affine | elastic
     max_shift: int = 2  # shift, crop_flip, affine: up to this many pixels (shift: a crop of the zero-padded image)
     max_rotate: float = 10.0  # affine: rotation up to this many degrees either way
     max_scale: float = 0.1  # affine: scaling by a factor in [1 - max_scale, 1 + max_scale]
+    elastic_alpha: float = 34.0  # elastic (affine + elastic distortion): displacement scale, pixels
+    elastic_sigma: float = 4.0  # elastic: smoothing of the displacement field (Gaussian std), pixels
     normalize: bool = False  # (x - mean) / std per channel, after scaling to [0, 1]
     mean: list[float] | None = None  # null: measured on the training split at setup
     std: list[float] | None = None

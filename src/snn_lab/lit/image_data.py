@@ -9,6 +9,7 @@ the model, never in the DataLoader.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -27,8 +28,12 @@ log = logging.getLogger("snn_lab.data")
 #: ``shift``: random translation by up to ``max_shift`` px (zero padding) -- a random crop
 #: of the zero-padded image; ``flip``: random horizontal flip; ``crop_flip``: both;
 #: ``affine``: random rotation (up to ``max_rotate`` degrees), scaling (by up to
-#: ``max_scale``) and translation (up to ``max_shift`` px), bilinear, zero padding
-AUGMENTS = ("none", "shift", "flip", "crop_flip", "affine")
+#: ``max_scale``) and translation (up to ``max_shift`` px), bilinear, zero padding;
+#: ``elastic``: ``affine`` plus an elastic distortion (a smooth random displacement field of
+#: ``elastic_sigma`` px correlation length and ``elastic_alpha`` px scale), as in Simard et
+#: al., "Best practices for convolutional neural networks applied to visual document
+#: analysis" (ICDAR 2003)
+AUGMENTS = ("none", "shift", "flip", "crop_flip", "affine", "elastic")
 
 
 class ImageDataModule(SplitDataModule):
@@ -56,6 +61,8 @@ class ImageDataModule(SplitDataModule):
         std: Sequence[float] | None = None,
         max_rotate: float = 10.0,
         max_scale: float = 0.1,
+        elastic_alpha: float = 34.0,
+        elastic_sigma: float = 4.0,
     ):
         super().__init__(batch_size, eval_batch_size, val_split, train_subset, eval_subset, num_workers, split_seed)
         if augment not in AUGMENTS:
@@ -66,6 +73,9 @@ class ImageDataModule(SplitDataModule):
             raise ConfigError(f"data.max_rotate={max_rotate!r} is invalid: must be in [0, 180] (degrees)")
         if isinstance(max_scale, bool) or not isinstance(max_scale, (int, float)) or not 0 <= max_scale < 1:
             raise ConfigError(f"data.max_scale={max_scale!r} is invalid: must be in [0, 1) (0.1: 90% to 110%)")
+        for key, value in (("elastic_alpha", elastic_alpha), ("elastic_sigma", elastic_sigma)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ConfigError(f"data.{key}={value!r} is invalid: must be a number >= 0 (pixels)")
         for key, values in (("mean", mean), ("std", std)):
             if values is not None and (len(values) < 1 or (key == "std" and any(float(v) <= 0 for v in values))):
                 raise ConfigError(
@@ -73,6 +83,7 @@ class ImageDataModule(SplitDataModule):
                 )
         self.augment, self.max_shift, self.normalize = augment, max_shift, normalize
         self.max_rotate, self.max_scale = float(max_rotate), float(max_scale)
+        self.elastic_alpha, self.elastic_sigma = float(elastic_alpha), float(elastic_sigma)
         self.mean = None if mean is None else torch.tensor([float(v) for v in mean])
         self.std = None if std is None else torch.tensor([float(v) for v in std])
 
@@ -117,8 +128,9 @@ class ImageDataModule(SplitDataModule):
                 images = _random_shift(images, self.max_shift)
             if self.augment in ("flip", "crop_flip"):
                 images = _random_flip(images)
-            if self.augment == "affine":
-                images = _random_affine(images, self.max_rotate, self.max_scale, self.max_shift)
+            if self.augment in ("affine", "elastic"):
+                elastic = (self.elastic_alpha, self.elastic_sigma) if self.augment == "elastic" else None
+                images = _random_affine(images, self.max_rotate, self.max_scale, self.max_shift, elastic)
         if self.normalize and self.mean is not None and self.std is not None:
             shape = (1, -1) + (1,) * (images.dim() - 2)
             mean = self.mean.to(images.device).view(shape)
@@ -156,10 +168,18 @@ def _random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:
     return out.gather(3, cols)
 
 
-def _random_affine(images: torch.Tensor, max_rotate: float, max_scale: float, max_shift: int) -> torch.Tensor:
+def _random_affine(
+    images: torch.Tensor,
+    max_rotate: float,
+    max_scale: float,
+    max_shift: int,
+    elastic: tuple[float, float] | None = None,
+) -> torch.Tensor:
     """Rotate each image by up to ``max_rotate`` degrees about its centre, scale it by a
     factor in ``[1 - max_scale, 1 + max_scale]`` and translate it by up to ``max_shift``
-    pixels (uniform draws per image; bilinear resampling, zeros outside)."""
+    pixels (uniform draws per image; bilinear resampling, zeros outside). With ``elastic``
+    ``(alpha, sigma)`` the sampling grid is also displaced by :func:`_elastic_field`: both
+    in one resampling, so the image is interpolated once."""
     B, _, H, W = images.shape
     dev = images.device
 
@@ -176,7 +196,47 @@ def _random_affine(images: torch.Tensor, max_rotate: float, max_scale: float, ma
         images.dtype
     )
     grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    if elastic is not None and elastic[0] > 0:
+        field = _elastic_field(B, H, W, *elastic, device=dev, dtype=grid.dtype)  # [B, 2, H, W] px
+        scale = torch.tensor([2 / W, 2 / H], device=dev, dtype=grid.dtype)
+        grid = grid + field.permute(0, 2, 3, 1) * scale
     return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _elastic_field(
+    B: int, H: int, W: int, alpha: float, sigma: float, *, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """Random displacements ``[B, 2, H, W]`` in pixels (x then y): uniform noise in
+    [-1, 1] per pixel, smoothed by a normalised Gaussian of standard deviation ``sigma``
+    pixels (separable, reflected at the border), times ``alpha``. ``sigma`` 0: unsmoothed."""
+    noise = torch.rand(B, 2, H, W, device=device, dtype=dtype) * 2 - 1
+    if sigma > 0:
+        # Smoothing along a side is one small matrix (the Gaussian with the border
+        # reflections folded in): two batched matmuls, ~10x faster than 1-channel convs.
+        rows, cols = _gaussian_matrix(H, sigma), _gaussian_matrix(W, sigma)
+        noise = rows.to(device=device, dtype=dtype) @ noise @ cols.to(device=device, dtype=dtype).T
+    return noise * alpha
+
+
+@functools.lru_cache(maxsize=8)
+def _gaussian_matrix(n: int, sigma: float) -> torch.Tensor:
+    """``[n, n]`` float64, built once per side and sigma: row i holds the normalised
+    Gaussian taps (radius ``ceil(3 sigma)``) that output i takes from the inputs, indices
+    past either end reflected (``reflect`` padding: -1 -> 1, n -> n - 2)."""
+    radius = math.ceil(3 * sigma)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    taps = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    taps /= taps.sum()
+    m = torch.zeros(n, n, dtype=torch.float64)
+    if n == 1:
+        m[0, 0] = 1.0
+        return m
+    period = 2 * (n - 1)
+    for i in range(n):
+        for k, w in zip(range(-radius, radius + 1), taps.tolist(), strict=True):
+            j = (i + k) % period  # reflection is periodic with period 2(n - 1)
+            m[i, period - j if j >= n else j] += w
+    return m
 
 
 def _random_flip(images: torch.Tensor) -> torch.Tensor:
@@ -210,10 +270,12 @@ class MNISTDataModule(ImageDataModule):
         std: Sequence[float] | None = None,
         max_rotate: float = 10.0,
         max_scale: float = 0.1,
+        elastic_alpha: float = 34.0,
+        elastic_sigma: float = 4.0,
     ):
         super().__init__(
             batch_size, eval_batch_size, val_split, train_subset, eval_subset, num_workers, split_seed,
-            augment, max_shift, normalize, mean, std, max_rotate, max_scale,
+            augment, max_shift, normalize, mean, std, max_rotate, max_scale, elastic_alpha, elastic_sigma,
         )  # fmt: skip
         if source not in SOURCES:
             raise DataError(f"data.source={source!r} is unknown; accepted: {', '.join(SOURCES)}")
@@ -266,10 +328,12 @@ class FashionMNISTDataModule(ImageDataModule):
         std: Sequence[float] | None = None,
         max_rotate: float = 10.0,
         max_scale: float = 0.1,
+        elastic_alpha: float = 34.0,
+        elastic_sigma: float = 4.0,
     ):
         super().__init__(
             batch_size, eval_batch_size, val_split, train_subset, eval_subset, num_workers, split_seed,
-            augment, max_shift, normalize, mean, std, max_rotate, max_scale,
+            augment, max_shift, normalize, mean, std, max_rotate, max_scale, elastic_alpha, elastic_sigma,
         )  # fmt: skip
         self.root, self.download, self.verify = root, download, verify
 
@@ -315,10 +379,12 @@ class CIFAR10DataModule(ImageDataModule):
         std: Sequence[float] | None = None,
         max_rotate: float = 10.0,
         max_scale: float = 0.1,
+        elastic_alpha: float = 34.0,
+        elastic_sigma: float = 4.0,
     ):
         super().__init__(
             batch_size, eval_batch_size, val_split, train_subset, eval_subset, num_workers, split_seed,
-            augment, max_shift, normalize, mean, std, max_rotate, max_scale,
+            augment, max_shift, normalize, mean, std, max_rotate, max_scale, elastic_alpha, elastic_sigma,
         )  # fmt: skip
         self.root, self.download, self.verify = root, download, verify
 
@@ -367,10 +433,12 @@ class IDXDataModule(ImageDataModule):
         std: Sequence[float] | None = None,
         max_rotate: float = 10.0,
         max_scale: float = 0.1,
+        elastic_alpha: float = 34.0,
+        elastic_sigma: float = 4.0,
     ):
         super().__init__(
             batch_size, eval_batch_size, val_split, train_subset, eval_subset, num_workers, split_seed,
-            augment, max_shift, normalize, mean, std, max_rotate, max_scale,
+            augment, max_shift, normalize, mean, std, max_rotate, max_scale, elastic_alpha, elastic_sigma,
         )  # fmt: skip
         if num_classes is not None and num_classes < 2:
             raise ConfigError(f"data.num_classes={num_classes!r} is invalid: must be null (max label + 1) or >= 2")
@@ -429,10 +497,12 @@ class ImageFolderDataModule(ImageDataModule):
         std: Sequence[float] | None = None,
         max_rotate: float = 10.0,
         max_scale: float = 0.1,
+        elastic_alpha: float = 34.0,
+        elastic_sigma: float = 4.0,
     ):
         super().__init__(
             batch_size, eval_batch_size, val_split, train_subset, eval_subset, num_workers, split_seed,
-            augment, max_shift, normalize, mean, std, max_rotate, max_scale,
+            augment, max_shift, normalize, mean, std, max_rotate, max_scale, elastic_alpha, elastic_sigma,
         )  # fmt: skip
         if size is not None and (len(size) != 2 or any(int(s) < 1 for s in size)):
             raise ConfigError(f"data.size={list(size)} is invalid: [H, W] with H, W >= 1, or null (keep the size)")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from helpers import QUIET, metrics, train
@@ -25,6 +26,26 @@ ARGS = [
     *QUIET,
 ]
 STEPS_PER_EPOCH = 16
+# The long recipes' parts (experiment=elastic_conv, on a small conv net): the weight
+# average, one-cycle schedule, BatchNorm and the augmentations' draws must all resume.
+CONV_EMA_ELASTIC = [
+    *ARGS[:4],
+    "trainer.max_epochs=2",
+    "time_steps=3",
+    "trainer.deterministic=true",
+    "callbacks.every_n_train_steps=3",
+    "model=conv",
+    "model.channels=[8,16]",
+    "model.fc=32",
+    "model.dropout=0.1",
+    "neuron=plif",
+    "encoder=direct",
+    "optimizer=adamw",
+    "lr_schedule=onecycle",
+    "callbacks.ema_decay=0.99",
+    "data.augment=elastic",
+    *QUIET,
+]
 
 
 def _ckpt_step(path):
@@ -39,13 +60,16 @@ def _weights(run):
     return {k: v for k, v in sd.items() if k.startswith("net.")}
 
 
-def test_kill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
-    ref = train([*ARGS, "hydra.run.dir=ref"], tmp_path)
+@pytest.mark.parametrize(
+    "args", [ARGS, pytest.param(CONV_EMA_ELASTIC, marks=pytest.mark.slow)], ids=["mlp_dropout", "conv_ema_elastic"]
+)
+def test_kill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, args):
+    ref = train([*args, "hydra.run.dir=ref"], tmp_path)
     assert ref.returncode == 0, ref.stderr[-2000:]
 
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "snn_lab.train", *ARGS, "hydra.run.dir=killed"],
+        [sys.executable, "-m", "snn_lab.train", *args, "hydra.run.dir=killed"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -66,7 +90,7 @@ def test_kill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     assert killed_at is not None, "the run finished (or stalled) before it could be killed mid-epoch"
     assert not (tmp_path / "killed" / "metrics.json").exists()
 
-    resumed = train([*ARGS, "ckpt_path=last", "hydra.run.dir=killed"], tmp_path)
+    resumed = train([*args, "ckpt_path=last", "hydra.run.dir=killed"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = metrics(tmp_path / "ref"), metrics(tmp_path / "killed")
     for key in ("best_val_acc", "final_val_acc", "test_acc", "epochs", "global_step"):

@@ -82,6 +82,22 @@ def test_resume_from_last_checkpoint(tiny_run_copy, tmp_path):
     assert [h["epoch"] for h in m["history"]] == [1]  # only the resumed epoch ran
 
 
+def test_last_checkpoint_is_the_last_epoch_even_when_it_did_not_improve(tmp_path):
+    """last.ckpt holds the final epoch (what a resume continues and a final-epoch recipe
+    tests and deploys), not the best one. Lightning alone rewrites it only along with an
+    improved best.ckpt; here the weights barely move, so validation never improves after
+    epoch 0."""
+    args = ["trainer.max_epochs=3", "optimizer.lr=1e-12", "encoder=direct"]  # direct: the same val scores
+    r = train([*TINY_RUN, *args, "hydra.run.dir=run"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = metrics(tmp_path / "run")
+    ckpts = tmp_path / "run" / "checkpoints"
+    best = torch.load(ckpts / "best.ckpt", map_location="cpu", weights_only=True)
+    last = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == 0 and m["best_val_acc"] == m["final_val_acc"]  # no later epoch improved
+    assert (last["epoch"], last["global_step"]) == (2, m["global_step"])
+
+
 def test_resume_with_other_architecture_is_refused(tiny_run_copy, tmp_path):
     r = train([*TINY_RUN, "model.hidden=[32]", "trainer.max_epochs=2", "ckpt_path=last", "hydra.run.dir=run"], tmp_path)
     assert r.returncode == 2 and "another network" in r.stderr and "model" in r.stderr

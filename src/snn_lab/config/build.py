@@ -15,7 +15,7 @@ from pytorch_lightning import callbacks as cb
 from pytorch_lightning import loggers as pl_loggers
 
 from ..errors import ConfigError, first_line
-from ..lit.callbacks import FiringRateLogger, RankSeed, SpikeDashboard, WeightEMA
+from ..lit.callbacks import EpochCheckpoint, FiringRateLogger, RankSeed, SpikeDashboard, WeightEMA
 from ..lit.checkpoint_io import AtomicCheckpointIO
 from ..lit.datamodule import DATAMODULES
 from ..lit.ddp import build_strategy
@@ -77,7 +77,7 @@ def build_callbacks(cfg: Mapping, monitor: str, ckpt_dir: str, with_logger: bool
         out.append(WeightEMA(decay=cfg["ema_decay"]))
     if cfg["checkpoint"]:
         out.append(
-            cb.ModelCheckpoint(
+            EpochCheckpoint(  # last.ckpt: every epoch's end, improved or not
                 dirpath=ckpt_dir,
                 filename="best",
                 monitor=monitor,

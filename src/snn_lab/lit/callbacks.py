@@ -1,5 +1,5 @@
 """Callbacks: firing-rate summaries, spike dashboards for TensorBoard, per-rank seeding,
-weight averaging."""
+weight averaging, checkpoints whose last.ckpt is the last epoch."""
 
 from __future__ import annotations
 
@@ -44,6 +44,39 @@ class WeightEMA(pl.callbacks.WeightAveraging):
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
         if trainer.state.fn == "fit":  # resuming: the raw weights continue training
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+class EpochCheckpoint(pl.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` is rewritten at the end of *every* epoch.
+
+    Lightning 2.6 writes ``last.ckpt`` only when it also writes a top-k checkpoint: with
+    ``save_top_k=1`` on a monitored metric, an epoch that does not improve it leaves
+    ``last.ckpt`` at the best epoch. A killed run would then resume from that older
+    epoch (redoing the epochs since), and a recipe that reports its final epoch would
+    test, deploy and count a checkpoint chosen by the monitored metric -- on the test set
+    when it validates there. Here an epoch end that saved no checkpoint saves
+    ``last.ckpt`` itself, in the same hook as the top-k save."""
+
+    def _last_missing(self, trainer: pl.Trainer) -> bool:
+        return bool(self.save_last) and self._last_global_step_saved != trainer.global_step
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        super().on_train_epoch_end(trainer, pl_module)
+        if (
+            not self._should_skip_saving_checkpoint(trainer)
+            and self._should_save_on_train_epoch_end(trainer)
+            and self._last_missing(trainer)
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer, pl_module):
+        super().on_validation_end(trainer, pl_module)
+        if (
+            not self._should_skip_saving_checkpoint(trainer)
+            and not self._should_save_on_train_epoch_end(trainer)
+            and self._last_missing(trainer)
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class FiringRateLogger(pl.Callback):

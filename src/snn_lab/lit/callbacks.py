@@ -57,26 +57,24 @@ class EpochCheckpoint(pl.callbacks.ModelCheckpoint):
     when it validates there. Here an epoch end that saved no checkpoint saves
     ``last.ckpt`` itself, in the same hook as the top-k save."""
 
-    def _last_missing(self, trainer: pl.Trainer) -> bool:
-        return bool(self.save_last) and self._last_global_step_saved != trainer.global_step
+    def _save_last_if_missing(self, trainer: pl.Trainer, at_train_epoch_end: bool) -> None:
+        """After the parent's hook -- the one it saves in (train epoch end or validation
+        end) -- write ``last.ckpt`` unless a checkpoint was saved at this step."""
+        if (
+            self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)
+            and self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end
+            and self._last_global_step_saved != trainer.global_step
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_epoch_end(self, trainer, pl_module):
         super().on_train_epoch_end(trainer, pl_module)
-        if (
-            not self._should_skip_saving_checkpoint(trainer)
-            and self._should_save_on_train_epoch_end(trainer)
-            and self._last_missing(trainer)
-        ):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._save_last_if_missing(trainer, at_train_epoch_end=True)
 
     def on_validation_end(self, trainer, pl_module):
         super().on_validation_end(trainer, pl_module)
-        if (
-            not self._should_skip_saving_checkpoint(trainer)
-            and not self._should_save_on_train_epoch_end(trainer)
-            and self._last_missing(trainer)
-        ):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._save_last_if_missing(trainer, at_train_epoch_end=False)
 
 
 class FiringRateLogger(pl.Callback):

@@ -174,7 +174,8 @@ def test_one_cache_dir_and_unknown_library(monkeypatch):
 @needs_cc
 @pytest.mark.parametrize("encode", ["graph", "host"])
 @pytest.mark.parametrize("readout", ["rate", "membrane"])
-def test_sparse_whole_sequence_run_equals_stepping(tmp_path, tiny_net, mnist_like, encode, readout):
+@pytest.mark.parametrize("hidden", [(70, 40), (60, 136)])  # full tiles, tails, a tile past n_out
+def test_sparse_whole_sequence_run_equals_stepping(tmp_path, tiny_net, mnist_like, encode, readout, hidden):
     """``run_batch`` (one kernel call for all T steps, layer by layer over the sequence)
     gives the very floats of stepping the kernel T times (complement off), and with the
     complement the eager network's outputs within rounding, with in-kernel draws and with
@@ -183,7 +184,7 @@ def test_sparse_whole_sequence_run_equals_stepping(tmp_path, tiny_net, mnist_lik
     from snn_lab.deploy.backends.base import CompiledStep
     from snn_lab.deploy.runtime import InputSource
 
-    net = tiny_net("lif", readout=readout, hidden=(70, 40), time_steps=9)
+    net = tiny_net("lif", readout=readout, hidden=hidden, time_steps=9)
     images = mnist_like(10)
     for threads in (1, 2):
         _, compiled, _ = compile_step(net, "sparse", 10, tmp_path / f"{encode}{threads}", encode, {"threads": threads})

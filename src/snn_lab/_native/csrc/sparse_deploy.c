@@ -121,10 +121,16 @@ static int encode_into(const net_t *net, int b, uint32_t t, const uint8_t *x_row
             const v8i hi = (v8i)h;
             const v8f u = __builtin_convertvector(hi, v8f) * scale;  /* exact: h < 2^24 */
             unsigned bits = lane_mask(u < ld(nzp + k));
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+            /* branch-free: which pixels spike is random, so a loop over them mispredicts */
+            _mm256_mask_compressstoreu_epi32(out + c, (__mmask8)bits, (__m256i)j);
+            c += __builtin_popcount(bits);
+#else
             while (bits) {
                 out[c++] = nz[k + __builtin_ctz(bits)];
                 bits &= bits - 1u;
             }
+#endif
         }
     } else {
         const uint8_t *row = x_row;
@@ -271,6 +277,42 @@ typedef struct {
         }                                                                                  \
     }
 
+/* A full 64-neuron tile of a hidden LIF layer at step t, as four 16-float vectors: the same
+   operations per neuron as the 8-float path below (bias, then where(v > vth, I, v * decay
+   + I)), and the indices of the neurons that fire appended to step t's list by compress
+   stores, ascending, without a branch per vector (a spike pattern is no branch to predict:
+   the per-vector branches cost more than the arithmetic). */
+#if WIDE16
+#define UPDATE64(v, acc, t)                                                                \
+    {                                                                                      \
+        const v16f vth16 = {vth, vth, vth, vth, vth, vth, vth, vth,                        \
+                            vth, vth, vth, vth, vth, vth, vth, vth};                       \
+        const v16f dec16 = {dec, dec, dec, dec, dec, dec, dec, dec,                        \
+                            dec, dec, dec, dec, dec, dec, dec, dec};                       \
+        const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0); \
+        int32_t *nxt = out_l.idx + ((size_t)s * T + (t)) * cap;                            \
+        int32_t c = out_l.cnt[s * T + (t)];                                                \
+        for (int q = 0; q < 4; ++q) {                                                      \
+            v16f a, vq;                                                                    \
+            memcpy(&a, &acc[2 * q], sizeof a);                                             \
+            memcpy(&vq, &v[2 * q], sizeof vq);                                             \
+            const v16f cur = a + ld16(bias + c0 + 16 * q);                                 \
+            const rvi fired = vq > vth16;                                                  \
+            const v16f leak = vq * dec16 + cur;                                            \
+            const v16f nv = (v16f)(((rvi)cur & fired) | ((rvi)leak & ~fired));             \
+            memcpy(&v[2 * q], &nv, sizeof nv);                                             \
+            const int base = c0 + 16 * q;                                                  \
+            __mmask16 m = _mm512_cmp_ps_mask((__m512)nv, (__m512)vth16, _CMP_GT_OQ);       \
+            if (base + 16 > n_out) m &= (__mmask16)(base >= n_out ? 0u : (1u << (n_out - base)) - 1u); \
+            _mm512_mask_compressstoreu_epi32(nxt + c, m, _mm512_add_epi32(iota, _mm512_set1_epi32(base))); \
+            c += __builtin_popcount((unsigned)m);                                          \
+        }                                                                                  \
+        out_l.cnt[s * T + (t)] = c;                                                        \
+    }
+#else
+#define UPDATE64(v, acc, t) {}
+#endif
+
 /* COMP (layer 0 with comp != NULL): inputs firing at most of the steps ("bright") are
    summed once per tile into `base`; a step then subtracts the bright ones that stay silent
    and adds the other ones that fire (fewer rows than all that fire). */
@@ -287,6 +329,9 @@ typedef struct {
             GATHER(NV, acc, idx, in.cnt[s * T + t], +=)                                    \
             if (COMP)                                                                      \
                 GATHER(NV, acc, comp->sub.idx + ((size_t)s * T + t) * cap, comp->sub.cnt[s * T + t], -=) \
+            if (NV == 8 && WIDE16 && kind == KIND_LIF && !last) {                          \
+                UPDATE64(v, acc, t)                                                        \
+            } else                                                                         \
             for (int q = 0; q < NV; ++q) {                                                 \
                 const v8f cur = acc[q] + ld(bias + c0 + 8 * q);                            \
                 v8f nv;                                                                    \
@@ -356,8 +401,10 @@ static int64_t split_bright(seq_lists in, comp_lists *cl, int S, int T, int cap,
         rows += nb;
         for (int t = 0; t < T; ++t) {
             int32_t *li = in.idx + ((size_t)s * T + t) * cap, c = 0;
-            for (int k = 0; k < in.cnt[s * T + t]; ++k)
-                if (2 * __builtin_popcountll(fm[li[k]]) <= T) li[c++] = li[k];
+            for (int k = 0; k < in.cnt[s * T + t]; ++k) {  /* branch-free compaction */
+                li[c] = li[k];
+                c += 2 * __builtin_popcountll(fm[li[k]]) <= T;
+            }
             in.cnt[s * T + t] = c;
             rows += c + cl->sub.cnt[s * T + t];
         }

@@ -193,9 +193,14 @@ def test_sparse_whole_sequence_run_equals_stepping(tmp_path, tiny_net, mnist_lik
         steps, keys = source.step_inputs(compiled, images, ids)
         stepped = CompiledStep.run_batch(compiled, images, steps, keys, 9)  # T calls of the one-step kernel
         compiled.complement = False
+        rows_before = compiled._spikes.copy()
         assert np.array_equal(compiled.run_batch(images, steps, keys, 9), stepped)
+        plain_rows = compiled._spikes - rows_before
         compiled.complement = True  # bright inputs once, minus where silent: other rounding
         whole = compiled.run_batch(images, steps, keys, 9)
+        comp_rows = compiled._spikes - rows_before - plain_rows
+        # the input and the hidden layer both have inputs firing at most steps: fewer rows
+        assert (comp_rows[:2] < plain_rows[:2]).all() and comp_rows[2] == plain_rows[2]
         eager = net.forward_spikes(source.spike_train(images, ids)).detach().numpy() * 9
         for got in (whole, stepped):
             if readout == "membrane":

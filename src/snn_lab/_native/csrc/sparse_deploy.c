@@ -313,7 +313,7 @@ typedef struct {
 #define UPDATE64(v, acc, t) {}
 #endif
 
-/* COMP (layer 0 with comp != NULL): inputs firing at most of the steps ("bright") are
+/* COMP (a hidden layer's input with comp != NULL): inputs firing at most of the steps ("bright") are
    summed once per tile into `base`; a step then subtracts the bright ones that stay silent
    and adds the other ones that fire (fewer rows than all that fire). */
 #define RUN_BLOCK(NV, COMP)                                                                \
@@ -440,9 +440,11 @@ static void run_chunk(const net_t *net, int b0, int b1, int T, const uint8_t *x,
         cl.sub.cnt = cl.sub.idx + n_idx;
     }
     for (int l = 0; l < L; ++l) {
-        /* the complement pays for the rate-coded input (most pixels of a digit are bright);
-           hidden layers fire sparsely, where splitting would only cost */
-        const int comp_l = have_comp && l == 0;
+        /* the complement pays for the rate-coded input (most pixels of a digit are bright)
+           and for a trained network's hidden layers too (neurons that fire at most steps:
+           1.13-1.20x the samples/s of layer 0 alone, tutorial network, batch 28); the
+           output layer's rows are 8 floats, where the split costs what it saves */
+        const int comp_l = have_comp && l < L - 1;
         const seq_lists in = bufs[l % 2], out_l = bufs[(l + 1) % 2];
         const int n_in = net->n_in[l], n_out = net->n_out[l], n_pad = net->n_pad[l];
         const int kind = net->kind[l], last = (l == L - 1);
@@ -652,8 +654,8 @@ void snn_step(const net_t *net, void *pool, uint32_t t, const uint8_t *x, float 
 /* All T steps of the batch from the reset state (snn_reset first): out[b][j] = the sum
  * over the steps of the last layer's output j. x: uint8 spikes [T, batch, n_in0] (host
  * encoding) or NULL (device encoding). spk[l] += the weight rows layer l added. The
- * membranes in net->v are not touched. complement (2 <= T <= 64): layer 0 adds its
- * bright inputs once per tile and subtracts them where silent -- fewer rows, the same
+ * membranes in net->v are not touched. complement (2 <= T <= 64): every layer but the
+ * output adds its bright inputs once per tile and subtracts them where silent -- fewer rows, the same
  * sums in another order; 0: exactly snn_step's arithmetic. */
 void snn_run(const net_t *net, void *pool, int T, const uint8_t *x, float *out, int64_t *spk, int complement) {
     pool_t *p = (pool_t *)pool;

@@ -192,9 +192,10 @@ def _ptr(a: np.ndarray) -> int:
 
 class SparseStep(CompiledStep):
     backend = "sparse"
-    #: run_batch: the first layer adds its bright inputs (firing at most steps) once per
-    #: weight tile and subtracts them where silent (about a third fewer adds for MNIST;
-    #: the same sums in another order). False: exactly the arithmetic of stepping.
+    #: run_batch: every layer but the output adds its bright inputs (firing at most steps)
+    #: once per weight tile and subtracts them where silent (rate-coded MNIST pixels, and
+    #: the hidden neurons of a trained network that fire most of the time; the same sums in
+    #: another order). False: exactly the arithmetic of stepping.
     complement: bool = True
 
     def __init__(self, lib: ctypes.CDLL, specs, step, batch_size, *, threads, artifacts):

@@ -25,6 +25,7 @@ samples / (last result read - first batch fed)``, after ``warmup`` untimed batch
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -79,12 +80,13 @@ class InputSource:
         with torch.no_grad():
             return self.model.encoder(images, self.time_steps, generator=g).to(torch.float32)
 
-    def step_inputs(self, compiled, images: torch.Tensor, ids: np.ndarray):
-        """``(steps [T, B, ...] or None, keys or None)`` for one batch of ``compiled``."""
+    def step_inputs(self, compiled, images: torch.Tensor, ids: np.ndarray, keys: np.ndarray | None = None):
+        """``(steps [T, B, ...] or None, keys or None)`` for one batch of ``compiled``;
+        ``keys``: the batch's sample keys when the caller has them (``keys(ids)``)."""
         if compiled.device_rng:
             if not self.bernoulli:
                 raise UnsupportedError("device-side encoding is Bernoulli only; use encode=host")
-            return None, self.keys(ids)
+            return None, self.keys(ids) if keys is None else keys
         if compiled.encode == "graph":
             if self.draws is None:  # not Bernoulli
                 raise UnsupportedError("encode=graph is Bernoulli only; use encode=host")
@@ -137,14 +139,25 @@ class Runtime:
         self.warmup = max(0, int(warmup))
 
     def _batches(self, images: torch.Tensor, ids: np.ndarray):
+        """``(start, n, images, ids, keys)`` per batch, padded to the batch size. With the
+        kernel's own draws the sample keys of the whole run are hashed here at once (a
+        numpy call per batch cost about a twentieth of a batch of the sparse kernel)."""
+        keys = None
+        if getattr(self.compiled, "device_rng", False) and self.source.bernoulli:
+            keys = self.source.keys(ids)
         for start in range(0, images.shape[0], self.B):
             img, bid = images[start : start + self.B], ids[start : start + self.B]
             n = img.shape[0]
             img, bid = _pad(img, bid, self.B)
-            yield start, n, img.contiguous(), bid
+            bkeys = None
+            if keys is not None:
+                bkeys = keys[start : start + self.B]
+                if n < self.B:  # padded like the ids: the last sample repeated
+                    bkeys = np.concatenate([bkeys, np.full(self.B - n, bkeys[-1], dtype=bkeys.dtype)])
+            yield start, n, img.contiguous(), bid, bkeys
 
-    def _run_one(self, img, bid):
-        steps, keys = self.source.step_inputs(self.compiled, img, bid)
+    def _run_one(self, img, bid, keys=None):
+        steps, keys = self.source.step_inputs(self.compiled, img, bid, keys)
         return self.compiled.run_batch(img, steps, keys, self.T)
 
     def run(self, images: torch.Tensor, sample_ids: np.ndarray | None = None) -> RunResult:
@@ -153,8 +166,8 @@ class Runtime:
         if N == 0:
             raise DeployError("no samples to run; check num_samples")
         ids = np.arange(N, dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
-        for _, _, img, bid in list(self._batches(images, ids))[: self.warmup]:
-            self._run_one(img, bid)
+        for _, _, img, bid, bkeys in itertools.islice(self._batches(images, ids), self.warmup):
+            self._run_one(img, bid, bkeys)
 
         if getattr(self.compiled, "runs_on_all_cores", False):
             return self._run_in_caller(images, ids)
@@ -168,8 +181,8 @@ class Runtime:
 
         def feeder():
             try:
-                for start, n, img, bid in self._batches(images, ids):
-                    steps, keys = self.source.step_inputs(self.compiled, img, bid)
+                for start, n, img, bid, bkeys in self._batches(images, ids):
+                    steps, keys = self.source.step_inputs(self.compiled, img, bid, bkeys)
                     if is_async:
                         t0 = time.perf_counter()
                         self.compiled.submit(
@@ -240,9 +253,9 @@ class Runtime:
         scores: np.ndarray | None = None
         latencies: list[float] = []
         t_start = time.perf_counter()
-        for start, n, img, bid in self._batches(images, ids):
+        for start, n, img, bid, bkeys in self._batches(images, ids):
             t0 = time.perf_counter()
-            acc = self._run_one(img, bid)
+            acc = self._run_one(img, bid, bkeys)
             sc = acc[:n] / np.float32(self.T)
             if scores is None:
                 scores = np.zeros((N, sc.shape[1]), dtype=np.float32)

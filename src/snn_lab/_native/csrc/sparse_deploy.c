@@ -94,8 +94,25 @@ void snn_reset(const net_t *net) {
             const float *p = net->images + (size_t)b * n0;
             int32_t *nz = net->nz + (size_t)b * (n0 + 8), c = 0;
             float *nzp = net->nzp + (size_t)b * (n0 + 8);
-            for (int j = 0; j < n0; ++j)
-                if (p[j] > 0.0f) { nz[c] = j; nzp[c++] = p[j]; }
+            int j = 0;
+#if defined(__AVX512F__)
+            /* 16 pixels at a time by compress stores: a branch per pixel mispredicts at
+               every stroke edge (this listing was about a twelfth of a batch's time) */
+            const __m512i step16 = _mm512_set1_epi32(16);
+            __m512i jv = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+            for (; j + 16 <= n0; j += 16, jv = _mm512_add_epi32(jv, step16)) {
+                const __m512 pv = _mm512_loadu_ps(p + j);
+                const __mmask16 m = _mm512_cmp_ps_mask(pv, _mm512_setzero_ps(), _CMP_GT_OQ);
+                _mm512_mask_compressstoreu_epi32(nz + c, m, jv);
+                _mm512_mask_compressstoreu_ps(nzp + c, m, pv);
+                c += __builtin_popcount((unsigned)m);
+            }
+#endif
+            for (; j < n0; ++j) {  /* branch-free */
+                nz[c] = j;
+                nzp[c] = p[j];
+                c += p[j] > 0.0f;
+            }
             net->nz_count[b] = c;
             for (int k = c; k < c + 8; ++k) { nz[k] = 0; nzp[k] = 0.0f; }  /* pad: never spikes */
         }

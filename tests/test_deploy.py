@@ -326,6 +326,27 @@ def test_host_encoders_other_than_bernoulli_deploy_exactly(encoder, shape, tmp_p
     assert rep["encode"] == "host" and rep["agreement"] == 1.0 and rep["scores_identical_fraction"] == 1.0
 
 
+def test_deploy_refuses_a_backend_whose_passes_differ(tmp_path, tiny_net, monkeypatch):
+    """Passes over the same inputs must give the same scores (the draws are keyed by
+    sample): a backend that does not is reported, and no report is written."""
+    net = tiny_net(hidden=(32,), time_steps=4)
+    calls = {"n": 0}
+    run = Runtime.run
+
+    def drifting(self, images, sample_ids=None):
+        res = run(self, images, sample_ids)
+        calls["n"] += 1
+        res.scores = res.scores + np.float32(calls["n"] == 2)  # the second pass differs
+        return res
+
+    monkeypatch.setattr(Runtime, "run", drifting)
+    with pytest.raises(DeployError, match="different scores on 3 passes"):
+        run_deploy(net, "eager", 7, tmp_path, num_samples=14, latency_batch1=False, warmup=0)
+    assert not (tmp_path / "deploy_report.json").exists()
+    rep = run_deploy(net, "eager", 7, tmp_path, num_samples=14, latency_batch1=False, warmup=0, passes=1)
+    assert len(rep["throughput_passes"]) == 1 and rep["throughput"] == rep["throughput_passes"][0]
+
+
 def test_runtime_surfaces_backend_errors(tmp_path, tiny_net, mnist_like):
     net = tiny_net()
     _, compiled, _ = compile_step(net, "eager", 4, tmp_path)
@@ -363,7 +384,7 @@ def test_run_deploy_writes_a_complete_report(tmp_path, tiny_net):
     ):
         assert key in data, key
     assert data["agreement"] == 1.0 and data["verified"] and data["samples"] == 40
-    assert data["latency_ms"]["batch1"]["p50"] > 0 and data["latency_ms"]["batch"]["n"] == 5
+    assert data["latency_ms"]["batch1"]["p50"] > 0 and data["latency_ms"]["batch"]["n"] == 3 * 5  # 3 passes
     assert data["device_encoding"] and data["encode"] == "graph"
     assert not list((tmp_path / "d").glob(".tmp-*"))  # atomic write left no temp file
     assert "target" not in data  # no built-in throughput goal in a user's report

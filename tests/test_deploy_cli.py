@@ -41,6 +41,9 @@ def test_deploy_cli_writes_a_verified_report(ckpt, tmp_path):
     rep = json.loads((tmp_path / "out" / "deploy_report.json").read_text())
     assert rep["backend"] == "onnxruntime" and rep["batch_size"] == 7 and rep["samples"] == 70
     assert rep["agreement"] == 1.0 and rep["verified"] and rep["throughput"] > 0
+    passes = rep["throughput_passes"]  # the default: three timed passes, the median reported
+    assert len(passes) == 3 and rep["throughput"] == sorted(passes)[1]
+    assert rep["latency_ms"]["batch"]["n"] == 3 * 10  # every pass's batches
     assert rep["latency_ms"]["batch1"]["p50"] > 0
     assert Path(rep["artifacts"]["onnx"]).is_file()
     assert "samples/s" in r.stdout and "agreement 100.000%" in r.stdout and "report:" in r.stdout
@@ -92,6 +95,8 @@ def test_deploy_cli_rejects_with_one_line_errors(ckpt, tmp_path, args, needle):
         (["backend=lynxi", "batch_size=5"], "1, 2, 4, 7, 14, 28"),
         (["target=apu", "batch_size=3"], "1, 2, 4, 7, 14, 28"),
         (["ckpt_path=null"], "ckpt_path is required"),
+        (["passes=0"], "passes=0 is invalid"),
+        (["passes=abc"], "passes='abc' is invalid"),
     ],
 )
 def test_deploy_config_errors_in_process(ckpt, tmp_path, args, needle, compose_cfg):

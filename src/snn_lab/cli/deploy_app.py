@@ -55,6 +55,7 @@ def run(cfg: DictConfig) -> dict:
         "latency_batch1",
         "latency_samples",
         "warmup",
+        "passes",
         "queue_depth",
         "verify",
         "min_agreement",
@@ -72,8 +73,14 @@ def summary(r: dict) -> str:
     parts = [
         f"snn_lab deploy: backend={r['backend']} batch={r['batch_size']} T={r['time_steps']} "
         f"encode={r['encode']}{' (in-kernel draws)' if r['device_encoding'] else ''}",
-        f"  throughput {r['throughput']:.1f} samples/s ({r['samples']} samples in {r['wall_seconds']:.2f} s, "
-        "encoding included)",
+        f"  throughput {r['throughput']:.1f} samples/s (encoding included; "
+        + (
+            f"median of {len(r['throughput_passes'])} passes over {r['samples']} samples: "
+            + ", ".join(f"{x:.0f}" for x in r["throughput_passes"])
+            if len(r.get("throughput_passes", [])) > 1
+            else f"{r['samples']} samples in {r['wall_seconds']:.2f} s"
+        )
+        + ")",
         f"  latency per batch p50 {lat['batch']['p50']:.2f} ms p99 {lat['batch']['p99']:.2f} ms"
         + (f"; batch-1 p50 {b1['p50']:.3f} ms p99 {b1['p99']:.3f} ms" if b1.get("p50") is not None else ""),
     ]

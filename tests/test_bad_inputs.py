@@ -57,6 +57,9 @@ def _make(kind: str, tmp: Path, good: Path) -> str:
     elif kind == "file":
         p = tmp / "a_file"
         p.write_text("x")
+    elif kind == "dangling_link":  # a run dir kept elsewhere, whose target is gone
+        p = tmp / "linked_run"
+        p.symlink_to(tmp / "moved_away")
     else:
         raise KeyError(kind)
     return str(p)
@@ -85,6 +88,7 @@ CASES = [
     ("missing checkpoint", ["ckpt_path={tmp}/nope.ckpt"], "does not exist"),
     ("NaN loss", ["optimizer.lr=1e38"], "non-finite gradient in net.layers.0"),
     ("unwritable output dir", ["hydra.run.dir={file}/run"], "is a file, not a directory"),
+    ("output dir a dangling link", ["hydra.run.dir={dangling_link}"], "is a symbolic link to a missing"),
     ("finished run dir reused", ["hydra.run.dir={good}"], "already holds a finished run"),
     ("unknown deploy backend", ["deploy=onnxrntime"], "backend='onnxrntime' is unknown; available: aoti, eager"),
     ("missing deploy toolchain", ["target=apu", "deploy=auto"], "needs lyngor (Lynxi SDK)"),
@@ -105,6 +109,7 @@ def test_bad_input(name, overrides, expected, tiny_run_copy, tmp_path):
         "corrupt_data_dir",
         "truncated_data_dir",
         "file",
+        "dangling_link",
     ):
         if any("{" + kind + "}" in o for o in overrides):
             fills[kind] = _make(kind, tmp_path, good_run)

@@ -6,6 +6,7 @@ job itself (:func:`snn_lab.cli.train_app.run_job`) loads them."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -38,6 +39,11 @@ def check_output_dir(argv: list[str]) -> None:
             continue
         anc = Path(value.split("${", 1)[0] or ".")
         while not anc.exists() and anc != anc.parent:
+            if anc.is_symlink():  # Hydra's mkdir would fail on it with a traceback
+                fail(
+                    f"{key}={value}: {anc} is a symbolic link to a missing directory "
+                    f"({os.readlink(anc)}); create it or choose another {key}"
+                )
             anc = anc.parent
         if not anc.is_dir():
             fail(f"{key}={value}: {anc} is a file, not a directory; choose another {key}")

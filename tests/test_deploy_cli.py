@@ -88,6 +88,13 @@ def test_deploy_cli_rejects_with_one_line_errors(ckpt, tmp_path, args, needle):
     assert not (tmp_path / "out" / "deploy_report.json").exists()
 
 
+def test_deploy_cli_refuses_a_run_dir_that_links_nowhere(ckpt, tmp_path):
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    r = deploy([f"ckpt_path={ckpt}", "hydra.run.dir=out", *FAST], tmp_path)
+    assert r.returncode == 2 and "is a symbolic link to a missing directory" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and not (tmp_path / "gone").exists()
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [

@@ -61,7 +61,9 @@ def evaluate() -> None:
 def deploy() -> None:
     prepare_process()
     from .deploy_app import main
+    from .train_entry import check_output_dir
 
+    check_output_dir(sys.argv[1:])
     main()
 
 

@@ -11,7 +11,9 @@ kernel and then the other (the order alternating), so a machine whose speed wand
 slows both alike. Prints each kernel's samples/s per pass (kernel calls only, encoding in
 the kernel included), the per-pass ratio, and whether the two gave the same scores.
 Both must speak the current ABI version (the revision's kernel is loaded by the current
-backend).
+backend). Both kernels' thread pools live at once, so the idle one's worker spins for a
+moment while the other runs: the absolute rates come out below a deploy's (and kernel
+calls only, no runtime around them); the ratio is the figure to read.
 """
 
 from __future__ import annotations

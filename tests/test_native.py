@@ -164,6 +164,22 @@ def test_sparse_backend_errors_and_weight_tiles(fresh, tmp_path, monkeypatch):
         assert np.array_equal(sparse.pack_weights(lib, w, n_pad), np.concatenate(parts))
 
 
+def test_huge_page_floats_are_aligned_disjoint_and_writable():
+    """The sparse backend's weight buffers: one mapping, the first array on a 2 MB
+    boundary (where transparent huge pages can back it), each on a 4 KB one, disjoint."""
+    from snn_lab.deploy.backends import sparse
+
+    arrays, mapping = sparse.huge_page_floats([10, 4097, 3])
+    addrs = [a.ctypes.data for a in arrays]
+    assert addrs[0] % sparse.HUGE_PAGE == 0 and all(x % 4096 == 0 for x in addrs)
+    assert [a.size for a in arrays] == [10, 4097, 3] and all(a.dtype == np.float32 for a in arrays)
+    assert addrs[1] - addrs[0] >= 4 * 10 and addrs[2] - addrs[1] >= 4 * 4097  # in order, disjoint
+    for i, a in enumerate(arrays):
+        a[:] = i
+    assert [float(a.sum()) for a in arrays] == [0.0, 4097.0, 6.0]
+    assert mapping is not None
+
+
 def test_one_cache_dir_and_unknown_library(monkeypatch):
     monkeypatch.delenv("SNN_LAB_CACHE", raising=False)
     assert build.cache_dir() == Path.home() / ".cache" / "snn_lab"

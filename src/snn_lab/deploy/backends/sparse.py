@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import mmap
 import os
 import time
 from typing import Any, ClassVar
@@ -49,15 +50,42 @@ KIND_LIF, KIND_LI = 0, 1
 BLOCK = 8  # floats per vector; columns are padded to a multiple of it
 
 
-def pack_weights(lib: ctypes.CDLL, w: np.ndarray, n_pad: int) -> np.ndarray:
+def pack_weights(lib: ctypes.CDLL, w: np.ndarray, n_pad: int, out: np.ndarray | None = None) -> np.ndarray:
     """Linear weight ``w[n_out, n_in]`` -> ``W^T`` zero-padded to ``n_pad`` columns, in the
     kernel's column tiles (``csrc/common.h``): each tile's rows sit in one compact region
-    (few TLB pages, L2-resident). ``lib``: from :func:`build_kernel`."""
+    (few TLB pages, L2-resident). ``lib``: from :func:`build_kernel`; ``out``: a float32
+    array of ``n_in * n_pad`` to fill (else a new one)."""
     n_out, n_in = w.shape
     w = np.ascontiguousarray(w, dtype=np.float32)
-    out = np.empty(n_in * n_pad, dtype=np.float32)
+    if out is None:
+        out = np.empty(n_in * n_pad, dtype=np.float32)
     lib.snn_pack_weights(_ptr(w), _ptr(out), n_in, n_out, n_pad)
     return out
+
+
+HUGE_PAGE = 2 << 20
+
+
+def huge_page_floats(counts: list[int]) -> tuple[list[np.ndarray], Any]:
+    """float32 arrays of the given sizes in one anonymous mapping aligned to 2 MB and
+    advised for transparent huge pages (Linux, THP ``madvise`` or ``always``): the kernel's
+    weight rows are read in random order, so where they sit in 4 KB pages -- TLB reach and
+    cache-set placement, which differ from one allocation to the next -- changed its speed
+    by up to a fifth between processes; on 2 MB pages every run sees one layout. Each
+    array starts on a 4 KB boundary. Returns the arrays and the mapping (keep it alive)."""
+    sizes = [-(-4 * n // 4096) * 4096 for n in counts]
+    total = -(-sum(sizes) // HUGE_PAGE) * HUGE_PAGE
+    mm = mmap.mmap(-1, total + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+    off = (-addr) % HUGE_PAGE
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        with contextlib.suppress(OSError):  # no THP here: 4 KB pages, same results
+            mm.madvise(mmap.MADV_HUGEPAGE, off, total)
+    arrays, at = [], off
+    for n, size in zip(counts, sizes, strict=True):
+        arrays.append(np.frombuffer(mm, dtype=np.float32, count=n, offset=at))
+        at += size
+    return arrays, mm
 
 
 class _Net(ctypes.Structure):
@@ -221,7 +249,7 @@ class SparseStep(CompiledStep):
             "kind": i32("kind"),
             "vth": np.array([s["vth"] for s in specs], dtype=np.float32),
             "decay": np.array([s["decay"] for s in specs], dtype=np.float32),
-            "wt": [pack_weights(self.lib, s["w"], s["n_pad"]) for s in specs],
+            "wt": self._packed(specs),
             "bias": [np.ascontiguousarray(s["bias"]) for s in specs],
             "v": [np.zeros((B, s["n_pad"]), dtype=np.float32) for s in specs],
             "list": [np.zeros((B, s["n_in"]), dtype=np.int32) for s in specs],
@@ -249,6 +277,12 @@ class SparseStep(CompiledStep):
         self._spikes = np.zeros(L, dtype=np.int64)  # input spikes per layer over every run_batch
         self._samples_run = 0
         self._kernel_seconds = 0.0
+
+    def _packed(self, specs) -> list[np.ndarray]:
+        """The packed weights of every layer, on transparent huge pages (see
+        :func:`huge_page_floats`)."""
+        arrays, self._weight_map = huge_page_floats([s["n_in"] * s["n_pad"] for s in specs])
+        return [pack_weights(self.lib, s["w"], s["n_pad"], out=a) for s, a in zip(specs, arrays, strict=True)]
 
     # -- session ------------------------------------------------------------------------
     def reset(self, images=None, keys=None) -> None:

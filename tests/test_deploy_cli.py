@@ -173,9 +173,10 @@ def test_runtime_bench_script_alternates_both_runtimes_on_one_compiled_step(ckpt
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # four fresh processes, each importing torch: ~half a minute
 def test_sparse_kernel_bench_script_compares_with_a_git_revision(ckpt, capsys):
     """experiments/bench_sparse_kernel.py builds the kernel of a revision (here HEAD, as
-    committed) beside this checkout's and runs both batch by batch."""
+    committed) beside this checkout's and runs each in fresh processes, rounds alternating."""
     import importlib.util
     import subprocess
 
@@ -186,11 +187,11 @@ def test_sparse_kernel_bench_script_compares_with_a_git_revision(ckpt, capsys):
     spec = importlib.util.spec_from_file_location("bench_sparse_kernel", ROOT / "experiments/bench_sparse_kernel.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    args = [str(ckpt), "--against", "HEAD", "--batch", "14", "--samples", "42", "--passes", "2", "--threads", "1"]
-    assert mod.main(args) == 0
+    args = [str(ckpt), "--against", "HEAD", "--batch", "14", "--samples", "42", "--passes", "1", "--threads", "1"]
+    assert mod.main([*args, "--rounds", "2"]) == 0
     out = capsys.readouterr().out
-    assert len(re.findall(r"\d+", re.search(r"^ +HEAD samples/s per pass: (.*)$", out, re.M).group(1))) == 2
-    assert re.search(r"^ratio this checkout / HEAD per pass: \[[\d., ]+\], median [\d.]+$", out, re.M)
+    assert len(re.findall(r"\d+", re.search(r"^ +HEAD samples/s per round: (.*)$", out, re.M).group(1))) == 2
+    assert re.search(r"^ratio this checkout / HEAD per round: \[[\d., ]+\], median [\d.]+$", out, re.M)
     assert "same scores: True" in out
     assert mod.main([str(ckpt), "--against", "no-such-revision"]) == 2
     assert "error:" in capsys.readouterr().err

@@ -247,8 +247,7 @@ def run_deploy(
     load_end = loadavg()
     res = runs[0]
     # every pass computes the same thing (the draws are keyed by sample): a difference is a fault
-    passes_identical = all(np.array_equal(r.scores, res.scores) for r in runs[1:])
-    if not passes_identical:
+    if not all(np.array_equal(r.scores, res.scores) for r in runs[1:]):
         compiled.close()
         raise DeployError(
             f"backend {backend!r} gave different scores on {passes} passes over the same inputs; it is not "

@@ -327,8 +327,6 @@ typedef struct {
         }                                                                                  \
         out_l.cnt[s * T + (t)] = c;                                                        \
     }
-#else
-#define UPDATE64(v, acc, t) {}
 #endif
 
 /* COMP (a hidden layer's input with comp != NULL): inputs firing at most of the steps ("bright") are
@@ -347,9 +345,6 @@ typedef struct {
             GATHER(NV, acc, idx, in.cnt[s * T + t], +=)                                    \
             if (COMP)                                                                      \
                 GATHER(NV, acc, comp->sub.idx + ((size_t)s * T + t) * cap, comp->sub.cnt[s * T + t], -=) \
-            if (NV == 8 && WIDE16 && kind == KIND_LIF && !last) {                          \
-                UPDATE64(v, acc, t)                                                        \
-            } else                                                                         \
             for (int q = 0; q < NV; ++q) {                                                 \
                 const v8f cur = acc[q] + ld(bias + c0 + 8 * q);                            \
                 v8f nv;                                                                    \

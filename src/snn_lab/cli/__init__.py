@@ -9,7 +9,9 @@ sets the environment first and imports torch only after that (OpenMP reads
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -25,7 +27,34 @@ def _config_dir() -> str:
 
 CONFIG_DIR = _config_dir()
 
-__all__ = ["CONFIG_DIR", "bench", "deploy", "evaluate", "prepare_process", "train"]
+__all__ = ["CONFIG_DIR", "bench", "deploy", "evaluate", "keep_freed_memory", "prepare_process", "train"]
+
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+KEEP_MMAP_THRESHOLD = 64 << 20  # blocks below this come from the heap, not fresh mappings
+KEEP_TRIM_THRESHOLD = 1 << 30  # free heap top kept by the process, up to this
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's allocator keep freed memory for reuse instead of handing it back to the
+    kernel (``SNN_LAB_KEEP_MEMORY=0`` leaves the allocator alone). Returns True when set.
+
+    The fast engine works on whole ``[T, B, N]`` tensors of several MB (8 MB for a hidden
+    layer of the tutorial network at batch 200). With glibc's defaults, some of them go
+    back to the kernel when freed and come back as fresh zeroed pages: about 2,000 page
+    faults a training step of that network. Kept, none (the per-step path, whose tensors
+    are one step's, had none either way); see docs/BENCHMARKS.md. Process-wide and
+    irreversible (glibc then stops adapting its thresholds), so it is set by the command
+    lines only, never on import."""
+    if os.environ.get("SNN_LAB_KEEP_MEMORY", "1") == "0" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, KEEP_MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD))
 
 
 def prepare_process() -> None:
@@ -33,10 +62,12 @@ def prepare_process() -> None:
 
     Idle OpenMP threads sleep instead of spinning: on a 2-core machine shared with other
     processes, spinning threads slowed a 2-epoch run from ~80 s to ~10 min
-    (docs/BENCHMARKS.md). Hydra prints one-line errors, not its own traceback.
+    (docs/BENCHMARKS.md). Hydra prints one-line errors, not its own traceback. Freed
+    memory stays with the process (:func:`keep_freed_memory`).
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    keep_freed_memory()
 
 
 def train() -> None:

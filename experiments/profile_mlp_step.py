@@ -2,13 +2,16 @@
 """Where an engine training step of the seed MLP spends its time.
 
     python experiments/profile_mlp_step.py [--kernel-draws] [--warmup 60] [--steps 6] [--threads 2]
+    SNN_LAB_KEEP_MEMORY=0 python experiments/profile_mlp_step.py   # glibc's allocator defaults
 
 The bench's MLP race settings (784-512-512-10, T=20, batch 200, SGD lr 0.02 momentum 0.9)
 on the bundled MNIST training digits: ``--warmup`` training steps first (the firing rates
 of a network that learns, not of its initialisation), then ``--steps`` steps under
 ``torch.profiler`` and, separately, with each native kernel call timed. Prints the
 profiler's table (self CPU time per operator) and the native kernels' milliseconds per
-step. Shares, not a benchmark: the profiler adds its own overhead.
+step, with the page faults and kernel (system) time of a step. Like the command lines,
+it keeps freed memory in the process first (``snn_lab.cli.keep_freed_memory``; off with
+``SNN_LAB_KEEP_MEMORY=0``). Shares, not a benchmark: the profiler adds its own overhead.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import gzip
+import resource
 import time
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from snn_lab import engine
 from snn_lab.bench.contestants import Engine
+from snn_lab.cli import keep_freed_memory
 from snn_lab.engine import native
 
 MNIST = Path(__file__).resolve().parents[1] / "src" / "snn_lab" / "data" / "mnist"
@@ -49,6 +54,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    kept = keep_freed_memory()
     torch.set_num_threads(args.threads)
     T, B = 20, 200
     gen = torch.Generator().manual_seed(0)
@@ -88,13 +94,22 @@ def main() -> None:
     for name, fn in originals.items():
         setattr(native, name, timed(name, fn))
     try:
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         for _ in range(args.steps):
             step()
         wall = (time.perf_counter() - t0) / args.steps
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
     finally:
         for name, fn in originals.items():
             setattr(native, name, fn)
+    faults = (r1.ru_minflt - r0.ru_minflt) / args.steps
+    system = (r1.ru_stime - r0.ru_stime) / args.steps
+    peak = r1.ru_maxrss / 1024  # KB on Linux
+    print(
+        f"freed memory kept: {kept}; per step: {faults:.0f} page faults, {system * 1e3:.1f} ms of system time;"
+        f" peak RSS {peak:.0f} MB"
+    )
     print(f"step: {wall * 1e3:.1f} ms; native kernels per step:")
     for name, s in sorted(spent.items(), key=lambda kv: -kv[1]):
         print(f"  {name:16s} {s / args.steps * 1e3:6.2f} ms")

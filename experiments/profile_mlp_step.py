@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where an engine training step of the seed MLP spends its time.
 
-    python experiments/profile_mlp_step.py [--kernel-draws] [--warmup 60] [--steps 6] [--threads 2]
+    python experiments/profile_mlp_step.py [--kernel-draws] [--warmup 60] [--steps 6] [--threads 2] [--reference]
     SNN_LAB_KEEP_MEMORY=0 python experiments/profile_mlp_step.py   # glibc's allocator defaults
 
 The bench's MLP race settings (784-512-512-10, T=20, batch 200, SGD lr 0.02 momentum 0.9)
@@ -9,8 +9,8 @@ on the bundled MNIST training digits: ``--warmup`` training steps first (the fir
 of a network that learns, not of its initialisation), then ``--steps`` steps under
 ``torch.profiler`` and, separately, with each native kernel call timed. Prints the
 profiler's table (self CPU time per operator) and the native kernels' milliseconds per
-step, with the page faults and kernel (system) time of a step. Like the command lines,
-it keeps freed memory in the process first (``snn_lab.cli.keep_freed_memory``; off with
+step; before both, the page faults and kernel (system) time of plain steps. Like the command lines,
+it keeps freed memory in the process before torch starts (``snn_lab.cli.keep_freed_memory``; off with
 ``SNN_LAB_KEEP_MEMORY=0``). Shares, not a benchmark: the profiler adds its own overhead.
 """
 
@@ -23,15 +23,18 @@ import resource
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
-
-from snn_lab import engine
-from snn_lab.bench.contestants import Engine
 from snn_lab.cli import keep_freed_memory
-from snn_lab.engine import native
+
+KEPT = keep_freed_memory()  # before torch allocates anything, as the command lines do
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from snn_lab import engine  # noqa: E402
+from snn_lab.bench.contestants import Engine, Reference  # noqa: E402
+from snn_lab.engine import native  # noqa: E402
 
 MNIST = Path(__file__).resolve().parents[1] / "src" / "snn_lab" / "data" / "mnist"
 KERNELS = ("tm_fwd", "tm_wgrad", "tmask", "bernoulli_tmask", "thin_mm", "lif_fwd", "lif_bwd", "spmm_fwd", "csr")
@@ -53,13 +56,13 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=60)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reference", action="store_true", help="the per-step path instead of the engine")
     args = ap.parse_args()
-    kept = keep_freed_memory()
     torch.set_num_threads(args.threads)
     T, B = 20, 200
     gen = torch.Generator().manual_seed(0)
     images, labels = digits(2000)
-    net = Engine(T, torch.device("cpu"))
+    net = (Reference if args.reference else Engine)(T, torch.device("cpu"))
     opt = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9)
     net.train(True)
 
@@ -73,6 +76,15 @@ def main() -> None:
 
     for _ in range(args.warmup):
         step()
+    # page faults and kernel time of plain steps (the profiler's own allocations come later)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    plain = (time.perf_counter() - t0) / args.steps
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    faults = (r1.ru_minflt - r0.ru_minflt) / args.steps
+    system = (r1.ru_stime - r0.ru_stime) / args.steps
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(args.steps):
             step()
@@ -94,23 +106,19 @@ def main() -> None:
     for name, fn in originals.items():
         setattr(native, name, timed(name, fn))
     try:
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         for _ in range(args.steps):
             step()
         wall = (time.perf_counter() - t0) / args.steps
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
     finally:
         for name, fn in originals.items():
             setattr(native, name, fn)
-    faults = (r1.ru_minflt - r0.ru_minflt) / args.steps
-    system = (r1.ru_stime - r0.ru_stime) / args.steps
-    peak = r1.ru_maxrss / 1024  # KB on Linux
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
     print(
-        f"freed memory kept: {kept}; per step: {faults:.0f} page faults, {system * 1e3:.1f} ms of system time;"
-        f" peak RSS {peak:.0f} MB"
+        f"plain steps: {plain * 1e3:.1f} ms, {faults:.0f} page faults and {system * 1e3:.1f} ms of system time"
+        f" a step (freed memory kept: {KEPT}); peak RSS {peak:.0f} MB"
     )
-    print(f"step: {wall * 1e3:.1f} ms; native kernels per step:")
+    print(f"step with the kernels timed: {wall * 1e3:.1f} ms; native kernels per step:")
     for name, s in sorted(spent.items(), key=lambda kv: -kv[1]):
         print(f"  {name:16s} {s / args.steps * 1e3:6.2f} ms")
 

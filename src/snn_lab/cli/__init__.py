@@ -40,13 +40,12 @@ def keep_freed_memory() -> bool:
     """Let glibc's allocator keep freed memory for reuse instead of handing it back to the
     kernel (``SNN_LAB_KEEP_MEMORY=0`` leaves the allocator alone). Returns True when set.
 
-    The fast engine works on whole ``[T, B, N]`` tensors of several MB (8 MB for a hidden
-    layer of the tutorial network at batch 200). With glibc's defaults, some of them go
-    back to the kernel when freed and come back as fresh zeroed pages: about 2,000 page
-    faults a training step of that network. Kept, none (the per-step path, whose tensors
-    are one step's, had none either way); see docs/BENCHMARKS.md. Process-wide and
-    irreversible (glibc then stops adapting its thresholds), so it is set by the command
-    lines only, never on import."""
+    Training allocates and frees tensors of several MB every step (8 MB for a hidden layer
+    of the tutorial network over T=20 at batch 200). With glibc's defaults, some of them go
+    back to the kernel when freed and come back as fresh zeroed pages: up to ~2,000 page
+    faults a training step of that network on the engine, ~4,000 on the per-step path;
+    kept, none (docs/BENCHMARKS.md). Process-wide and irreversible (glibc then stops
+    adapting its thresholds), so it is set by the command lines only, never on import."""
     if os.environ.get("SNN_LAB_KEEP_MEMORY", "1") == "0" or platform.libc_ver()[0] != "glibc":
         return False
     try:

@@ -50,6 +50,8 @@ def test_tiny_bench_in_process():
         assert 0 <= eng[f"spike_mismatches_dense_{dense_op}"] <= 1e-3 * eng["spikes_compared"]
         if name != "mlp":
             assert net["network"]["time_steps"] == CN.NETWORKS[name][0]
+    others = res["machine"]["cpu_share_used_by_other_processes"]
+    assert others is None or 0.0 <= others <= 1.0
     text = table(res)
     assert "network conv (T=4" in text and "network conv_bernoulli (T=20" in text and "engine" in text
     json.dumps(res)  # serialisable as is
@@ -61,6 +63,21 @@ def test_tiny_bench_in_process():
     ):
         eng["spike_mismatches_dense_matmul"] = n_dense
         assert f"({n_dense} with engine.matmul=dense, the per-step path's matmuls: {says}" in table(res)
+
+
+def test_the_competition_warning_trusts_the_measured_cpu_share_over_the_load_average():
+    from snn_lab.bench.runner import _competition_warning
+
+    busy_box = {"cpu_count": 2, "loadavg_at_start": [0.2, 0.2, 0.2], "loadavg_1_5_15": [0.3, 0.2, 0.2]}
+    # jobs stopped just before the run: a high load average, but nothing used the CPU
+    stopped_jobs = {"cpu_count": 2, "loadavg_at_start": [3.5, 3.0, 2.0], "loadavg_1_5_15": [2.5, 2.8, 2.0]}
+    assert _competition_warning({**stopped_jobs, "cpu_share_used_by_other_processes": 0.01}) == ""
+    warn = _competition_warning({**busy_box, "cpu_share_used_by_other_processes": 0.45})
+    assert "other processes used 45% of this machine's CPU" in warn and "unreliable" in warn
+    # where /proc/stat is not there, the load average decides
+    unmeasured = {**stopped_jobs, "cpu_share_used_by_other_processes": None}
+    assert "load average 3.5 at start" in _competition_warning(unmeasured)
+    assert _competition_warning({**busy_box, "cpu_share_used_by_other_processes": None}) == ""
 
 
 def test_a_race_without_the_engine_contestant_starts_from_the_same_pretraining():

@@ -22,7 +22,7 @@ from .. import engine
 from ..data import load_mnist_arrays
 from ..engine.options import EngineOptions
 from ..errors import ConfigError
-from ..host import machine_info
+from ..host import BusyMeter, machine_info
 from . import contestants as C
 from . import convnets as CN
 from .measure import layer_strategies, median, saved_activation_bytes, timed
@@ -241,6 +241,9 @@ def run(cfg: BenchConfig) -> dict:
         return _run(cfg)
 
 
+OTHERS_WARN = 0.1  # share of the machine's CPU used by other processes above which the bench warns
+
+
 def _run(cfg: BenchConfig) -> dict:
     device = _device(cfg.target)
     if cfg.threads:
@@ -257,15 +260,18 @@ def _run(cfg: BenchConfig) -> dict:
     if not cfg.networks:
         raise ConfigError(f"networks=[] is invalid: name at least one of {', '.join(NETWORKS)}")
     load_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    races, skipped = _races(cfg, device)
-    torch.manual_seed(cfg.seed)
-    images, labels = _images(cfg, device)
-    results = {}
-    for race in races:
-        log.info("racing the %s network", race.network)
-        results[race.network] = _race(race, cfg, images, labels, device, skipped.get(race.network, {}))
+    with BusyMeter() as busy:
+        races, skipped = _races(cfg, device)
+        torch.manual_seed(cfg.seed)
+        images, labels = _images(cfg, device)
+        results = {}
+        for race in races:
+            log.info("racing the %s network", race.network)
+            results[race.network] = _race(race, cfg, images, labels, device, skipped.get(race.network, {}))
     machine = machine_info(device)
     machine["loadavg_at_start"] = load_start
+    # measured over the run; the load average also counts jobs that stopped minutes before
+    machine["cpu_share_used_by_other_processes"] = busy.others
     return {
         "machine": machine,
         "config": dataclasses.asdict(cfg),
@@ -486,14 +492,33 @@ def table(res: dict) -> str:
         f"{'on' if (res['engine'].get('native_status') or {}).get('available') else 'off'}; "
         f"load average {m.get('loadavg_at_start')} at start, {m.get('loadavg_1_5_15')} at the end"
     )
+    if m.get("cpu_share_used_by_other_processes") is not None:
+        out += f"; other processes used {100 * m['cpu_share_used_by_other_processes']:.0f}% of the CPU during the run"
+    out += _competition_warning(m)
+    return out
+
+
+def _competition_warning(m: dict) -> str:
+    """A warning line when other processes competed for the cores during the run: judged
+    by the CPU time they used over the run where /proc/stat tells it (the load average
+    also counts jobs stopped or finished minutes before), else by the load average."""
+    others = m.get("cpu_share_used_by_other_processes")
+    if others is not None:
+        if others <= OTHERS_WARN:
+            return ""
+        return (
+            f"\nwarning: other processes used {100 * others:.0f}% of this machine's CPU during the run: "
+            "they competed for the cores, so these numbers (multi-threaded ones most) are unreliable; "
+            "rerun on an idle machine"
+        )
     load = m.get("loadavg_at_start")
     if load and m["cpu_count"] and max(load[0], m.get("loadavg_1_5_15", [0])[0]) > m["cpu_count"]:
-        out += (
+        return (
             f"\nwarning: load average {load[0]} at start, {m['loadavg_1_5_15'][0]} at the end on "
             f"{m['cpu_count']} CPUs: other processes competed for the cores, so these numbers "
             "(multi-threaded ones most) are unreliable; rerun on an idle machine"
         )
-    return out
+    return ""
 
 
 def _network_table(name: str, res: dict) -> str:

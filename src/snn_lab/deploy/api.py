@@ -16,11 +16,11 @@ from .. import _native
 from ..data.mnist import load_mnist_arrays
 from ..encoders import BernoulliEncoder
 from ..errors import DeployError, UnknownBackendError, UnsupportedError
+from ..host import BusyMeter
 from ..io import atomic_write_json
 from ..models import SNNModel, load_network
 from .registry import create_backend, get_backend, list_backends
 from .runtime import (
-    BusyMeter,
     InputSource,
     Runtime,
     check_input_encoder,

@@ -327,39 +327,6 @@ def percentiles_ms(values: list[float]) -> dict:
     }
 
 
-def cpu_jiffies() -> tuple[int, int] | None:
-    """``(busy, total)`` jiffies of the whole machine from /proc/stat (Linux), else None."""
-    try:
-        with open("/proc/stat") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-    return sum(vals[:8]) - idle, sum(vals[:8])
-
-
-class BusyMeter:
-    """How much of the machine *other* processes used while a block ran (0 = idle box).
-
-    ``others = (machine busy CPU time - this process's CPU time) / (wall * cpus)``."""
-
-    def __enter__(self):
-        self._j0, self._p0, self._w0 = cpu_jiffies(), time.process_time(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        j1, p1, w1 = cpu_jiffies(), time.process_time(), time.perf_counter()
-        self.others = None
-        self.cpu_seconds = round(p1 - self._p0, 4)
-        if self._j0 and j1 and j1[1] > self._j0[1]:
-            hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-            busy = (j1[0] - self._j0[0]) / hz
-            ncpu = os.cpu_count() or 1
-            wall = w1 - self._w0
-            self.others = round(max(0.0, busy - (p1 - self._p0)) / (wall * ncpu), 3) if wall > 0 else None
-        return False
-
-
 def loadavg() -> float | None:
     try:
         return round(os.getloadavg()[0], 2)

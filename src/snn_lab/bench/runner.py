@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import logging
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +21,7 @@ from .. import engine
 from ..data import load_mnist_arrays
 from ..engine.options import EngineOptions
 from ..errors import ConfigError
-from ..host import BusyMeter, machine_info
+from ..host import BusyMeter, loadavg, machine_info
 from . import contestants as C
 from . import convnets as CN
 from .measure import layer_strategies, median, saved_activation_bytes, timed
@@ -259,7 +258,7 @@ def _run(cfg: BenchConfig) -> dict:
             raise ConfigError(f"infer_batches={list(batches)} is invalid: batch sizes >= 1")
     if not cfg.networks:
         raise ConfigError(f"networks=[] is invalid: name at least one of {', '.join(NETWORKS)}")
-    load_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    load_start = loadavg()
     with BusyMeter() as busy:
         races, skipped = _races(cfg, device)
         torch.manual_seed(cfg.seed)
@@ -507,18 +506,21 @@ def _competition_warning(m: dict) -> str:
         if others <= OTHERS_WARN:
             return ""
         return (
-            f"\nwarning: other processes used {100 * others:.0f}% of this machine's CPU during the run: "
-            "they competed for the cores, so these numbers (multi-threaded ones most) are unreliable; "
-            "rerun on an idle machine"
+            f"\nwarning: other processes used {100 * others:.0f}% of this machine's CPU during the run: {_UNRELIABLE}"
         )
     load = m.get("loadavg_at_start")
     if load and m["cpu_count"] and max(load[0], m.get("loadavg_1_5_15", [0])[0]) > m["cpu_count"]:
         return (
             f"\nwarning: load average {load[0]} at start, {m['loadavg_1_5_15'][0]} at the end on "
-            f"{m['cpu_count']} CPUs: other processes competed for the cores, so these numbers "
-            "(multi-threaded ones most) are unreliable; rerun on an idle machine"
+            f"{m['cpu_count']} CPUs: {_UNRELIABLE}"
         )
     return ""
+
+
+_UNRELIABLE = (
+    "other processes competed for the cores, so these numbers (multi-threaded ones most) are unreliable; "
+    "rerun on an idle machine"
+)
 
 
 def _network_table(name: str, res: dict) -> str:

@@ -353,6 +353,42 @@ def test_time_invariant_input_goes_through_the_synapse_once(gen, tiny_net):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_over_time_is_a_view_whose_gradient_sums_over_time_in_its_layout(gen, channels_last):
+    x = torch.randn(3, 5, 6, 7, generator=gen, requires_grad=True)
+    seq = engine.over_time(x, 4)
+    assert seq.shape == (4, 3, 5, 6, 7) and seq.stride(0) == 0 and seq.data_ptr() == x.data_ptr()
+    g = torch.randn(4, 3, 6, 7, 5, generator=gen).permute(0, 1, 4, 2, 3) if channels_last else torch.randn(seq.shape)
+    (grad,) = torch.autograd.grad(seq, x, g)
+    (expected,) = torch.autograd.grad(x.unsqueeze(0).expand(4, *x.shape), x, g)
+    assert torch.equal(grad, expected)
+    # the sum stays in the gradient's layout (no strided reduction, no copy back)
+    assert grad.is_contiguous(memory_format=torch.channels_last) == channels_last
+    with torch.no_grad():
+        assert engine.over_time(x, 2).stride(0) == 0
+
+
+def test_layer_mode_starts_every_scan_from_the_fresh_state(monkeypatch, tiny_net, mnist_like):
+    """Layer mode hands the neurons no state (their zero state), so the scan knows the
+    first step's reset terms vanish and a learnable decay's backward skips them."""
+    from snn_lab.engine import scan
+
+    seen = []
+    real = scan._LIFScan.apply
+
+    def spy(*args):
+        seen.append(args[-1])  # the ``fresh`` flag
+        return real(*args)
+
+    monkeypatch.setattr(scan._LIFScan, "apply", spy)
+    for encoder in ("direct", "bernoulli"):
+        net = tiny_net(
+            "plif", encoder=encoder, arch="conv", channels=(8, 16), fc=24, mode="layer", weight_scale=1.0, train=True
+        )
+        net(mnist_like(3), torch.Generator().manual_seed(1)).sum().backward()
+    assert seen and all(seen)
+
+
 @pytest.mark.parametrize("time_steps", [None, 4])
 def test_spike_linear_without_any_spike(gen, time_steps):
     x = torch.zeros(8, 30)

@@ -66,7 +66,7 @@ class SpikingLayer(nn.Module):
         if enabled and x_seq.dim() >= 2 and x_seq.shape[0] > 1 and x_seq.stride(0) == 0 and _per_sample(self.synapse):
             x0 = x_seq[0]
             cur = self._conv_synapse(x0, binary) if x0.dim() == 4 and _has_conv(self.synapse) else self.synapse(x0)
-            return self.neuron.multi_step(cur.unsqueeze(0).expand(x_seq.shape[0], *cur.shape), state)
+            return self.neuron.multi_step(engine.over_time(cur, x_seq.shape[0]), state)
         T, B = x_seq.shape[:2]
         linear = _linear_of(self.synapse) if enabled and binary is not False else None
         if linear is not None and x_seq[0, 0].numel() == linear.in_features:
@@ -351,11 +351,11 @@ class SNNModel(nn.Module):
         mode = self.mode if mode is None else mode
         x = self._as_input(spike_train, lead=2)
         T, B = x.shape[:2]
-        state = self.init_state(B, device=x.device, dtype=x.dtype)
         rec = Record()
         if mode == "layer":
-            outputs = self._layer_by_layer(x, state, 0, None, rec)
+            outputs = self._layer_by_layer(x, self._fresh_states(), 0, None, rec)
         elif mode == "step":
+            state = self.init_state(B, device=x.device, dtype=x.dtype)
             per_step: list[list[torch.Tensor]] = []
             outs: list[torch.Tensor] = []
             for t in range(T):
@@ -369,6 +369,13 @@ class SNNModel(nn.Module):
         else:
             raise ValueError(f"mode={mode!r} is unknown; accepted: {', '.join(MODES)}")
         return self._read_out(outputs, rec, return_record)
+
+    def _fresh_states(self) -> tuple[None, ...]:
+        """Layer mode's initial states: ``None`` per layer, which each neuron's
+        ``multi_step`` reads as its zero state. Unlike an explicit zero tensor, it tells the
+        engine's scan that the first step's reset terms vanish, so a learnable decay's
+        backward skips them (a third of a PLIF layer's backward passes at T=4)."""
+        return (None,) * len(list(self.spiking_layers))
 
     def _layer_by_layer(self, x: torch.Tensor, state: tuple, start: int, binary: bool | None, rec: Record):
         """Layers ``start..`` over the whole sequence ``x`` (layer mode); ``binary``: what is
@@ -405,7 +412,7 @@ class SNNModel(nn.Module):
         if cur is None:
             return self.forward_spikes(self.encode(images, generator=generator), return_record)
         T, B = self.time_steps, images.shape[0]
-        state = self.init_state(B, device=images.device, dtype=images.dtype)
+        state = self._fresh_states()
         first = next(iter(self.spiking_layers))
         x, _ = first.neuron.multi_step(cur.reshape(T, B, *cur.shape[1:]), state[0])
         rec = Record(spikes=[x])

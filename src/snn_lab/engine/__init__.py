@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .linear import bernoulli_linear, is_binary, spike_linear
     from .random import dropout, rand
     from .scan import lif_scan, lif_scan_reference
+    from .steps import over_time
     from .surrogate import SURROGATE_GRADS, SURROGATE_WIDTHS, heaviside, spike, surrogate_grad
 
 _LAZY = {
@@ -57,6 +58,7 @@ _LAZY = {
     **dict.fromkeys(("batch_norm_max_pool2d", "conv_bn_max_pool2d", "spike_conv2d"), "conv"),
     **dict.fromkeys(("bernoulli_linear", "is_binary", "spike_linear"), "linear"),
     **dict.fromkeys(("lif_scan", "lif_scan_reference"), "scan"),
+    "over_time": "steps",
     **dict.fromkeys(("dropout", "rand"), "random"),
     **dict.fromkeys(("SURROGATE_GRADS", "SURROGATE_WIDTHS", "heaviside", "spike", "surrogate_grad"), "surrogate"),
 }
@@ -89,6 +91,7 @@ __all__ = [
     "lif_scan_reference",
     "native",
     "options",
+    "over_time",
     "rand",
     "spike",
     "spike_conv2d",

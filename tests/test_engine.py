@@ -764,14 +764,16 @@ def test_compiled_scan_equals_the_native_scan(gen):
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_one_channel_analog_conv_on_the_native_kernel(gen, bias):
+@pytest.mark.parametrize("co, k, pad", [(16, 3, 1), (40, 3, 1), (32, 5, 2), (8, 3, 0)])
+def test_one_channel_analog_conv_on_the_native_kernel(gen, bias, co, k, pad):
     """A first conv on pixels (one analog channel, no input gradient): the native kernel's
-    values and weight gradient equal F.conv2d's within rounding, channels-last output."""
+    values and weight gradient equal F.conv2d's within rounding, channels-last output
+    (blocks of 32 and 8 outputs, taps cut at the borders)."""
     x = torch.rand(5, 1, 11, 9, generator=gen) * (torch.rand(5, 1, 11, 9, generator=gen) < 0.5)
-    w = torch.randn(16, 1, 3, 3, generator=gen, requires_grad=True)
-    b = torch.randn(16, generator=gen, requires_grad=True) if bias else None
-    out = engine.spike_conv2d(x, w, b, 1, 1, strategy="auto")
-    ref = F.conv2d(x, w, b, 1, 1)
+    w = torch.randn(co, 1, k, k, generator=gen, requires_grad=True)
+    b = torch.randn(co, generator=gen, requires_grad=True) if bias else None
+    out = engine.spike_conv2d(x, w, b, 1, pad, strategy="auto")
+    ref = F.conv2d(x, w, b, 1, pad)
     if NATIVE:
         assert type(out.grad_fn).__name__ == "_OneChannelConv2dBackward"
     assert out.is_contiguous(memory_format=torch.channels_last)

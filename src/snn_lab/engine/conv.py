@@ -147,7 +147,7 @@ def spike_conv2d(
         if index is not None and (strategy == "sparse" or index[1].numel() - 1 <= max_density * flat.numel()):
             out: torch.Tensor = _SpikeConv2d.apply(x, weight, bias, _pair(padding), index)
             return out
-    if x.shape[1] == 1 and not x.requires_grad and fits:
+    if x.shape[1] == 1 and not x.requires_grad and fits and weight.shape[2] * weight.shape[3] <= native.CONV1_MAX_TAPS:
         # one analog input channel (a first layer on pixels), where oneDNN is slow
         one: torch.Tensor = _OneChannelConv2d.apply(x, weight, bias, _pair(padding))
         return one

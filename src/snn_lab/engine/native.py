@@ -556,6 +556,9 @@ def cbp_wgrad(index, Wt, bias, N: int, geom, arg, gP, a, b, k, mean, want_bias: 
     return dW, db
 
 
+CONV1_MAX_TAPS = 64  # kernel taps (kh * kw) conv1_fwd/conv1_wgrad hold (C1_TAPS_MAX)
+
+
 def conv1_fwd(X: torch.Tensor, Wt: torch.Tensor, bias: torch.Tensor | None, geom) -> torch.Tensor:
     """Channels-last ``[N, Ho, Wo, Co]`` conv of one-channel images ``X[N, H, W]``;
     ``Wt[kh, kw, Co]``."""

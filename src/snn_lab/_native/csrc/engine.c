@@ -1237,30 +1237,54 @@ int64_t snn_bern_tm_count(const float *U, const float *P, uint64_t key, int64_t 
 
 /* ---- 2-D convolution of one-channel analog images (a first layer on pixels) -------------
    oneDNN handles a single input channel poorly; here each output pixel is the bias plus
-   x * Wt[dy][dx][:] over the kernel taps (Co-float vectors, Co % 8 == 0), channels-last.
-   Stride 1; geom as for the spike convolution (Ci = 1). */
+   x * Wt[dy][dx][:] over the kernel taps inside the image (Co-float vectors, Co % 8 == 0),
+   in tap order, channels-last. The pixel's taps are gathered once, then each block of up
+   to 32 outputs is summed in registers and written once. Stride 1; geom as for the spike
+   convolution (Ci = 1). */
+#define C1_TAPS_MAX 64  /* kh * kw the kernels take (the caller checks) */
+
+/* The taps of output pixel (i, j) inside the image: input values and weight offsets. */
+static inline int conv1_taps(const float *xn, int64_t i, int64_t j, conv_geom g, float *xv, int64_t *wo) {
+    int nt = 0;
+    for (int64_t dy = 0; dy < g.kh; dy++) {
+        const int64_t h = i + dy - g.ph;
+        if (h < 0 || h >= g.H) continue;
+        for (int64_t dx = 0; dx < g.kw; dx++) {
+            const int64_t w = j + dx - g.pw;
+            if (w < 0 || w >= g.W) continue;
+            xv[nt] = xn[h * g.W + w];
+            wo[nt++] = (dy * g.kw + dx) * g.Co;
+        }
+    }
+    return nt;
+}
+
+#define CONV1_BLOCK(NV) do {                                                           \
+        v8f a_[NV];                                                                    \
+        for (int q = 0; q < NV; q++) a_[q] = bias ? ld(bias + cb + 8 * q) : splat(0.0f); \
+        for (int t = 0; t < ntap; t++) {                                               \
+            const v8f x_ = splat(xv[t]);                                               \
+            const float *w_ = Wt + wo[t] + cb;                                         \
+            for (int q = 0; q < NV; q++) a_[q] += x_ * ld(w_ + 8 * q);                 \
+        }                                                                              \
+        for (int q = 0; q < NV; q++) st(o + cb + 8 * q, a_[q]);                        \
+    } while (0)
+
 void snn_conv1_fwd(const float *X, const float *Wt, const float *bias, float *out, int64_t N,
                    const int64_t *geom, int nt) {
     const conv_geom g = geom_of(geom);
     #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t n = 0; n < N; n++) {
         const float *xn = X + n * g.H * g.W;
+        float xv[C1_TAPS_MAX];
+        int64_t wo[C1_TAPS_MAX];
         for (int64_t i = 0; i < g.Ho; i++)
             for (int64_t j = 0; j < g.Wo; j++) {
                 float *o = out + ((n * g.Ho + i) * g.Wo + j) * g.Co;
-                for (int64_t cb = 0; cb < g.Co; cb += 8) {
-                    v8f a = bias ? ld(bias + cb) : splat(0.0f);
-                    for (int64_t dy = 0; dy < g.kh; dy++) {
-                        const int64_t h = i + dy - g.ph;
-                        if (h < 0 || h >= g.H) continue;
-                        for (int64_t dx = 0; dx < g.kw; dx++) {
-                            const int64_t w = j + dx - g.pw;
-                            if (w < 0 || w >= g.W) continue;
-                            a += splat(xn[h * g.W + w]) * ld(Wt + (dy * g.kw + dx) * g.Co + cb);
-                        }
-                    }
-                    st(o + cb, a);
-                }
+                const int ntap = conv1_taps(xn, i, j, g, xv, wo);
+                int64_t cb = 0;
+                for (; cb + 32 <= g.Co; cb += 32) CONV1_BLOCK(4);
+                for (; cb < g.Co; cb += 8) CONV1_BLOCK(1);
             }
     }
 }

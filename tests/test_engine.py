@@ -313,6 +313,26 @@ def test_scan_traces_under_torch_compile(gen):
 
 
 @pytest.mark.slow
+def test_conv_network_with_dropout_trains_under_torch_compile(tiny_net, mnist_like):
+    """The engine's native draws rewrite the generator's state, which a compiled graph
+    cannot do: under torch.compile dropout and the encoder draw with torch's own ops, and
+    a PLIF conv network with dropout trains (forward and backward) in training mode."""
+    torch._dynamo.reset()
+    net = tiny_net(
+        "plif", encoder="direct", arch="conv", channels=(8, 16), fc=24, mode="layer", weight_scale=1.0, train=True
+    )
+    assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in net.modules())
+    compiled = torch.compile(net, backend="aot_eager")
+    out = compiled(mnist_like(3))
+    out.sum().backward()
+    grads = [p.grad for p in net.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    net.eval()
+    images = mnist_like(2, seed=1)
+    torch.testing.assert_close(compiled(images), net(images))
+
+
+@pytest.mark.slow
 def test_tutorial_network_compiles_with_inductor(gen):
     torch._dynamo.reset()
     net = tutorial_network(mode="layer", time_steps=6)

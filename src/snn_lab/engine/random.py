@@ -24,7 +24,7 @@ from .options import native_enabled
 def rand(shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
     """``torch.rand(shape, generator=generator)`` as float32 on the CPU: the same numbers
     and the same generator state afterwards, drawn natively when the kernels are enabled."""
-    if native_enabled():
+    if native_enabled() and not torch.compiler.is_compiling():  # the kernel rewrites the generator's state
         from . import native
 
         return native.torch_rand(shape, generator)
@@ -63,6 +63,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         and x.dtype == torch.float32
         and x.is_contiguous()
         and native_enabled()
+        and not torch.compiler.is_compiling()
         and _bernoulli_draws_like_torch()
     ):
         from . import native

@@ -9,6 +9,9 @@
 2. the neuron's ``multi_step`` -- for the LIF family, the fused scan :func:`lif_scan`
    (custom autograd that keeps one float per neuron-step; :mod:`.scan`).
 
+An input that is the same at every step (direct encoding) goes through the synapse once;
+:func:`over_time` repeats its current over ``T`` as a view.
+
 Bernoulli input draws its uniforms with :func:`rand` and dropout its masks with
 :func:`dropout`: torch's own numbers from the same generator, continued by a native
 kernel (:mod:`.random`).

@@ -227,6 +227,68 @@ def test_spike_linear_values_and_grads(gen, strategy, binary, time_steps):
         torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.skipif(not NATIVE, reason="native kernels not built")
+@pytest.mark.parametrize("strategy", ["auto", "sparse", "dense"])
+@pytest.mark.parametrize("n_out", [10, 100, 200])  # a readout, a partial column tile, several tiles
+@pytest.mark.parametrize(
+    "reset, detach, sg", [("hard", False, "rectangle"), ("subtract", False, "atan"), ("hard", True, "triangle")]
+)
+def test_spike_linear_lif_equals_spike_linear_then_the_scan(gen, strategy, n_out, reset, detach, sg):
+    """The LIF scan run by the synapse's own node (on the sparse temporal path, inside the
+    gather kernel) gives the floats of spike_linear followed by lif_scan: the same spikes
+    and membranes bit for bit, the same gradients."""
+    T, B, K = 12, 6, 90
+    p = torch.rand(B, K, generator=gen) * (torch.rand(B, K, generator=gen) < 0.6)
+    x = (torch.rand(T, B, K, generator=gen) < p).float().reshape(T * B, K).requires_grad_()
+    W = (torch.randn(n_out, K, generator=gen) * 0.3).requires_grad_()
+    b = (torch.randn(n_out, generator=gen) * 0.2).requires_grad_()
+    neuron = LIF(vth=0.4, decay=0.8, surrogate=Surrogate(sg), reset=reset, detach_reset=detach)
+    spec = neuron.fixed_scan()
+    assert spec is not None
+    fused = engine.spike_linear_lif(x, W, b, spec, T, strategy, True)
+    cur = spike_linear(x, W, b, strategy, True, time_steps=T)
+    unfused, _ = lif_scan(cur.view(T, B, n_out), None, 0.4, 0.8, sg, None, reset, detach)
+    assert fused is not None and fused.grad_fn is not None
+    assert torch.equal(fused, unfused.reshape(T * B, n_out))
+    assert 0 < float(fused.detach().mean()) < 1
+    g = torch.randn(fused.shape, generator=gen)
+    got = torch.autograd.grad(fused, [x, W, b], g)
+    want = torch.autograd.grad(unfused.reshape(T * B, n_out), [x, W, b], g)
+    for a, c in zip(got, want):
+        assert torch.equal(a, c)
+
+
+def test_fixed_scan_is_offered_only_by_a_plain_lif_with_fixed_parameters():
+    from snn_lab.neurons import IF, LI, PLIF
+
+    vth, decay = float(torch.tensor(0.4)), float(torch.tensor(0.8))  # the neuron's float32 buffers
+    rect = native.SURROGATE_KINDS["rectangle"]
+    assert LIF().fixed_scan() == engine.LIFSpec(vth, decay, True, False, rect, 0.5)
+    assert IF(vth=1.0, reset="subtract").fixed_scan() == engine.LIFSpec(1.0, 1.0, False, False, rect, 0.5)
+    assert LIF(learn_vth=True).fixed_scan() is None
+    assert LIF(learn_decay=True).fixed_scan() is None
+    assert PLIF().fixed_scan() is None  # its decay is learnt
+    assert not hasattr(LI(), "fixed_scan") or LI().fixed_scan() is None  # a readout integrator: no spikes
+
+
+@pytest.mark.skipif(not NATIVE, reason="native kernels not built")
+def test_tutorial_network_scans_its_hidden_layers_inside_the_gather_kernel(monkeypatch, mnist_like):
+    """In layer mode both hidden layers of the tutorial network (the Bernoulli-coded first
+    and the 512 -> 512 second) run their LIF scan as the temporal kernel's epilogue."""
+    calls = []
+    real = native.tm_fwd_lif
+
+    def spy(*args, **kw):
+        out = real(*args, **kw)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(native, "tm_fwd_lif", spy)
+    net = tutorial_network(mode="layer", time_steps=6, encoder=build_encoder("bernoulli")).train()
+    net(mnist_like(8), torch.Generator().manual_seed(0)).sum().backward()
+    assert calls == [True, True]
+
+
 def test_spike_linear_non_binary_input_falls_back_to_dense(gen):
     x = torch.rand(30, 20, generator=gen)
     W = torch.randn(64, 20, generator=gen, requires_grad=True)

@@ -50,7 +50,7 @@ from .options import CONV_STRATEGIES, STRATEGIES, EngineOptions, configure, opti
 if TYPE_CHECKING:
     from . import native
     from .conv import batch_norm_max_pool2d, conv_bn_max_pool2d, spike_conv2d
-    from .linear import bernoulli_linear, is_binary, spike_linear
+    from .linear import LIFSpec, bernoulli_linear, is_binary, spike_linear, spike_linear_lif
     from .random import dropout, rand
     from .scan import lif_scan, lif_scan_reference
     from .steps import over_time
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "native": None,  # the submodule itself
     **dict.fromkeys(("batch_norm_max_pool2d", "conv_bn_max_pool2d", "spike_conv2d"), "conv"),
-    **dict.fromkeys(("bernoulli_linear", "is_binary", "spike_linear"), "linear"),
+    **dict.fromkeys(("LIFSpec", "bernoulli_linear", "is_binary", "spike_linear", "spike_linear_lif"), "linear"),
     **dict.fromkeys(("lif_scan", "lif_scan_reference"), "scan"),
     "over_time": "steps",
     **dict.fromkeys(("dropout", "rand"), "random"),
@@ -82,6 +82,7 @@ __all__ = [
     "SURROGATE_GRADS",
     "SURROGATE_WIDTHS",
     "EngineOptions",
+    "LIFSpec",
     "batch_norm_max_pool2d",
     "bernoulli_linear",
     "configure",
@@ -99,6 +100,7 @@ __all__ = [
     "spike",
     "spike_conv2d",
     "spike_linear",
+    "spike_linear_lif",
     "surrogate_grad",
     "using",
 ]

@@ -34,6 +34,7 @@ the threshold; see docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import weakref
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,44 @@ from . import native
 from .options import BERNOULLI_RNGS, STRATEGIES, native_enabled
 
 DENSE_MAX_OUT = 32  # auto: layers with at most this many outputs run dense
+
+
+class LIFSpec(NamedTuple):
+    """A LIF scan run by the synapse's own autograd node on its output (see
+    :func:`spike_linear_lif`): fixed scalar parameters, a zero initial membrane.
+    ``surrogate`` is a kind of ``native.SURROGATE_KINDS``, ``width`` its width."""
+
+    vth: float
+    decay: float
+    hard: bool
+    detach: bool
+    surrogate: int
+    width: float
+
+
+def _scan(out: torch.Tensor, lif: LIFSpec, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(V, S)`` ``[T*B, N]`` of the native LIF scan over the currents ``out`` ``[T*B, N]``."""
+    B, N = out.shape[0] // T, out.shape[1]
+    V, S, _ = native.lif_fwd(out.view(T, B, N), torch.zeros(B, N), lif.vth, lif.decay, lif.hard, keep_v=True)
+    assert V is not None
+    return V.view(T * B, N), S.view(T * B, N)
+
+
+def _scan_grad(V: torch.Tensor, g: torch.Tensor, lif: LIFSpec, T: int) -> torch.Tensor:
+    """``dL/dcurrent`` ``[T*B, N]`` from ``dL/dspikes`` ``g`` through the scan that gave ``V``."""
+    B, N = V.shape[0] // T, V.shape[1]
+    G, _ = native.lif_bwd(
+        V.view(T, B, N),
+        g.contiguous().view(T, B, N),
+        None,
+        lif.vth,
+        lif.decay,
+        lif.hard,
+        lif.detach,
+        lif.surrogate,
+        lif.width,
+    )
+    return G.view(T * B, N)
 
 
 def auto_sparse(density: float, out_features: int, max_density: float) -> bool:
@@ -99,7 +138,17 @@ def _bf16x3_mm(x_bin: torch.Tensor, w_t_pieces: list[torch.Tensor]) -> torch.Ten
 
 class _SpikeLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, strategy: str, binary: bool | None, max_density: float, time_steps: int | None):
+    def forward(
+        ctx,
+        x,
+        weight,
+        bias,
+        strategy: str,
+        binary: bool | None,
+        max_density: float,
+        time_steps: int | None,
+        lif: LIFSpec | None = None,
+    ):
         M, K = x.shape
         N = weight.shape[0]
         need_w = ctx.needs_input_grad[1]
@@ -128,6 +177,7 @@ class _SpikeLinear(torch.autograd.Function):
             binary = idx is not None
             if idx is not None and strategy == "auto" and not auto_sparse(nspikes / max(M * K, 1), N, max_density):
                 idx = None  # dense GEMM; saving the bool input is as lean
+        fused = None
         if idx is not None:
             wp = packed_weight(weight)
             b = None if bias is None else bias.detach().contiguous()
@@ -135,7 +185,12 @@ class _SpikeLinear(torch.autograd.Function):
             saved_x: tuple[torch.Tensor | None, ...]
             if kind == "tm":
                 assert time_steps is not None  # a temporal index is built only when T is given
-                out = native.tm_fwd(data, wp, b, time_steps, M // time_steps, N)
+                B = M // time_steps
+                fused = None if lif is None else native.tm_fwd_lif(data, wp, b, time_steps, B, N, *lif[:3])
+                if fused is not None:
+                    V, out = fused  # the spikes: the scan ran in the kernel
+                else:
+                    out = native.tm_fwd(data, wp, b, time_steps, B, N)
                 saved_x = data[:3] if need_w else (None, None, None)
             else:
                 out = native.spmm_fwd(data[0], data[1], wp, b, M, N)
@@ -153,6 +208,12 @@ class _SpikeLinear(torch.autograd.Function):
                 out = F.linear(x, weight, bias)
                 ctx.mode = "dense"
             saved_x = (x.to(torch.bool) if binary else x, None, None) if need_w else (None, None, None)
+        if lif is not None:
+            assert time_steps is not None  # spike_linear_lif passes T
+            if idx is None or fused is None:
+                V, out = _scan(out, lif, time_steps)
+            saved_x = (*saved_x, V)
+        ctx.lif = lif
         ctx.save_for_backward(weight, *saved_x)
         ctx.shape = (M, K, N, time_steps)
         ctx.has_bias = bias is not None
@@ -160,9 +221,11 @@ class _SpikeLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        weight, a, b, c = ctx.saved_tensors
+        weight, a, b, c, *scanned = ctx.saved_tensors
         M, K, _, T = ctx.shape
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        if ctx.lif is not None:  # g is dL/dspikes: through the scan first
+            g = _scan_grad(scanned[0], g, ctx.lif, T)
         g = g.contiguous()
         gx = gw = gb = None
         if need_x:
@@ -184,7 +247,7 @@ class _SpikeLinear(torch.autograd.Function):
                 gw = g.t() @ x
         if need_b and ctx.has_bias and gb is None:
             gb = g.sum(0)
-        return gx, gw, gb, None, None, None, None
+        return gx, gw, gb, None, None, None, None, None
 
 
 def _input_grad(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -238,20 +301,28 @@ class _IndexedSpikeLinear(torch.autograd.Function):
     no gradient): forward and weight gradient by the native temporal kernels."""
 
     @staticmethod
-    def forward(ctx, weight, bias, tm, T: int, B: int):
-        K = weight.shape[1]
-        out = native.tm_fwd(
-            tm, packed_weight(weight), None if bias is None else bias.detach().contiguous(), T, B, weight.shape[0]
-        )
-        ctx.save_for_backward(*tm[:3])
+    def forward(ctx, weight, bias, tm, T: int, B: int, lif: LIFSpec | None = None):
+        K, N = weight.shape[1], weight.shape[0]
+        wp, b = packed_weight(weight), None if bias is None else bias.detach().contiguous()
+        fused = None if lif is None else native.tm_fwd_lif(tm, wp, b, T, B, N, *lif[:3])
+        if fused is not None:
+            V, out = fused
+        else:
+            out = native.tm_fwd(tm, wp, b, T, B, N)
+            if lif is not None:
+                V, out = _scan(out, lif, T)
+        ctx.save_for_backward(*tm[:3], *((V,) if lif is not None else ()))
         ctx.shape = (T, B, K)
         ctx.has_bias = bias is not None
+        ctx.lif = lif
         return out
 
     @staticmethod
     def backward(ctx, g):
-        row_ptr, cols, masks = ctx.saved_tensors
+        row_ptr, cols, masks, *scanned = ctx.saved_tensors
         T, B, K = ctx.shape
+        if ctx.lif is not None:  # g is dL/dspikes: through the scan first
+            g = _scan_grad(scanned[0], g, ctx.lif, T)
         g = g.contiguous()
         need_w, need_b = ctx.needs_input_grad[0], ctx.has_bias and ctx.needs_input_grad[1]
         gw = gb = None
@@ -261,7 +332,7 @@ class _IndexedSpikeLinear(torch.autograd.Function):
             gw = native.tm_wgrad((row_ptr, cols, masks), g, T, B, K)
         elif need_b:
             gb = g.sum(0)
-        return gw, gb, None, None, None
+        return gw, gb, None, None, None, None
 
 
 def bernoulli_linear(
@@ -271,6 +342,7 @@ def bernoulli_linear(
     time_steps: int,
     generator: torch.Generator | None = None,
     rng: str = "torch",
+    lif: LIFSpec | None = None,
 ) -> torch.Tensor | None:
     """``x @ W^T + b`` over ``T*B`` rows (time-major) of the Bernoulli rate code of the
     intensities ``p[B, K]`` (``x[t, b] = u < p``, a fresh draw per step), without forming
@@ -281,7 +353,9 @@ def bernoulli_linear(
     :class:`~snn_lab.encoders.BernoulliEncoder`. ``rng="kernel"``: the kernel hashes one
     62-bit key drawn from ``generator`` with (sample, step, input), only where ``p > 0``:
     other random numbers than the encoder's (same distribution), no ``[T, B, K]`` uniforms.
-    Returns None when the native kernels cannot run it (the caller encodes first)."""
+    Returns None when the native kernels cannot run it (the caller encodes first).
+    ``lif``: return the spikes of that LIF scan over the currents instead (see
+    :func:`spike_linear_lif`)."""
     if rng not in BERNOULLI_RNGS:
         raise ValueError(f"bernoulli={rng!r} is unknown; accepted: {', '.join(BERNOULLI_RNGS)}")
     if not (
@@ -302,5 +376,39 @@ def bernoulli_linear(
     else:
         key = int(torch.randint(0, 2**62, (1,), generator=generator))
         tm = native.bernoulli_tmask(pc, time_steps, key=key)
-    out: torch.Tensor = _IndexedSpikeLinear.apply(weight, bias, tm, time_steps, B)
+    out: torch.Tensor = _IndexedSpikeLinear.apply(weight, bias, tm, time_steps, B, lif)
+    return out
+
+
+def spike_linear_lif(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    lif: LIFSpec,
+    time_steps: int,
+    strategy: str = "auto",
+    binary: bool | None = None,
+    max_density: float = 0.5,
+) -> torch.Tensor | None:
+    """The spikes ``[T*B, N]`` of a LIF layer (``lif``) fed by :func:`spike_linear` of
+    ``x[T*B, K]``, in one autograd node: on the sparse temporal path the scan runs inside
+    the gather kernel as each current row is summed (the currents are never stored), else
+    on the product's output. The same floats as ``spike_linear`` followed by
+    :func:`~snn_lab.engine.lif_scan` from a zero membrane, and the same gradients.
+    None where it does not apply (not the native CPU float32 path, or under
+    ``torch.compile``): the caller runs the two."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"matmul={strategy!r} is unknown; accepted: {', '.join(STRATEGIES)}")
+    if not (
+        x.dim() == 2
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.shape[0] % time_steps == 0
+        and strategy != "bf16x3"
+        and not torch.compiler.is_compiling()
+        and native_enabled()
+    ):
+        return None
+    out: torch.Tensor = _SpikeLinear.apply(x, weight, bias, strategy, binary, float(max_density), time_steps, lif)
     return out

@@ -66,7 +66,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_bern_tm_count.restype = i64
     lib.snn_tm_count.restype = i64
     lib.snn_tm_fill.argtypes = [p, i64, i64, p, p, p, i32]
-    lib.snn_tm_fwd.argtypes = [p, p, p, p, i64, p, p, i64, i64, i64, i32]
+    lib.snn_tm_fwd.argtypes = [p, p, p, p, i64, p, p, i64, i64, i64, i32, i32, ctypes.c_float, ctypes.c_float, p]
     lib.snn_tm_fwd.restype = i32
     lib.snn_tm_wgrad.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, i32]
     lib.snn_thin_mm.argtypes = [p, p, p, i64, i64, i64, i32]
@@ -275,26 +275,48 @@ def bernoulli_tmask(
 
 def tm_fwd(tm, Wp: torch.Tensor, bias: torch.Tensor | None, T: int, B: int, N: int) -> torch.Tensor:
     """``X @ W^T + bias`` as ``[T*B, N]`` from :func:`tmask` pairs; ``Wp = pack_tiles(W^T)``."""
+    out = torch.empty(T * B, N, dtype=torch.float32)
+    _tm_fwd(tm, Wp, bias, T, B, N, out)
+    return out
+
+
+def tm_fwd_lif(
+    tm, Wp: torch.Tensor, bias: torch.Tensor | None, T: int, B: int, N: int, vth: float, decay: float, hard: bool
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(V, S)`` ``[T*B, N]``: :func:`tm_fwd`'s currents scanned by :func:`lif_fwd` from a
+    zero membrane (the same floats) in the same pass, the currents never stored. None
+    with one column tile (``N <= TILE``): scan :func:`tm_fwd`'s output instead."""
+    if N <= TILE:
+        return None
+    V = torch.empty(T * B, N, dtype=torch.float32)
+    S = torch.empty(T * B, N, dtype=torch.float32)
+    _tm_fwd(tm, Wp, bias, T, B, N, V, (1 if hard else 2, vth, decay, S))
+    return V, S
+
+
+def _tm_fwd(tm, Wp, bias, T: int, B: int, N: int, out: torch.Tensor, lif: tuple | None = None) -> None:
     _check(Wp, bias)
     row_ptr, cols, masks = tm[:3]
-    K = Wp.shape[1]
-    out = torch.empty(T * B, N, dtype=torch.float32)
+    kind, vth, decay, S = lif if lif is not None else (0, 0.0, 0.0, None)
     rc = _lib_or_raise().snn_tm_fwd(
         _ptr(row_ptr),
         _ptr(cols),
         _ptr(masks),
         _ptr(Wp),
-        K,
+        Wp.shape[1],
         _ptr(bias),
         _ptr(out),
         T,
         B,
         N,
         _nt(cols.numel() * N * 4, B),
+        kind,
+        vth,
+        decay,
+        _ptr(S),
     )
     if rc != 0:
         raise MemoryError(f"snn_tm_fwd could not allocate its spike lists ({int(cols.numel())} pairs, T={T})")
-    return out
 
 
 def tm_wgrad(tm, G: torch.Tensor, T: int, B: int, K: int, bias_grad: bool = False):

@@ -26,7 +26,7 @@ from torch import nn
 
 from .. import engine
 from ..encoders import BernoulliEncoder, Encoder
-from ..neurons import Neuron
+from ..neurons import LIF, Neuron
 from ..readouts import check_readout, reduce_outputs
 
 MODES = ("step", "layer")
@@ -51,7 +51,9 @@ class SpikingLayer(nn.Module):
         """The membrane held in the layer's ``state`` (for traces)."""
         return self.neuron.membrane(state)
 
-    def multi_step(self, x_seq: torch.Tensor, state: Any, binary: bool | None = None) -> tuple[torch.Tensor, Any]:
+    def multi_step(
+        self, x_seq: torch.Tensor, state: Any, binary: bool | None = None, want_state: bool = True
+    ) -> tuple[torch.Tensor, Any]:
         """The layer over a whole sequence ``[T, B, ...]``, with the engine's fast paths:
 
         * an input that is the same at every step (stride 0 over time, as the direct
@@ -61,6 +63,11 @@ class SpikingLayer(nn.Module):
           ``T*B`` rows (dense or gather over the spikes; ``binary``: what the caller
           knows about ``x_seq``).
         Otherwise the synapse runs once over ``T*B`` rows.
+
+        ``want_state=False`` (the layer loop, which starts from the zero state and drops the
+        final one): a plain LIF after a ``Linear`` runs inside the synapse's autograd node
+        (:func:`snn_lab.engine.spike_linear_lif`; on the sparse path its scan is the
+        kernel's epilogue), and the state returned is None.
         """
         enabled = engine.options().enabled and not torch.jit.is_tracing()
         if enabled and x_seq.dim() >= 2 and x_seq.shape[0] > 1 and x_seq.stride(0) == 0 and _per_sample(self.synapse):
@@ -71,6 +78,22 @@ class SpikingLayer(nn.Module):
         linear = _linear_of(self.synapse) if enabled and binary is not False else None
         if linear is not None and x_seq[0, 0].numel() == linear.in_features:
             opts = engine.options()
+            neuron = self.neuron
+            fresh = not want_state and state is None
+            scan = neuron.fixed_scan() if fresh and isinstance(neuron, LIF) else None
+            if scan is not None:
+                spikes = engine.spike_linear_lif(
+                    x_seq.reshape(T * B, -1),
+                    linear.weight,
+                    linear.bias,
+                    scan,
+                    T,
+                    opts.matmul,
+                    binary,
+                    opts.sparse_max_density,
+                )
+                if spikes is not None:
+                    return spikes.reshape(T, B, *spikes.shape[1:]), None
             cur = engine.spike_linear(
                 x_seq.reshape(T * B, -1),
                 linear.weight,
@@ -381,7 +404,10 @@ class SNNModel(nn.Module):
         """Layers ``start..`` over the whole sequence ``x`` (layer mode); ``binary``: what is
         known of ``x`` (None: the engine checks where it matters)."""
         for layer, s in zip(list(self.spiking_layers)[start:], state[start:]):
-            x, _ = layer.multi_step(x, s, binary)
+            if type(layer).multi_step is SpikingLayer.multi_step:  # (an override may not take want_state)
+                x, _ = layer.multi_step(x, s, binary, want_state=False)
+            else:
+                x, _ = layer.multi_step(x, s, binary)
             binary = bool(layer.neuron.spiking)
             rec.spikes.append(x)
         return x
@@ -408,20 +434,24 @@ class SNNModel(nn.Module):
         straight to the engine's sparse kernel (:func:`snn_lab.engine.bernoulli_linear`):
         the input train is never formed. With the engine's default ``bernoulli="torch"``
         the draws, hence the spikes, are the encoder's."""
-        cur = self._bernoulli_first_current(images, generator)
-        if cur is None:
+        first_layer = self._bernoulli_first_current(images, generator)
+        if first_layer is None:
             return self.forward_spikes(self.encode(images, generator=generator), return_record)
+        out, scanned = first_layer  # the first layer's spikes (its scan ran in the kernel) or currents
         T, B = self.time_steps, images.shape[0]
         state = self._fresh_states()
         first = next(iter(self.spiking_layers))
-        x, _ = first.neuron.multi_step(cur.reshape(T, B, *cur.shape[1:]), state[0])
+        out = out.reshape(T, B, *out.shape[1:])
+        x = out if scanned else first.neuron.multi_step(out, state[0])[0]
         rec = Record(spikes=[x])
         outputs = self._layer_by_layer(x, state, 1, bool(first.neuron.spiking), rec)
         return self._read_out(outputs, rec, return_record)
 
     def _bernoulli_first_current(self, images: torch.Tensor, generator: torch.Generator | None):
-        """The first layer's input current ``[T*B, N]`` by :func:`engine.bernoulli_linear`,
-        or None when that path does not apply (then the encoder runs as usual)."""
+        """``(out, scanned)``: the first layer's input current ``[T*B, N]`` by
+        :func:`engine.bernoulli_linear` -- or, ``scanned``, its spikes, when its neuron is a
+        plain LIF whose scan the kernel runs -- or None when that path does not apply (then
+        the encoder runs as usual)."""
         opts = engine.options()
         if (
             self.mode != "layer"
@@ -441,4 +471,7 @@ class SNNModel(nn.Module):
         p = images.reshape(images.shape[0], -1)
         if opts.matmul == "auto" and float(p.mean()) > opts.sparse_max_density:  # the expected spike density
             return None
-        return engine.bernoulli_linear(p, linear.weight, linear.bias, self.time_steps, generator, opts.bernoulli)
+        neuron = first.neuron
+        scan = neuron.fixed_scan() if isinstance(neuron, LIF) else None
+        out = engine.bernoulli_linear(p, linear.weight, linear.bias, self.time_steps, generator, opts.bernoulli, scan)
+        return None if out is None else (out, scan is not None)

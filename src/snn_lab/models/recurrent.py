@@ -58,9 +58,10 @@ class RecurrentSpikingLayer(SpikingLayer):
         return s, RecurrentState(n, s)
 
     def multi_step(
-        self, x_seq: torch.Tensor, state: RecurrentState | None, binary: bool | None = None
+        self, x_seq: torch.Tensor, state: RecurrentState | None, binary: bool | None = None, want_state: bool = True
     ) -> tuple[torch.Tensor, RecurrentState]:
-        """The step loop over ``[T, B, ...]`` (``binary`` is unused: no fused path)."""
+        """The step loop over ``[T, B, ...]`` (``binary`` and ``want_state`` are unused: no
+        fused path)."""
         if state is None:
             state = self.init_state(self.synapse(x_seq[0]).shape, device=x_seq.device, dtype=x_seq.dtype)
         out = []

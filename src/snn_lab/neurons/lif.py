@@ -96,6 +96,23 @@ class LIF(Neuron):
             return spikes, LIFState(v)
         return super().multi_step(x_seq, state)
 
+    def fixed_scan(self) -> engine.LIFSpec | None:
+        """This neuron's scan for a synapse's kernel to run on its own output
+        (:func:`snn_lab.engine.spike_linear_lif`), from the zero state: the tutorial LIF
+        (or IF) with fixed scalar parameters and a surrogate the native kernels compute.
+        None for anything else (a learnable ``vth``/``decay``, an overridden ``step``,
+        per-neuron parameters, a custom spike function)."""
+        if type(self).step is not LIF.step or type(self.spike) is not Surrogate:
+            return None
+        vth, decay = self.vth, self.leak()
+        if vth.numel() != 1 or decay.numel() != 1 or vth.requires_grad or decay.requires_grad:
+            return None
+        kind = engine.native.SURROGATE_KINDS.get(self.spike.name)
+        if kind is None or vth.dtype != torch.float32 or vth.device.type != "cpu":
+            return None
+        hard = self.reset == "hard"
+        return engine.LIFSpec(float(vth), float(decay), hard, self.detach_reset, kind, float(self.spike.width))
+
     def _scan_applies(self, x_seq: torch.Tensor, state: LIFState | None) -> bool:
         if type(self).step is not LIF.step or not engine.options().enabled:
             return False

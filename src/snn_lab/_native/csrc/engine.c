@@ -290,16 +290,21 @@ static void tm_fwd_rmw(const int64_t *row_ptr, const int32_t *cols, const uint64
    loads and adds only, where a read-modify-write per spike of a [T][tile] buffer was bound
    by stores. The additions per lane are those of that buffer, in its order: same floats.
    Returns 0, or -1 when a thread's lists could not be allocated (out is then incomplete).
-   With one column tile (N <= 64) the lists are not repaid: tm_fwd_rmw. */
+   With one column tile (N <= 64) the lists are not repaid: tm_fwd_rmw.
+   lif = 1 (hard reset) or 2 (subtract): the LIF scan of snn_lif_fwd runs on each current
+   row as it is summed, from a zero membrane: out gets the membranes V, S the spikes --
+   the floats of snn_tm_fwd followed by snn_lif_fwd, without storing and re-reading the
+   current. (Returns -2 with one column tile: the caller scans separately.) */
 #define SIGN_BIT ((int32_t)0x80000000)
 
 int snn_tm_fwd(const int64_t *row_ptr, const int32_t *cols, const uint64_t *masks,
                const float *Wp, int64_t K, const float *bias, float *out,
-               int64_t T, int64_t B, int64_t N, int nt) {
+               int64_t T, int64_t B, int64_t N, int nt, int lif, float vth, float decay, float *S) {
     const int64_t ntiles = (N + TILE - 1) / TILE;
     const uint64_t full = T >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << T) - 1);
     int failed = 0;
     if (ntiles < 2) {
+        if (lif) return -2;  /* the caller scans the current itself */
         tm_fwd_rmw(row_ptr, cols, masks, Wp, K, bias, out, T, B, N, nt);
         return 0;
     }
@@ -349,6 +354,7 @@ int snn_tm_fwd(const int64_t *row_ptr, const int32_t *cols, const uint64_t *mask
                     rv base[RV];
                     for (int q = 0; q < RV; q++) base[q] = rld(bt + RW * q) + sum[q];
                     const int64_t *ob = off + (b - b0) * T;
+                    R_ZERO(v);  /* lif: the membranes of the tile's neurons, from zero */
                     for (int64_t t = 0; t < T; t++) {
                         R_ZERO(a);
                         for (int64_t e = ob[t]; e < ob[t + 1]; e++) {
@@ -358,11 +364,34 @@ int snn_tm_fwd(const int64_t *row_ptr, const int32_t *cols, const uint64_t *mask
                             for (int q = 0; q < RV; q++) a[q] += (rv)((rvi)rld(w + RW * q) ^ sg);
                         }
                         float *o = out + (t * B + b) * N + n0;
+                        for (int q = 0; q < RV; q++) a[q] = base[q] + a[q];  /* the current */
+                        if (lif) {
+                            /* the LIF scan's step (snn_lif_fwd), its operations in its order:
+                               out gets the membrane, S the spikes, the current is never stored */
+                            const rv VTHv = (rv){0} + vth, DECv = (rv){0} + decay, ONEv = (rv){0} + 1.0f;
+                            float *so = S + (t * B + b) * N + n0;
+                            rv sp[RV];
+                            for (int q = 0; q < RV; q++) {
+                                const rvi fired = v[q] > VTHv;
+                                rv u = lif == 1 ? v[q] * (rv)(~fired & (rvi)ONEv) : v[q] - VTHv * (rv)(fired & (rvi)ONEv);
+                                u = u * DECv;
+                                v[q] = u + a[q];
+                                a[q] = v[q];
+                                sp[q] = (rv)((v[q] > VTHv) & (rvi)ONEv);
+                            }
+                            if (nb == TILE) {
+                                for (int q = 0; q < RV; q++) rst(so + RW * q, sp[q]);
+                            } else {
+                                float tmp[TILE];
+                                for (int q = 0; q < RV; q++) rst(tmp + RW * q, sp[q]);
+                                for (int64_t j = 0; j < nb; j++) so[j] = tmp[j];
+                            }
+                        }
                         if (nb == TILE) {
-                            for (int q = 0; q < RV; q++) rst(o + RW * q, base[q] + a[q]);
+                            for (int q = 0; q < RV; q++) rst(o + RW * q, a[q]);
                         } else {
                             float tmp[TILE];
-                            for (int q = 0; q < RV; q++) rst(tmp + RW * q, base[q] + a[q]);
+                            for (int q = 0; q < RV; q++) rst(tmp + RW * q, a[q]);
                             for (int64_t j = 0; j < nb; j++) o[j] = tmp[j];
                         }
                     }

@@ -37,7 +37,18 @@ from snn_lab.bench.contestants import Engine, Reference  # noqa: E402
 from snn_lab.engine import native  # noqa: E402
 
 MNIST = Path(__file__).resolve().parents[1] / "src" / "snn_lab" / "data" / "mnist"
-KERNELS = ("tm_fwd", "tm_wgrad", "tmask", "bernoulli_tmask", "thin_mm", "lif_fwd", "lif_bwd", "spmm_fwd", "csr")
+KERNELS = (
+    "tm_fwd",
+    "tm_fwd_lif",
+    "tm_wgrad",
+    "tmask",
+    "bernoulli_tmask",
+    "thin_mm",
+    "lif_fwd",
+    "lif_bwd",
+    "spmm_fwd",
+    "csr",
+)
 
 
 def digits(n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,6 +22,11 @@ The input ``x[M, K]`` of a spiking layer is binary, and usually sparse. Strategi
             less than one column tile of the sparse kernels, and BLAS ran them faster in
             every bench's per-layer timing).
 
+:func:`spike_linear_lif` runs a LIF layer's scan in the same autograd node as its
+``Linear``: on the sparse temporal path inside the gather kernel, as each current row is
+summed (the currents ``[T*B, N]`` are never stored and read back), elsewhere on the
+product's output; the same floats and gradients as the two run one after the other.
+
 Exactness: ``dense`` runs the per-step path's products as one GEMM over all ``T*B`` rows:
 bit-identical spikes where BLAS rounds a row independently of the row count (the AMD
 machines of docs/BENCHMARKS.md; one Intel Xeon's MKL rounded a 1,280-row product with

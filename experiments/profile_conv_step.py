@@ -16,7 +16,6 @@ the profiler adds its own overhead.
 from __future__ import annotations
 
 import argparse
-import collections
 import time
 
 from snn_lab.cli import keep_freed_memory
@@ -25,7 +24,7 @@ KEPT = keep_freed_memory()  # before torch allocates anything, as the command li
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from profile_mlp_step import digits  # noqa: E402
+from profile_mlp_step import digits, time_kernels  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from snn_lab.bench.convnets import NETWORKS, ConvEngine, ConvReference  # noqa: E402
@@ -72,29 +71,7 @@ def main() -> None:
             step()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
 
-    spent: dict[str, float] = collections.defaultdict(float)
-    originals = {name: getattr(native, name) for name in KERNELS}
-
-    def timed(name, fn):
-        def call(*a, **k):
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                spent[name] += time.perf_counter() - t0
-
-        return call
-
-    for name, fn in originals.items():
-        setattr(native, name, timed(name, fn))
-    try:
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        wall = (time.perf_counter() - t0) / args.steps
-    finally:
-        for name, fn in originals.items():
-            setattr(native, name, fn)
+    wall, spent = time_kernels(step, args.steps, KERNELS)
     print(f"plain steps: {plain * 1e3:.1f} ms (freed memory kept: {KEPT})")
     print(f"step with the kernels timed: {wall * 1e3:.1f} ms; native kernels per step:")
     for name, s in sorted(spent.items(), key=lambda kv: -kv[1]):

@@ -61,6 +61,34 @@ def digits(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def time_kernels(step, steps: int, names) -> tuple[float, dict[str, float]]:
+    """``steps`` calls of ``step`` with each native kernel in ``names`` timed: the wall
+    time per step and the seconds spent in each kernel (summed over the steps)."""
+    spent: dict[str, float] = collections.defaultdict(float)
+    originals = {name: getattr(native, name) for name in names if hasattr(native, name)}
+
+    def timed(name, fn):
+        def call(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[name] += time.perf_counter() - t0
+
+        return call
+
+    for name, fn in originals.items():
+        setattr(native, name, timed(name, fn))
+    try:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return (time.perf_counter() - t0) / steps, spent
+    finally:
+        for name, fn in originals.items():
+            setattr(native, name, fn)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernel-draws", action="store_true", help="engine.bernoulli=kernel")
@@ -101,29 +129,7 @@ def main() -> None:
             step()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
-    spent: dict[str, float] = collections.defaultdict(float)
-    originals = {name: getattr(native, name) for name in KERNELS if hasattr(native, name)}
-
-    def timed(name, fn):
-        def call(*a, **k):
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                spent[name] += time.perf_counter() - t0
-
-        return call
-
-    for name, fn in originals.items():
-        setattr(native, name, timed(name, fn))
-    try:
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        wall = (time.perf_counter() - t0) / args.steps
-    finally:
-        for name, fn in originals.items():
-            setattr(native, name, fn)
+    wall, spent = time_kernels(step, args.steps, KERNELS)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
     print(
         f"plain steps: {plain * 1e3:.1f} ms, {faults:.0f} page faults and {system * 1e3:.1f} ms of system time"

@@ -281,6 +281,17 @@ static void tm_fwd_rmw(const int64_t *row_ptr, const int32_t *cols, const uint64
     }
 }
 
+/* The first nb (<= TILE) floats of a tile row held in RV vectors, written to dst. */
+static inline void store_tile_row(float *dst, const rv *r, int64_t nb) {
+    if (nb == TILE) {
+        for (int q = 0; q < RV; q++) rst(dst + RW * q, r[q]);
+    } else {
+        float tmp[TILE];
+        for (int q = 0; q < RV; q++) rst(tmp + RW * q, r[q]);
+        for (int64_t j = 0; j < nb; j++) dst[j] = tmp[j];
+    }
+}
+
 /* out[T*B, N] (rows t-major, like X) = X @ W^T + bias from the pairs; Wp = packed W^T.
    A pair that fires at most half of the steps adds its weight row at the steps it fires;
    one firing at more ("bright") adds it once to the sample's base and subtracts it at the
@@ -379,21 +390,9 @@ int snn_tm_fwd(const int64_t *row_ptr, const int32_t *cols, const uint64_t *mask
                                 a[q] = v[q];
                                 sp[q] = (rv)((v[q] > VTHv) & (rvi)ONEv);
                             }
-                            if (nb == TILE) {
-                                for (int q = 0; q < RV; q++) rst(so + RW * q, sp[q]);
-                            } else {
-                                float tmp[TILE];
-                                for (int q = 0; q < RV; q++) rst(tmp + RW * q, sp[q]);
-                                for (int64_t j = 0; j < nb; j++) so[j] = tmp[j];
-                            }
+                            store_tile_row(so, sp, nb);
                         }
-                        if (nb == TILE) {
-                            for (int q = 0; q < RV; q++) rst(o + RW * q, a[q]);
-                        } else {
-                            float tmp[TILE];
-                            for (int q = 0; q < RV; q++) rst(tmp + RW * q, a[q]);
-                            for (int64_t j = 0; j < nb; j++) o[j] = tmp[j];
-                        }
+                        store_tile_row(o, a, nb);
                     }
                 }
             }

@@ -118,6 +118,7 @@ def snn_eval(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # ~30 s: kept out of .ci/run to hold it under 8 minutes on 2 cores
 def test_snn_eval_gives_the_test_metrics_of_a_checkpoint(tiny_run, tmp_path):
     ckpt = tiny_run / "checkpoints" / "best.ckpt"
     trained = metrics(tiny_run)

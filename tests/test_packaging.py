@@ -76,6 +76,7 @@ def test_the_wheel_installs_and_trains_from_an_empty_directory(venv, tmp_path):
     assert sorted(p.name for p in empty.iterdir()) == ["run"]  # nothing else lands in the cwd
 
 
+@pytest.mark.slow  # ~30 s: kept out of .ci/run to hold it under 8 minutes on 2 cores
 def test_the_example_package_trains_its_own_parts_from_its_own_configs(venv, tmp_path):
     _run(
         [

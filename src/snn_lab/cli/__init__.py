@@ -32,7 +32,10 @@ __all__ = ["CONFIG_DIR", "bench", "deploy", "evaluate", "keep_freed_memory", "pr
 # glibc's mallopt parameters
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-KEEP_MMAP_THRESHOLD = 64 << 20  # blocks below this come from the heap, not fresh mappings
+# Blocks below this come from the heap, not fresh mappings: 1 GB covers the full-resolution
+# tensors of a conv network at T=20 (100 MB for [2000, 64, 14, 14] floats); glibc's older
+# versions refuse more than 32 MB, which is then used instead.
+KEEP_MMAP_THRESHOLDS = (1 << 30, 32 << 20)
 KEEP_TRIM_THRESHOLD = 1 << 30  # free heap top kept by the process, up to this
 
 
@@ -53,7 +56,8 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, KEEP_MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD))
+    mapped = any(mallopt(_M_MMAP_THRESHOLD, threshold) for threshold in KEEP_MMAP_THRESHOLDS)
+    return bool(mapped and mallopt(_M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD))
 
 
 def prepare_process() -> None:

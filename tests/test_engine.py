@@ -491,7 +491,8 @@ CONV_GEOMETRIES = [  # (N, C_in, C_out, H, W, kernel, padding, bias)
     (3, 8, 8, 5, 5, 1, 0, True),
     (3, 8, 16, 6, 5, 1, 1, False),  # padded beyond the kernel: the input gradient's fallback
     (2, 16, 72, 7, 6, 3, 1, True),  # a 64-channel output block and an 8-channel tail
-    (2, 8, 128, 5, 5, 3, 1, False),  # two 64-channel blocks
+    (2, 8, 128, 5, 5, 3, 1, False),  # a 128-channel block (two 64-channel ones without AVX-512)
+    (2, 8, 136, 6, 7, 3, 1, True),  # a 128-channel block and an 8-channel tail
 ]
 
 
@@ -536,7 +537,7 @@ def test_spike_conv2d_sparse_runs_the_native_kernel_only_on_spikes(gen):
 
 
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("shape", [(6, 16, 14, 14), (5, 8, 7, 9), (2, 32, 28, 28), (3, 4, 6, 6)])
+@pytest.mark.parametrize("shape", [(6, 16, 14, 14), (5, 8, 7, 9), (2, 32, 28, 28), (3, 4, 6, 6), (4, 24, 7, 6)])
 def test_batch_norm_max_pool2d_equals_batch_norm_then_max_pool(gen, training, shape):
     C = shape[1]
     x = (torch.randn(*shape, generator=gen) * 2 + 0.5).contiguous(memory_format=torch.channels_last)

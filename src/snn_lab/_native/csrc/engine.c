@@ -10,6 +10,9 @@
 #include <stdlib.h>
 
 #include "common.h"
+#ifdef __x86_64__
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #else
@@ -882,6 +885,64 @@ static void conv_wgrad_image_cs(const int64_t *row_ptr, const int32_t *col, cons
         }
 }
 
+/* The per-channel gather of conv_wgrad_image_cs over a zero-bordered copy of the image's
+   output gradient, gp[H + kh - 1][W + kw - 1][Co]: every tap of every input pixel lands
+   inside it, so a spike's list entry is its pixel's offset there and the inner loop has
+   neither bounds tests nor index arithmetic; Co = 128 blocks sum eight (AVX-512) vectors
+   per entry. The border adds zeros, so the sums per entry of d are those of
+   conv_wgrad_image_cs bit for bit. gp's border is zero on entry (calloc); only its interior
+   is written. Scratch: cptr[Ci + 1], cur[Ci], coff[H * W * Ci]. */
+static void conv_wgrad_image_pad(const int64_t *row_ptr, const int32_t *col, const float *gn, float *d,
+                                 int64_t n, conv_geom g, float *gp, int32_t *cptr, int32_t *cur, int32_t *coff) {
+    const int64_t HW = g.H * g.W, base = n * HW, PW = g.W + g.kw - 1, Co = g.Co;
+    const int64_t r0 = g.kh - 1 - g.ph, c0 = g.kw - 1 - g.pw;  /* output (0, 0) in gp */
+    for (int64_t i = 0; i < g.Ho; i++)
+        memcpy(gp + ((i + r0) * PW + c0) * Co, gn + i * g.Wo * Co, sizeof(float) * (size_t)(g.Wo * Co));
+    memset(cptr, 0, sizeof(int32_t) * (size_t)(g.Ci + 1));
+    for (int64_t e = row_ptr[base]; e < row_ptr[base + HW]; e++) cptr[col[e] + 1]++;
+    for (int64_t c = 0; c < g.Ci; c++) cptr[c + 1] += cptr[c];
+    memcpy(cur, cptr, sizeof(int32_t) * (size_t)g.Ci);
+    for (int64_t h = 0, p = 0; h < g.H; h++)
+        for (int64_t w = 0; w < g.W; w++, p++)
+            for (int64_t e = row_ptr[base + p]; e < row_ptr[base + p + 1]; e++)
+                coff[cur[col[e]]++] = (int32_t)((h * PW + w) * Co);
+    for (int64_t dy = 0; dy < g.kh; dy++)
+        for (int64_t dx = 0; dx < g.kw; dx++) {
+            const float *gt = gp + ((g.kh - 1 - dy) * PW + (g.kw - 1 - dx)) * Co;
+            float *dtap = d + (dy * g.kw + dx) * g.Ci * Co;
+            for (int64_t c = 0; c < g.Ci; c++) {
+                const int32_t e0 = cptr[c], e1 = cptr[c + 1];
+                if (e0 == e1) continue;
+                float *drow = dtap + c * Co;
+                int64_t cb = 0;
+#if WIDE16
+                for (; cb + 128 <= Co; cb += 128) {
+                    v16f a[8];
+                    for (int q = 0; q < 8; q++) a[q] = (v16f){0};
+                    for (int32_t e = e0; e < e1; e++) {
+                        const float *p = gt + coff[e] + cb;
+                        for (int q = 0; q < 8; q++) a[q] += ld16(p + 16 * q);
+                    }
+                    for (int q = 0; q < 8; q++) st16(drow + cb + 16 * q, ld16(drow + cb + 16 * q) + a[q]);
+                }
+#endif
+                for (; cb + 64 <= Co; cb += 64) {
+                    R_ZERO(a);
+                    for (int32_t e = e0; e < e1; e++) {
+                        const float *p = gt + coff[e] + cb;
+                        for (int q = 0; q < RV; q++) a[q] += rld(p + RW * q);
+                    }
+                    R_ACC(drow + cb, +, a);
+                }
+                for (; cb < Co; cb += 8) {
+                    v8f a = splat(0.0f);
+                    for (int32_t e = e0; e < e1; e++) a += ld(gt + coff[e] + cb);
+                    st(drow + cb, ld(drow + cb) + a);
+                }
+            }
+        }
+}
+
 /* dWt = the sum of the per-thread copies dWt_threads[nt][wsize] (one thread's share each). */
 static void sum_thread_copies(float *dWt, const float *dWt_threads, int64_t wsize, int nt) {
     #pragma omp parallel num_threads(nt)
@@ -902,6 +963,9 @@ void snn_conv_wgrad(const int64_t *row_ptr, const int32_t *col, const float *G, 
                     float *dWt_threads, int64_t N, const int64_t *geom, int nt) {
     const conv_geom g = geom_of(geom);
     const int64_t wsize = g.kh * g.kw * g.Ci * g.Co, HW = g.H * g.W;
+    const int64_t gpsize = (g.H + g.kh - 1) * (g.W + g.kw - 1) * g.Co;
+    /* the zero-bordered gather needs every output pixel inside the border and offsets in int32 */
+    const int pad = g.ph <= g.kh - 1 && g.pw <= g.kw - 1 && gpsize < ((int64_t)1 << 31);
     int32_t *hw = (g.H < 32768 && g.W < 32768) ? malloc(sizeof(int32_t) * (size_t)(HW ? HW : 1)) : NULL;
     if (hw)
         for (int64_t p = 0; p < HW; p++) hw[p] = (int32_t)(((p / g.W) << 16) | (p % g.W));
@@ -909,13 +973,17 @@ void snn_conv_wgrad(const int64_t *row_ptr, const int32_t *col, const float *G, 
     {
         float *d = dWt_threads + omp_get_thread_num() * wsize;
         SHARE(N, n0, n1)
-        /* the per-channel gather, or (no memory for its lists) the per-spike scatter */
+        /* the per-channel gather (over a bordered gradient copy where it fits), or (no memory
+           for its lists) the per-spike scatter */
         int32_t *cs = hw ? malloc(sizeof(int32_t) * (size_t)(2 * g.Ci + 1 + HW * g.Ci)) : NULL;
+        float *gp = (cs && pad) ? calloc((size_t)gpsize, sizeof(float)) : NULL;
         for (int64_t n = n0; n < n1; n++) {
             const float *gn = G + n * g.Ho * g.Wo * g.Co;
-            if (cs) conv_wgrad_image_cs(row_ptr, col, gn, d, n, g, hw, cs, cs + g.Ci + 1, cs + 2 * g.Ci + 1);
+            if (gp) conv_wgrad_image_pad(row_ptr, col, gn, d, n, g, gp, cs, cs + g.Ci + 1, cs + 2 * g.Ci + 1);
+            else if (cs) conv_wgrad_image_cs(row_ptr, col, gn, d, n, g, hw, cs, cs + g.Ci + 1, cs + 2 * g.Ci + 1);
             else conv_wgrad_image(row_ptr, col, gn, d, n, g);
         }
+        free(gp);
         free(cs);
     }
     free(hw);
@@ -996,34 +1064,81 @@ void snn_bn_pool_fwd(const float *Y, const float *alpha, const float *beta, floa
     for (int64_t n = 0; n < N; n++) bn_pool_image(Y + n * H * W * C, alpha, beta, out + n * po, arg + n * po, H, W, C);
 }
 
-/* The window entry arg[c..c+8) of a pooled pixel as 8 lanes. */
+/* The window entry arg[c..c+8) of a pooled pixel as 8 lanes (AVX2: one zero-extending
+   load; GCC otherwise widens the 8 bytes one by one). */
 static inline v8i arg8(const uint8_t *a) {
+#ifdef __AVX2__
+    const __m256i w = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)a));
+    v8i v;
+    memcpy(&v, &w, 32);
+    return v;
+#else
     v8c w8;
     memcpy(&w8, a, 8);
     return __builtin_convertvector(w8, v8i);
+#endif
 }
+
+#if WIDE16
+typedef int32_t v16i __attribute__((vector_size(64)));
+/* arg[c..c+16) as 16 lanes */
+static inline v16i arg16(const uint8_t *a) {
+    const __m512i w = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)a));
+    v16i v;
+    memcpy(&v, &w, 64);
+    return v;
+}
+#endif
 
 /* One image's share of backward pass 1: s[c] += sum of g, q[c] += sum of g * xhat at the
    winning entries (xhat = (y - mean) * invstd). */
 static void bn_pool_sums_image(const float *yn, const uint8_t *an, const float *gn, const float *mean,
                                const float *invstd, double *s, double *q, int64_t H, int64_t W, int64_t C) {
     const int64_t Ho = H / 2, Wo = W / 2;
-    for (int64_t c = 0; c < C; c += 8) {
+    int64_t c = 0;
+#if WIDE16
+    for (; c + 16 <= C; c += 16) {
+        const v16f mu = ld16(mean + c), is = ld16(invstd + c);
+        v16f sg = {0}, sx = {0};
+        for (int64_t i = 0; i < Ho; i++) {
+            const float *y0 = yn + 2 * i * W * C + c, *y1 = y0 + W * C;
+            const float *g = gn + i * Wo * C + c;
+            const uint8_t *w = an + i * Wo * C + c;
+            for (int64_t j = 0; j < Wo; j++, y0 += 2 * C, y1 += 2 * C, g += C, w += C) {
+                const v16i wq = arg16(w);
+                v16f y = ld16(y0);
+                y = (v16f)(((v16i)ld16(y0 + C) & (wq == 1)) | ((v16i)y & ~(wq == 1)));
+                y = (v16f)(((v16i)ld16(y1) & (wq == 2)) | ((v16i)y & ~(wq == 2)));
+                y = (v16f)(((v16i)ld16(y1 + C) & (wq == 3)) | ((v16i)y & ~(wq == 3)));
+                const v16f gv = ld16(g);
+                sg += gv;
+                sx += gv * ((y - mu) * is);
+            }
+        }
+        for (int l = 0; l < 16; l++) {
+            s[c + l] += sg[l];
+            q[c + l] += sx[l];
+        }
+    }
+#endif
+    for (; c < C; c += 8) {
         const v8f mu = ld(mean + c), is = ld(invstd + c);
         v8f sg = splat(0.0f), sx = splat(0.0f);
-        for (int64_t i = 0; i < Ho; i++)
-            for (int64_t j = 0; j < Wo; j++) {
-                const int64_t pp = (i * Wo + j) * C + c;
-                const float *y0 = yn + ((2 * i) * W + 2 * j) * C + c;
-                const v8i w = arg8(an + pp);
+        for (int64_t i = 0; i < Ho; i++) {
+            const float *y0 = yn + 2 * i * W * C + c, *y1 = y0 + W * C;
+            const float *g = gn + i * Wo * C + c;
+            const uint8_t *w = an + i * Wo * C + c;
+            for (int64_t j = 0; j < Wo; j++, y0 += 2 * C, y1 += 2 * C, g += C, w += C) {
+                const v8i wq = arg8(w);
                 v8f y = ld(y0);
-                y = (v8f)(((v8i)ld(y0 + C) & (w == 1)) | ((v8i)y & ~(w == 1)));
-                y = (v8f)(((v8i)ld(y0 + W * C) & (w == 2)) | ((v8i)y & ~(w == 2)));
-                y = (v8f)(((v8i)ld(y0 + W * C + C) & (w == 3)) | ((v8i)y & ~(w == 3)));
-                const v8f g = ld(gn + pp);
-                sg += g;
-                sx += g * ((y - mu) * is);
+                y = (v8f)(((v8i)ld(y0 + C) & (wq == 1)) | ((v8i)y & ~(wq == 1)));
+                y = (v8f)(((v8i)ld(y1) & (wq == 2)) | ((v8i)y & ~(wq == 2)));
+                y = (v8f)(((v8i)ld(y1 + C) & (wq == 3)) | ((v8i)y & ~(wq == 3)));
+                const v8f gv = ld(g);
+                sg += gv;
+                sx += gv * ((y - mu) * is);
             }
+        }
         for (int l = 0; l < 8; l++) {
             s[c + l] += sg[l];
             q[c + l] += sx[l];
@@ -1049,7 +1164,8 @@ void snn_bn_pool_bwd_sums(const float *Y, const uint8_t *arg, const float *gP, c
         for (int64_t c = 0; c < 2 * C; c++) acc[c] += acc[(int64_t)k * 2 * C + c];
 }
 
-/* One image of backward pass 2: dn = a * g_full + b + k * (y - mean). */
+/* One image of backward pass 2: dn = a * g_full + b + k * (y - mean). A pooled row's two
+   input rows are walked by pointer, a window's four entries per block of channels. */
 static void bn_pool_dy_image(const float *yn, const uint8_t *an, const float *gn, const float *a,
                              const float *b, const float *k, const float *mean, float *dn, int64_t H,
                              int64_t W, int64_t C) {
@@ -1063,23 +1179,39 @@ static void bn_pool_dy_image(const float *yn, const uint8_t *an, const float *gn
                     st(dn + o, ld(b + c) + ld(k + c) * (ld(yn + o) - ld(mean + c)));
                 }
             }
-    for (int64_t i = 0; i < Ho; i++)
-        for (int64_t j = 0; j < Wo; j++) {
-            const int64_t pp = (i * Wo + j) * C;
-            const int64_t o0 = ((2 * i) * W + 2 * j) * C;
-            const int64_t offs[4] = {o0, o0 + C, o0 + W * C, o0 + W * C + C};
-            for (int64_t c = 0; c < C; c += 8) {
-                const v8f bb = ld(b + c), kk = ld(k + c), mu = ld(mean + c);
-                const v8f ag = ld(a + c) * ld(gn + pp + c);
-                const v8i w = arg8(an + pp + c);
+    for (int64_t i = 0; i < Ho; i++) {
+        const float *y0 = yn + 2 * i * W * C, *y1 = y0 + W * C;
+        float *d0 = dn + 2 * i * W * C, *d1 = d0 + W * C;
+        const float *g = gn + i * Wo * C;
+        const uint8_t *w = an + i * Wo * C;
+        for (int64_t j = 0; j < Wo; j++, y0 += 2 * C, y1 += 2 * C, d0 += 2 * C, d1 += 2 * C, g += C, w += C) {
+            const float *yq[4] = {y0, y0 + C, y1, y1 + C};
+            float *dq[4] = {d0, d0 + C, d1, d1 + C};
+            int64_t c = 0;
+#if WIDE16
+            for (; c + 16 <= C; c += 16) {
+                const v16f bb = ld16(b + c), kk = ld16(k + c), mu = ld16(mean + c);
+                const v16f ag = ld16(a + c) * ld16(g + c);
+                const v16i wq = arg16(w + c);
                 for (int q = 0; q < 4; q++) {
-                    const int64_t o = offs[q] + c;
-                    const v8f base = bb + kk * (ld(yn + o) - mu);
-                    const v8i hit = w == (v8i){q, q, q, q, q, q, q, q};
-                    st(dn + o, base + (v8f)((v8i)ag & hit));
+                    const v16f base = bb + kk * (ld16(yq[q] + c) - mu);
+                    const v16i hit = wq == q;
+                    st16(dq[q] + c, base + (v16f)((v16i)ag & hit));
+                }
+            }
+#endif
+            for (; c < C; c += 8) {
+                const v8f bb = ld(b + c), kk = ld(k + c), mu = ld(mean + c);
+                const v8f ag = ld(a + c) * ld(g + c);
+                const v8i wq = arg8(w + c);
+                for (int q = 0; q < 4; q++) {
+                    const v8f base = bb + kk * (ld(yq[q] + c) - mu);
+                    const v8i hit = wq == q;
+                    st(dq[q] + c, base + (v8f)((v8i)ag & hit));
                 }
             }
         }
+    }
 }
 
 /* Backward, pass 2: dY = a * g_full + b + k * (y - mean) per channel, g_full = gP at the
@@ -1165,19 +1297,27 @@ void snn_cbp_wgrad(const int64_t *row_ptr, const int32_t *col, const float *Wt, 
                    const float *k, const float *mean, float *dWt, float *dWt_threads, float *dbias, int nt) {
     const conv_geom g = geom_of(geom);
     const int64_t opix = g.Ho * g.Wo, po = (g.Ho / 2) * (g.Wo / 2) * g.Co;
-    const int64_t wsize = g.kh * g.kw * g.Ci * g.Co;
+    const int64_t wsize = g.kh * g.kw * g.Ci * g.Co, HW = g.H * g.W;
+    const int64_t gpsize = (g.H + g.kh - 1) * (g.W + g.kw - 1) * g.Co;
+    const int pad = g.ph <= g.kh - 1 && g.pw <= g.kw - 1 && gpsize < ((int64_t)1 << 31);
     #pragma omp parallel num_threads(nt)
     {
         SHARE(N, n0, n1)
         float *d = dWt_threads + omp_get_thread_num() * (wsize + g.Co), *db = d + wsize;
         float *buf = (float *)malloc(sizeof(float) * (size_t)(2 * opix * g.Co)), *dy = buf + opix * g.Co;
+        /* the gather over a bordered gradient copy (as snn_conv_wgrad), else the scatter */
+        int32_t *cs = pad ? malloc(sizeof(int32_t) * (size_t)(2 * g.Ci + 1 + HW * g.Ci)) : NULL;
+        float *gp = cs ? calloc((size_t)gpsize, sizeof(float)) : NULL;
         for (int64_t n = n0; n < n1 && buf; n++) {
             conv_image(row_ptr, col, Wt, bias, buf, n, g);
             bn_pool_dy_image(buf, arg + n * po, gP + n * po, a, b, k, mean, dy, g.Ho, g.Wo, g.Co);
-            conv_wgrad_image(row_ptr, col, dy, d, n, g);
+            if (gp) conv_wgrad_image_pad(row_ptr, col, dy, d, n, g, gp, cs, cs + g.Ci + 1, cs + 2 * g.Ci + 1);
+            else conv_wgrad_image(row_ptr, col, dy, d, n, g);
             if (dbias)
                 for (int64_t p = 0; p < opix; p++) vadd_n(db, dy + p * g.Co, g.Co);
         }
+        free(gp);
+        free(cs);
         free(buf);
     }
     #pragma omp parallel num_threads(nt)

@@ -831,73 +831,26 @@ static void conv_wgrad_image(const int64_t *row_ptr, const int32_t *col, const f
 
 /* The same share, gathered per input channel instead of scattered per spike: the image's
    spikes are regrouped by channel (the pixels where channel c fires, ascending), then for
-   each tap and channel the output-gradient blocks at the tapped pixels are summed in
+   each tap and channel the output-gradient rows at the tapped pixels are summed in
    registers and added to d once -- loads and adds, where the scatter read-modified-wrote a
-   row of d per spike and tap (bound by stores). The terms per entry of d are the same;
-   their order differs (float rounding). Scratch (per thread): cptr[Ci + 1], cur[Ci],
-   cpix[H * W * Ci]; hw[p] = (h << 16) | w for each input pixel p. */
-#define CS_BLOCK(NV, cb) do {                                                        \
-        v8f a_[NV];                                                                  \
-        for (int q = 0; q < NV; q++) a_[q] = splat(0.0f);                            \
-        for (int32_t e = cptr[c]; e < cptr[c + 1]; e++) {                            \
-            const int32_t hw_ = hw[cpix[e]];                                         \
-            const int64_t i_ = (hw_ >> 16) + si, j_ = (hw_ & 0xffff) + sj;          \
-            if ((uint64_t)i_ >= (uint64_t)g.Ho || (uint64_t)j_ >= (uint64_t)g.Wo) continue; \
-            const float *gp_ = gn + (i_ * g.Wo + j_) * g.Co + (cb);                  \
-            for (int q = 0; q < NV; q++) a_[q] += ld(gp_ + 8 * q);                   \
-        }                                                                            \
-        float *d_ = drow + (cb);                                                     \
-        for (int q = 0; q < NV; q++) st(d_ + 8 * q, ld(d_ + 8 * q) + a_[q]);         \
-    } while (0)
-
-static void conv_wgrad_image_cs(const int64_t *row_ptr, const int32_t *col, const float *gn, float *d,
-                                int64_t n, conv_geom g, const int32_t *hw, int32_t *cptr, int32_t *cur,
-                                int32_t *cpix) {
-    const int64_t HW = g.H * g.W, base = n * HW;
-    memset(cptr, 0, sizeof(int32_t) * (size_t)(g.Ci + 1));
-    for (int64_t e = row_ptr[base]; e < row_ptr[base + HW]; e++) cptr[col[e] + 1]++;
-    for (int64_t c = 0; c < g.Ci; c++) cptr[c + 1] += cptr[c];
-    memcpy(cur, cptr, sizeof(int32_t) * (size_t)g.Ci);
-    for (int64_t p = 0; p < HW; p++)
-        for (int64_t e = row_ptr[base + p]; e < row_ptr[base + p + 1]; e++) cpix[cur[col[e]]++] = (int32_t)p;
-    for (int64_t dy = 0; dy < g.kh; dy++)
-        for (int64_t dx = 0; dx < g.kw; dx++) {
-            const int64_t si = g.ph - dy, sj = g.pw - dx;  /* output pixel = input pixel + (si, sj) */
-            float *dtap = d + (dy * g.kw + dx) * g.Ci * g.Co;
-            for (int64_t c = 0; c < g.Ci; c++) {
-                if (cptr[c] == cptr[c + 1]) continue;
-                float *drow = dtap + c * g.Co;
-                int64_t cb = 0;
-                for (; cb + 64 <= g.Co; cb += 64) {  /* RV vectors of RW floats: either build */
-                    R_ZERO(a);
-                    for (int32_t e = cptr[c]; e < cptr[c + 1]; e++) {
-                        const int32_t hw_ = hw[cpix[e]];
-                        const int64_t i = (hw_ >> 16) + si, j = (hw_ & 0xffff) + sj;
-                        if ((uint64_t)i >= (uint64_t)g.Ho || (uint64_t)j >= (uint64_t)g.Wo) continue;
-                        const float *gp = gn + (i * g.Wo + j) * g.Co + cb;
-                        for (int q = 0; q < RV; q++) a[q] += rld(gp + RW * q);
-                    }
-                    R_ACC(drow + cb, +, a);
-                }
-                for (; cb + 32 <= g.Co; cb += 32) CS_BLOCK(4, cb);
-                for (; cb < g.Co; cb += 8) CS_BLOCK(1, cb);
-            }
-        }
-}
-
-/* The per-channel gather of conv_wgrad_image_cs over a zero-bordered copy of the image's
-   output gradient, gp[H + kh - 1][W + kw - 1][Co]: every tap of every input pixel lands
-   inside it, so a spike's list entry is its pixel's offset there and the inner loop has
-   neither bounds tests nor index arithmetic; Co = 128 blocks sum eight (AVX-512) vectors
-   per entry. The border adds zeros, so the sums per entry of d are those of
-   conv_wgrad_image_cs bit for bit. gp's border is zero on entry (calloc); only its interior
-   is written. Scratch: cptr[Ci + 1], cur[Ci], coff[H * W * Ci]. */
+   row of d per spike and tap (bound by stores). The rows are read from a copy of the
+   image's output gradient with a border, gp[H + kh - 1][W + kw - 1][Co]: every tap of
+   every input pixel lands inside it (outside the output: zeros), so a spike's list entry
+   is its pixel's offset there and the inner loop has neither bounds tests nor index
+   arithmetic; Co = 128 blocks sum eight (AVX-512) vectors per entry. The terms per entry
+   of d are the scatter's plus zeros, in another order (float rounding). gp is zero on
+   entry (calloc); every image writes the same region of it. Scratch: cptr[Ci + 1],
+   cur[Ci], coff[H * W * Ci]. */
 static void conv_wgrad_image_pad(const int64_t *row_ptr, const int32_t *col, const float *gn, float *d,
                                  int64_t n, conv_geom g, float *gp, int32_t *cptr, int32_t *cur, int32_t *coff) {
-    const int64_t HW = g.H * g.W, base = n * HW, PW = g.W + g.kw - 1, Co = g.Co;
-    const int64_t r0 = g.kh - 1 - g.ph, c0 = g.kw - 1 - g.pw;  /* output (0, 0) in gp */
-    for (int64_t i = 0; i < g.Ho; i++)
-        memcpy(gp + ((i + r0) * PW + c0) * Co, gn + i * g.Wo * Co, sizeof(float) * (size_t)(g.Wo * Co));
+    const int64_t HW = g.H * g.W, base = n * HW, PH = g.H + g.kh - 1, PW = g.W + g.kw - 1, Co = g.Co;
+    /* gp's row and column of output pixel (0, 0) (negative when padding exceeds kernel - 1:
+       outputs no input pixel reaches, left out) */
+    const int64_t r0 = g.kh - 1 - g.ph, c0 = g.kw - 1 - g.pw;
+    const int64_t i0 = r0 < 0 ? -r0 : 0, i1 = min64(g.Ho, PH - r0);
+    const int64_t j0 = c0 < 0 ? -c0 : 0, j1 = min64(g.Wo, PW - c0);
+    for (int64_t i = i0; i < i1 && j0 < j1; i++)
+        memcpy(gp + ((i + r0) * PW + j0 + c0) * Co, gn + (i * g.Wo + j0) * Co, sizeof(float) * (size_t)((j1 - j0) * Co));
     memset(cptr, 0, sizeof(int32_t) * (size_t)(g.Ci + 1));
     for (int64_t e = row_ptr[base]; e < row_ptr[base + HW]; e++) cptr[col[e] + 1]++;
     for (int64_t c = 0; c < g.Ci; c++) cptr[c + 1] += cptr[c];
@@ -964,29 +917,22 @@ void snn_conv_wgrad(const int64_t *row_ptr, const int32_t *col, const float *G, 
     const conv_geom g = geom_of(geom);
     const int64_t wsize = g.kh * g.kw * g.Ci * g.Co, HW = g.H * g.W;
     const int64_t gpsize = (g.H + g.kh - 1) * (g.W + g.kw - 1) * g.Co;
-    /* the zero-bordered gather needs every output pixel inside the border and offsets in int32 */
-    const int pad = g.ph <= g.kh - 1 && g.pw <= g.kw - 1 && gpsize < ((int64_t)1 << 31);
-    int32_t *hw = (g.H < 32768 && g.W < 32768) ? malloc(sizeof(int32_t) * (size_t)(HW ? HW : 1)) : NULL;
-    if (hw)
-        for (int64_t p = 0; p < HW; p++) hw[p] = (int32_t)(((p / g.W) << 16) | (p % g.W));
     #pragma omp parallel num_threads(nt)
     {
         float *d = dWt_threads + omp_get_thread_num() * wsize;
         SHARE(N, n0, n1)
-        /* the per-channel gather (over a bordered gradient copy where it fits), or (no memory
-           for its lists) the per-spike scatter */
-        int32_t *cs = hw ? malloc(sizeof(int32_t) * (size_t)(2 * g.Ci + 1 + HW * g.Ci)) : NULL;
-        float *gp = (cs && pad) ? calloc((size_t)gpsize, sizeof(float)) : NULL;
+        /* the per-channel gather, or (offsets beyond int32, or no memory for its scratch)
+           the per-spike scatter */
+        int32_t *cs = gpsize < ((int64_t)1 << 31) ? malloc(sizeof(int32_t) * (size_t)(2 * g.Ci + 1 + HW * g.Ci)) : NULL;
+        float *gp = cs ? calloc((size_t)gpsize, sizeof(float)) : NULL;
         for (int64_t n = n0; n < n1; n++) {
             const float *gn = G + n * g.Ho * g.Wo * g.Co;
             if (gp) conv_wgrad_image_pad(row_ptr, col, gn, d, n, g, gp, cs, cs + g.Ci + 1, cs + 2 * g.Ci + 1);
-            else if (cs) conv_wgrad_image_cs(row_ptr, col, gn, d, n, g, hw, cs, cs + g.Ci + 1, cs + 2 * g.Ci + 1);
             else conv_wgrad_image(row_ptr, col, gn, d, n, g);
         }
         free(gp);
         free(cs);
     }
-    free(hw);
     sum_thread_copies(dWt, dWt_threads, wsize, nt);
 }
 
@@ -1299,14 +1245,13 @@ void snn_cbp_wgrad(const int64_t *row_ptr, const int32_t *col, const float *Wt, 
     const int64_t opix = g.Ho * g.Wo, po = (g.Ho / 2) * (g.Wo / 2) * g.Co;
     const int64_t wsize = g.kh * g.kw * g.Ci * g.Co, HW = g.H * g.W;
     const int64_t gpsize = (g.H + g.kh - 1) * (g.W + g.kw - 1) * g.Co;
-    const int pad = g.ph <= g.kh - 1 && g.pw <= g.kw - 1 && gpsize < ((int64_t)1 << 31);
     #pragma omp parallel num_threads(nt)
     {
         SHARE(N, n0, n1)
         float *d = dWt_threads + omp_get_thread_num() * (wsize + g.Co), *db = d + wsize;
         float *buf = (float *)malloc(sizeof(float) * (size_t)(2 * opix * g.Co)), *dy = buf + opix * g.Co;
-        /* the gather over a bordered gradient copy (as snn_conv_wgrad), else the scatter */
-        int32_t *cs = pad ? malloc(sizeof(int32_t) * (size_t)(2 * g.Ci + 1 + HW * g.Ci)) : NULL;
+        /* the per-channel gather (as snn_conv_wgrad), else the scatter */
+        int32_t *cs = gpsize < ((int64_t)1 << 31) ? malloc(sizeof(int32_t) * (size_t)(2 * g.Ci + 1 + HW * g.Ci)) : NULL;
         float *gp = cs ? calloc((size_t)gpsize, sizeof(float)) : NULL;
         for (int64_t n = n0; n < n1 && buf; n++) {
             conv_image(row_ptr, col, Wt, bias, buf, n, g);

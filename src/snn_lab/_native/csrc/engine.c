@@ -1038,58 +1038,40 @@ static inline v16i arg16(const uint8_t *a) {
 
 /* One image's share of backward pass 1: s[c] += sum of g, q[c] += sum of g * xhat at the
    winning entries (xhat = (y - mean) * invstd). */
+/* One block of L channels from c of bn_pool_sums_image, in vectors VF (int lanes VI, loads
+   LD, argmax widening ARG): the same code for 16- and 8-lane blocks. */
+#define BN_SUMS_BLOCK(VF, VI, LD, ARG, L) do {                                       \
+        const VF mu = LD(mean + c), is = LD(invstd + c);                             \
+        VF sg = (VF){0}, sx = (VF){0};                                               \
+        for (int64_t i = 0; i < Ho; i++) {                                           \
+            const float *y0 = yn + 2 * i * W * C + c, *y1 = y0 + W * C;              \
+            const float *g = gn + i * Wo * C + c;                                    \
+            const uint8_t *w = an + i * Wo * C + c;                                  \
+            for (int64_t j = 0; j < Wo; j++, y0 += 2 * C, y1 += 2 * C, g += C, w += C) { \
+                const VI wq = ARG(w);                                                \
+                VF y = LD(y0);                                                       \
+                y = (VF)(((VI)LD(y0 + C) & (wq == 1)) | ((VI)y & ~(wq == 1)));       \
+                y = (VF)(((VI)LD(y1) & (wq == 2)) | ((VI)y & ~(wq == 2)));           \
+                y = (VF)(((VI)LD(y1 + C) & (wq == 3)) | ((VI)y & ~(wq == 3)));       \
+                const VF gv = LD(g);                                                 \
+                sg += gv;                                                            \
+                sx += gv * ((y - mu) * is);                                          \
+            }                                                                        \
+        }                                                                            \
+        for (int l = 0; l < (L); l++) {                                              \
+            s[c + l] += sg[l];                                                       \
+            q[c + l] += sx[l];                                                       \
+        }                                                                            \
+    } while (0)
+
 static void bn_pool_sums_image(const float *yn, const uint8_t *an, const float *gn, const float *mean,
                                const float *invstd, double *s, double *q, int64_t H, int64_t W, int64_t C) {
     const int64_t Ho = H / 2, Wo = W / 2;
     int64_t c = 0;
 #if WIDE16
-    for (; c + 16 <= C; c += 16) {
-        const v16f mu = ld16(mean + c), is = ld16(invstd + c);
-        v16f sg = {0}, sx = {0};
-        for (int64_t i = 0; i < Ho; i++) {
-            const float *y0 = yn + 2 * i * W * C + c, *y1 = y0 + W * C;
-            const float *g = gn + i * Wo * C + c;
-            const uint8_t *w = an + i * Wo * C + c;
-            for (int64_t j = 0; j < Wo; j++, y0 += 2 * C, y1 += 2 * C, g += C, w += C) {
-                const v16i wq = arg16(w);
-                v16f y = ld16(y0);
-                y = (v16f)(((v16i)ld16(y0 + C) & (wq == 1)) | ((v16i)y & ~(wq == 1)));
-                y = (v16f)(((v16i)ld16(y1) & (wq == 2)) | ((v16i)y & ~(wq == 2)));
-                y = (v16f)(((v16i)ld16(y1 + C) & (wq == 3)) | ((v16i)y & ~(wq == 3)));
-                const v16f gv = ld16(g);
-                sg += gv;
-                sx += gv * ((y - mu) * is);
-            }
-        }
-        for (int l = 0; l < 16; l++) {
-            s[c + l] += sg[l];
-            q[c + l] += sx[l];
-        }
-    }
+    for (; c + 16 <= C; c += 16) BN_SUMS_BLOCK(v16f, v16i, ld16, arg16, 16);
 #endif
-    for (; c < C; c += 8) {
-        const v8f mu = ld(mean + c), is = ld(invstd + c);
-        v8f sg = splat(0.0f), sx = splat(0.0f);
-        for (int64_t i = 0; i < Ho; i++) {
-            const float *y0 = yn + 2 * i * W * C + c, *y1 = y0 + W * C;
-            const float *g = gn + i * Wo * C + c;
-            const uint8_t *w = an + i * Wo * C + c;
-            for (int64_t j = 0; j < Wo; j++, y0 += 2 * C, y1 += 2 * C, g += C, w += C) {
-                const v8i wq = arg8(w);
-                v8f y = ld(y0);
-                y = (v8f)(((v8i)ld(y0 + C) & (wq == 1)) | ((v8i)y & ~(wq == 1)));
-                y = (v8f)(((v8i)ld(y1) & (wq == 2)) | ((v8i)y & ~(wq == 2)));
-                y = (v8f)(((v8i)ld(y1 + C) & (wq == 3)) | ((v8i)y & ~(wq == 3)));
-                const v8f gv = ld(g);
-                sg += gv;
-                sx += gv * ((y - mu) * is);
-            }
-        }
-        for (int l = 0; l < 8; l++) {
-            s[c + l] += sg[l];
-            q[c + l] += sx[l];
-        }
-    }
+    for (; c < C; c += 8) BN_SUMS_BLOCK(v8f, v8i, ld, arg8, 8);
 }
 
 /* Backward, pass 1: per-channel sums over the pooled gradient gP of g and of g * xhat at
@@ -1109,6 +1091,18 @@ void snn_bn_pool_bwd_sums(const float *Y, const uint8_t *arg, const float *gP, c
     for (int k = 1; k < nt; k++)
         for (int64_t c = 0; c < 2 * C; c++) acc[c] += acc[(int64_t)k * 2 * C + c];
 }
+
+/* One block of channels from c of bn_pool_dy_image (vectors as in BN_SUMS_BLOCK). */
+#define BN_DY_BLOCK(VF, VI, LD, ST, ARG) do {                                        \
+        const VF bb = LD(b + c), kk = LD(k + c), mu = LD(mean + c);                  \
+        const VF ag = LD(a + c) * LD(g + c);                                         \
+        const VI wq = ARG(w + c);                                                    \
+        for (int q = 0; q < 4; q++) {                                                \
+            const VF base = bb + kk * (LD(yq[q] + c) - mu);                          \
+            const VI hit = wq == q;                                                  \
+            ST(dq[q] + c, base + (VF)((VI)ag & hit));                                \
+        }                                                                            \
+    } while (0)
 
 /* One image of backward pass 2: dn = a * g_full + b + k * (y - mean). A pooled row's two
    input rows are walked by pointer, a window's four entries per block of channels. */
@@ -1135,27 +1129,9 @@ static void bn_pool_dy_image(const float *yn, const uint8_t *an, const float *gn
             float *dq[4] = {d0, d0 + C, d1, d1 + C};
             int64_t c = 0;
 #if WIDE16
-            for (; c + 16 <= C; c += 16) {
-                const v16f bb = ld16(b + c), kk = ld16(k + c), mu = ld16(mean + c);
-                const v16f ag = ld16(a + c) * ld16(g + c);
-                const v16i wq = arg16(w + c);
-                for (int q = 0; q < 4; q++) {
-                    const v16f base = bb + kk * (ld16(yq[q] + c) - mu);
-                    const v16i hit = wq == q;
-                    st16(dq[q] + c, base + (v16f)((v16i)ag & hit));
-                }
-            }
+            for (; c + 16 <= C; c += 16) BN_DY_BLOCK(v16f, v16i, ld16, st16, arg16);
 #endif
-            for (; c < C; c += 8) {
-                const v8f bb = ld(b + c), kk = ld(k + c), mu = ld(mean + c);
-                const v8f ag = ld(a + c) * ld(g + c);
-                const v8i wq = arg8(w + c);
-                for (int q = 0; q < 4; q++) {
-                    const v8f base = bb + kk * (ld(yq[q] + c) - mu);
-                    const v8i hit = wq == q;
-                    st(dq[q] + c, base + (v8f)((v8i)ag & hit));
-                }
-            }
+            for (; c < C; c += 8) BN_DY_BLOCK(v8f, v8i, ld, st, arg8);
         }
     }
 }

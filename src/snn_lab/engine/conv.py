@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import native
-from .options import CONV_STRATEGIES, native_enabled
+from .options import CONV_STRATEGIES, native_runs
 
 _MAX_IN_CHANNELS = 4096  # the kernel lists one pixel's spiking channels on its stack
 
@@ -44,9 +44,6 @@ def sparse_fits(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation
     """True when the native sparse kernel can run this convolution."""
     return (
         x.dim() == 4
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
         and _pair(stride) == (1, 1)
         and _pair(dilation) == (1, 1)
         and groups == 1
@@ -54,8 +51,7 @@ def sparse_fits(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation
         and not isinstance(padding, str)
         and weight.shape[0] % 8 == 0
         and weight.shape[1] <= _MAX_IN_CHANNELS
-        and not torch.compiler.is_compiling()
-        and native_enabled()
+        and native_runs(x, weight)
     )
 
 
@@ -194,14 +190,11 @@ def bn_pool_fits(x: torch.Tensor) -> bool:
     """True when :func:`batch_norm_max_pool2d` runs the native kernel on ``x``."""
     return (
         x.dim() == 4
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
         and x.shape[1] % 8 == 0
         and x.shape[2] >= 2
         and x.shape[3] >= 2
         and x.is_contiguous(memory_format=torch.channels_last)
-        and not torch.compiler.is_compiling()
-        and native_enabled()
+        and native_runs(x)
     )
 
 

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from . import native
-from .options import BERNOULLI_RNGS, STRATEGIES, native_enabled
+from .options import BERNOULLI_RNGS, STRATEGIES, native_runs
 
 DENSE_MAX_OUT = 32  # auto: layers with at most this many outputs run dense
 
@@ -86,6 +86,16 @@ def _scan_grad(V: torch.Tensor, g: torch.Tensor, lif: LIFSpec, T: int) -> torch.
         lif.width,
     )
     return G.view(T * B, N)
+
+
+def _tm_forward(tm, wp, b, T: int, B: int, N: int, lif: LIFSpec | None):
+    """``(out, V)``: the temporal gather's ``[T*B, N]`` output and None, or with ``lif``
+    where the kernel can scan in its epilogue, the spikes and their membranes."""
+    fused = None if lif is None else native.tm_fwd_lif(tm, wp, b, T, B, N, *lif[:3])
+    if fused is not None:
+        V, S = fused
+        return S, V
+    return native.tm_fwd(tm, wp, b, T, B, N), None
 
 
 def auto_sparse(density: float, out_features: int, max_density: float) -> bool:
@@ -161,11 +171,8 @@ class _SpikeLinear(torch.autograd.Function):
         idx: tuple[str, tuple] | None = None
         use_native = (
             strategy in ("auto", "sparse")
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and weight.dtype == torch.float32
             and binary is not False
-            and native_enabled()
+            and native_runs(x, weight)
             and not (strategy == "auto" and N <= DENSE_MAX_OUT)
         )
         if use_native:
@@ -182,7 +189,7 @@ class _SpikeLinear(torch.autograd.Function):
             binary = idx is not None
             if idx is not None and strategy == "auto" and not auto_sparse(nspikes / max(M * K, 1), N, max_density):
                 idx = None  # dense GEMM; saving the bool input is as lean
-        fused = None
+        V = None  # the membranes, where the kernel ran the scan
         if idx is not None:
             wp = packed_weight(weight)
             b = None if bias is None else bias.detach().contiguous()
@@ -190,12 +197,7 @@ class _SpikeLinear(torch.autograd.Function):
             saved_x: tuple[torch.Tensor | None, ...]
             if kind == "tm":
                 assert time_steps is not None  # a temporal index is built only when T is given
-                B = M // time_steps
-                fused = None if lif is None else native.tm_fwd_lif(data, wp, b, time_steps, B, N, *lif[:3])
-                if fused is not None:
-                    V, out = fused  # the spikes: the scan ran in the kernel
-                else:
-                    out = native.tm_fwd(data, wp, b, time_steps, B, N)
+                out, V = _tm_forward(data, wp, b, time_steps, M // time_steps, N, lif)
                 saved_x = data[:3] if need_w else (None, None, None)
             else:
                 out = native.spmm_fwd(data[0], data[1], wp, b, M, N)
@@ -215,7 +217,7 @@ class _SpikeLinear(torch.autograd.Function):
             saved_x = (x.to(torch.bool) if binary else x, None, None) if need_w else (None, None, None)
         if lif is not None:
             assert time_steps is not None  # spike_linear_lif passes T
-            if idx is None or fused is None:
+            if V is None:
                 V, out = _scan(out, lif, time_steps)
             saved_x = (*saved_x, V)
         ctx.lif = lif
@@ -258,14 +260,7 @@ class _SpikeLinear(torch.autograd.Function):
 def _input_grad(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``g @ weight``; natively for a layer with few outputs (a readout), a shape BLAS
     runs slowly."""
-    if (
-        weight.shape[0] <= native.THIN_MAX_K
-        and g.device.type == "cpu"
-        and g.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and not torch.compiler.is_compiling()
-        and native_enabled()
-    ):
+    if weight.shape[0] <= native.THIN_MAX_K and native_runs(g, weight):
         return native.thin_mm(g, weight.detach().contiguous())
     return g @ weight
 
@@ -309,14 +304,10 @@ class _IndexedSpikeLinear(torch.autograd.Function):
     def forward(ctx, weight, bias, tm, T: int, B: int, lif: LIFSpec | None = None):
         K, N = weight.shape[1], weight.shape[0]
         wp, b = packed_weight(weight), None if bias is None else bias.detach().contiguous()
-        fused = None if lif is None else native.tm_fwd_lif(tm, wp, b, T, B, N, *lif[:3])
-        if fused is not None:
-            V, out = fused
-        else:
-            out = native.tm_fwd(tm, wp, b, T, B, N)
-            if lif is not None:
-                V, out = _scan(out, lif, T)
-        ctx.save_for_backward(*tm[:3], *((V,) if lif is not None else ()))
+        out, V = _tm_forward(tm, wp, b, T, B, N, lif)
+        if lif is not None and V is None:
+            V, out = _scan(out, lif, T)
+        ctx.save_for_backward(*tm[:3], *((V,) if V is not None else ()))
         ctx.shape = (T, B, K)
         ctx.has_bias = bias is not None
         ctx.lif = lif
@@ -363,15 +354,7 @@ def bernoulli_linear(
     :func:`spike_linear_lif`)."""
     if rng not in BERNOULLI_RNGS:
         raise ValueError(f"bernoulli={rng!r} is unknown; accepted: {', '.join(BERNOULLI_RNGS)}")
-    if not (
-        p.dim() == 2
-        and p.device.type == "cpu"
-        and p.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and 1 <= time_steps <= native.MAX_T
-        and not torch.compiler.is_compiling()
-        and native_enabled()
-    ):
+    if not (p.dim() == 2 and 1 <= time_steps <= native.MAX_T and native_runs(p, weight)):
         return None
     B = p.shape[0]
     pc = p.contiguous()
@@ -404,16 +387,7 @@ def spike_linear_lif(
     ``torch.compile``): the caller runs the two."""
     if strategy not in STRATEGIES:
         raise ValueError(f"matmul={strategy!r} is unknown; accepted: {', '.join(STRATEGIES)}")
-    if not (
-        x.dim() == 2
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and x.shape[0] % time_steps == 0
-        and strategy != "bf16x3"
-        and not torch.compiler.is_compiling()
-        and native_enabled()
-    ):
+    if not (x.dim() == 2 and x.shape[0] % time_steps == 0 and strategy != "bf16x3" and native_runs(x, weight)):
         return None
     out: torch.Tensor = _SpikeLinear.apply(x, weight, bias, strategy, binary, float(max_density), time_steps, lif)
     return out

@@ -59,6 +59,19 @@ def native_enabled() -> bool:
     return _options.native and native.available()
 
 
+def native_runs(*tensors: Any) -> bool:
+    """True when the native kernels can take ``tensors``: all float32 on the CPU, outside
+    ``torch.compile``'s tracing (the kernels are opaque to it), the option on and the
+    kernels loaded."""
+    import torch  # (the options themselves import no torch)
+
+    return (
+        all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and not torch.compiler.is_compiling()
+        and native_enabled()
+    )
+
+
 def configure(**kw: Any) -> EngineOptions:
     """Set engine options for the process (unknown names raise)."""
     global _options

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .options import native_enabled
+from .options import native_enabled, native_runs
 
 
 def rand(shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
@@ -56,16 +56,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     same mask (torch's own ``bernoulli_(1 - p)`` draws from the default generator), the
     same values and gradient, with the draws made natively (PyTorch makes them one at a
     time under the generator's lock: ~10 ms a step for the conv network's dropout)."""
-    if (
-        training
-        and 0.0 < p < 1.0
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and x.is_contiguous()
-        and native_enabled()
-        and not torch.compiler.is_compiling()
-        and _bernoulli_draws_like_torch()
-    ):
+    if training and 0.0 < p < 1.0 and x.is_contiguous() and native_runs(x) and _bernoulli_draws_like_torch():
         from . import native
 
         keep = 1.0 - p

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from . import native
-from .options import native_enabled, options
+from .options import native_runs, options
 from .surrogate import SURROGATE_GRADS, SURROGATE_WIDTHS, surrogate_grad
 
 __all__ = ["lif_scan", "lif_scan_reference"]
@@ -133,12 +133,7 @@ def _use_compiled(x: torch.Tensor) -> bool:
 
 
 def _use_native(*ts: torch.Tensor) -> bool:
-    return (
-        not torch.compiler.is_compiling()
-        and options().scan == "auto"
-        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in ts)
-        and native_enabled()
-    )
+    return options().scan == "auto" and native_runs(*ts)
 
 
 def _native_x(x: torch.Tensor) -> torch.Tensor:
